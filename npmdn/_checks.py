@@ -1,0 +1,158 @@
+"""Input checks at the public surface.
+
+Every public entry point validates its arguments here, before any work is
+done, so that a user gets one clear message naming what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+class InputDTypeError(TypeError, ValueError):
+    """A wrong dtype. Both a ``TypeError`` and a ``ValueError``, so either catches it."""
+
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_device_array(a) -> bool:
+    """True for a CuPy array, found without importing CuPy."""
+    return type(a).__module__.startswith("cupy")
+
+
+def as_dtype(dtype, name: str = "dtype") -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise InputDTypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise InputDTypeError(f"{name} must be 'float32' or 'float64', got {dt.name}")
+    return dt
+
+
+def float_array(a, name: str, ndim: int | tuple[int, ...] | None = None):
+    """An existing float32/float64 array (NumPy or CuPy), unchanged; anything else is an error."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        a = np.asarray(a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise InputDTypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if a.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(a.shape)}")
+    return a
+
+
+def real_array(a, name: str, dtype: np.dtype):
+    """Convert user data (list, int or float array) to a host array of ``dtype``.
+
+    Booleans, complex numbers, strings and objects are refused rather than
+    coerced: none of them is a real-valued measurement.
+    """
+    if is_device_array(a):
+        a = a.get()
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
+    if arr.dtype.kind not in "iuf":
+        raise InputDTypeError(
+            f"{name} must hold real numbers (int or float), got dtype {arr.dtype}"
+        )
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_finite(a, name: str, xp=np) -> None:
+    if not bool(xp.isfinite(a).all()):
+        bad = int((~xp.isfinite(a)).sum())
+        raise ValueError(f"{name} must be finite: it holds {bad} NaN or inf value(s)")
+
+
+def check_nonempty(n: int, name: str) -> None:
+    if n == 0:
+        raise ValueError(f"{name} is empty: at least one row is needed")
+
+
+def int_arg(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputDTypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def float_arg(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputDTypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    return value
+
+
+def choice_arg(value, name: str, choices) -> str:
+    if value not in choices:
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {opts}, got {value!r}")
+    return value
+
+
+def seed_arg(seed) -> int:
+    """A sampling seed: an int in [0, 2**64), or None for fresh OS entropy."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+    return int_arg(seed, "seed", 0, 2**64 - 1)
+
+
+def mixture_args(logits, mu, log_sigma, y=None):
+    """Validate the raw mixture parameters (and targets) of the functional API.
+
+    Shapes: ``logits [N, K]``, ``mu [N, K, D]``, ``log_sigma [N, K, S]``
+    with ``S`` in ``{1, D}``, ``y [N, D]``; one float dtype for all.
+    Returns ``(N, K, D, S)``.
+    """
+    logits = float_array(logits, "logits", 2)
+    mu = float_array(mu, "mu", 3)
+    log_sigma = float_array(log_sigma, "log_sigma", 3)
+    n, k = logits.shape
+    if mu.shape[:2] != (n, k):
+        raise ValueError(f"mu must have shape [N, K, D] = [{n}, {k}, D], got {tuple(mu.shape)}")
+    d = mu.shape[2]
+    if log_sigma.shape[:2] != (n, k) or log_sigma.shape[2] not in (1, d):
+        raise ValueError(
+            f"log_sigma must have shape [N, K, S] = [{n}, {k}, {d}] (diagonal) or "
+            f"[{n}, {k}, 1] (isotropic), got {tuple(log_sigma.shape)}"
+        )
+    s = log_sigma.shape[2]
+    arrays = [("logits", logits), ("mu", mu), ("log_sigma", log_sigma)]
+    if y is not None:
+        y = float_array(y, "y", 2)
+        if y.shape != (n, d):
+            raise ValueError(f"y must have shape [N, D] = [{n}, {d}], got {tuple(y.shape)}")
+        arrays.append(("y", y))
+    dtypes = {a.dtype for _, a in arrays}
+    if len(dtypes) > 1:
+        desc = ", ".join(f"{nm}={a.dtype}" for nm, a in arrays)
+        raise InputDTypeError(f"all mixture arrays must share one float dtype, got {desc}")
+    kinds = {is_device_array(a) for _, a in arrays}
+    if len(kinds) > 1:
+        raise InputDTypeError("mixture arrays mix NumPy and CuPy arrays; put them on one device")
+    check_nonempty(n, "the batch (N)")
+    if k == 0 or d == 0:
+        raise ValueError(f"need K >= 1 components and D >= 1 dimensions, got K={k}, D={d}")
+    xp = np
+    if kinds == {True}:
+        import cupy as xp  # noqa: F811  (only reached with CuPy arrays in hand)
+    for nm, a in arrays:
+        check_finite(a, nm, xp)
+    return n, k, d, s

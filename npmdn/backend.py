@@ -1,0 +1,196 @@
+"""The one backend switch.
+
+A backend names an array module (``xp``) and the three mixture-head kernels
+every backend provides with the same signatures and the same results as the
+NumPy reference in :mod:`npmdn.mixture`:
+
+``nll_grad(logits, mu, log_sigma, y, out=None) -> (nll, d_logits, d_mu, d_log_sigma)``
+``log_prob(logits, mu, log_sigma, y) -> [N]``
+``sample(logits, mu, log_sigma, n_samples, seed, row_offset, method, temperature, sigma_scale)``
+
+The kernels take arrays already checked (see :mod:`npmdn._checks`); the
+head's arrays may be row-strided views of one ``[N, P]`` head output, with
+contiguous trailing axes.
+
+Which backend runs, first match wins:
+
+1. the ``backend=`` argument of the call or model;
+2. :func:`set_backend`;
+3. the environment variable ``NPMDN_BACKEND``;
+4. automatically: ``cupy`` when CuPy is installed and a CUDA device answers,
+   else ``numba`` when Numba imports, else ``numpy``.
+
+Asking for a backend that cannot run here raises :class:`BackendUnavailable`
+naming what is missing; npmdn never falls back silently to another backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+BACKENDS = ("numpy", "numba", "cupy")
+ENV_VAR = "NPMDN_BACKEND"
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    xp: ModuleType
+    nll_grad: Callable
+    log_prob: Callable
+    sample: Callable
+    on_device: bool = False
+
+    def asarray(self, a, dtype=None):
+        """Move a host array to this backend's memory (no copy when already there)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a) -> np.ndarray:
+        """A NumPy array, copied from the device if needed."""
+        return a.get() if self.on_device else np.asarray(a)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+_selected: str | None = None
+_cache: dict[str, Backend] = {}
+_auto_choice: str | None = None
+
+
+def _load_numpy() -> Backend:
+    from . import mixture
+
+    return Backend("numpy", np, mixture.nll_grad, mixture.log_prob, mixture.sample)
+
+
+def _load_numba() -> Backend:
+    if importlib.util.find_spec("numba") is None:
+        raise BackendUnavailable(
+            "backend 'numba' needs the numba package, which is not installed "
+            "(pip install numba)"
+        )
+    try:
+        from . import _numba_kernels as nk
+    except ImportError as exc:  # e.g. numba present but llvmlite broken
+        raise BackendUnavailable(f"backend 'numba' could not load: {exc}") from exc
+    return Backend("numba", np, nk.nll_grad, nk.log_prob, nk.sample)
+
+
+def _load_cupy() -> Backend:
+    if importlib.util.find_spec("cupy") is None:
+        raise BackendUnavailable(
+            "backend 'cupy' needs CuPy, which is not installed "
+            "(pip install cupy-cuda12x or cupy-cuda13x to match your CUDA)"
+        )
+    try:
+        import cupy
+    except Exception as exc:  # CuPy installed but broken (missing CUDA libraries)
+        raise BackendUnavailable(f"backend 'cupy': CuPy failed to import: {exc}") from exc
+    try:
+        n_dev = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"backend 'cupy' needs a CUDA device, and none answered: {exc}"
+        ) from exc
+    if n_dev < 1:
+        raise BackendUnavailable("backend 'cupy' needs a CUDA device, and none was found")
+    try:
+        from . import _cupy_kernels as ck
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend 'cupy' could not load its kernels: {exc}") from exc
+    return Backend("cupy", cupy, ck.nll_grad, ck.log_prob, ck.sample, on_device=True)
+
+
+_LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "cupy": _load_cupy}
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name.lower()
+
+
+def _auto() -> str:
+    global _auto_choice
+    if _auto_choice is None:
+        for name in ("cupy", "numba"):
+            try:
+                get_backend(name)
+            except BackendUnavailable:
+                continue
+            _auto_choice = name
+            break
+        else:
+            _auto_choice = "numpy"
+    return _auto_choice
+
+
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """Resolve a backend by the rules in the module docstring and load it (cached)."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = _selected or os.environ.get(ENV_VAR) or _auto()
+    name = _check_name(name)
+    if name not in _cache:
+        _cache[name] = _LOADERS[name]()
+    return _cache[name]
+
+
+def set_backend(name: str | None) -> Backend | None:
+    """Choose the default backend for this process (``None`` restores the automatic choice).
+
+    The backend is loaded at once, so an unusable choice fails here, not later.
+    """
+    global _selected
+    if name is None:
+        _selected = None
+        return None
+    backend = get_backend(_check_name(name))
+    _selected = backend.name
+    return backend
+
+
+def available_backends() -> list[str]:
+    """The backends that can run on this machine."""
+    out = []
+    for name in BACKENDS:
+        try:
+            get_backend(name)
+        except BackendUnavailable:
+            continue
+        out.append(name)
+    return out
+
+
+def backend_for_arrays(arrays, name=None) -> Backend:
+    """The backend for a functional call on raw arrays.
+
+    An explicit ``name``, :func:`set_backend` or ``NPMDN_BACKEND`` decide as
+    usual. Otherwise the arrays do: CuPy arrays run on ``cupy``, NumPy arrays
+    on the fastest CPU backend (``numba``, else ``numpy``).
+    """
+    from ._checks import is_device_array
+
+    if name is None:
+        name = _selected or os.environ.get(ENV_VAR)
+    if name is not None:
+        return get_backend(name)
+    if any(is_device_array(a) for a in arrays):
+        return get_backend("cupy")
+    try:
+        return get_backend("numba")
+    except BackendUnavailable:
+        return get_backend("numpy")

@@ -1,0 +1,294 @@
+r"""The mixture-head math contract and its NumPy reference.
+
+Every backend kernel (Numba, CUDA) is tested against the functions here.
+They are written for readability, vectorized, and entirely in log space:
+nothing is exponentiated and then logged, so densities far below the
+smallest float never turn into ``log(0) = -inf`` or NaN.
+
+Shapes (one section, stated once)
+---------------------------------
+=============  ============  ==================================================
+``logits``     ``[N, K]``    unnormalised log mixing weights ``a``
+``mu``         ``[N, K, D]`` component means
+``log_sigma``  ``[N, K, S]`` raw scales ``s``: ``S = D`` diagonal, ``S = 1``
+                             isotropic (one sigma shared by the D dimensions)
+``y``          ``[N, D]``    targets
+=============  ============  ==================================================
+
+With ``sigma = exp(s)`` and ``log pi = log_softmax(a)``:
+
+.. math::
+
+    z_{kd} &= (y_d - \mu_{kd}) / \sigma_{kd} \\
+    \log N_k &= -\tfrac12 \sum_d z_{kd}^2 - \sum_d s_{kd} - \tfrac{D}{2}\log 2\pi \\
+    \log p(y) &= \operatorname{logsumexp}_k(\log\pi_k + \log N_k) \\
+    r_k &= \operatorname{softmax}_k(\log\pi_k + \log N_k) \\
+    \partial\,\mathrm{NLL}/\partial a_k &= \pi_k - r_k \\
+    \partial\,\mathrm{NLL}/\partial \mu_{kd} &= -r_k z_{kd} / \sigma_{kd} \\
+    \partial\,\mathrm{NLL}/\partial s_{kd} &= r_k (1 - z_{kd}^2)
+        \quad\text{(isotropic: } r_k (D - \textstyle\sum_d z_{kd}^2)\text{)}
+
+In the isotropic case ``sum_d s_kd = D s_k``. When ``D = 1`` the two
+covariance types coincide, so ``S`` alone says which one is meant.
+
+The derivations are in ``docs/derivation.md``. All functions accept NumPy or
+CuPy arrays (the array module is taken from the input) except sampling, whose
+Philox stream is NumPy-only here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import philox
+from ._checks import is_device_array
+
+LOG_2PI = math.log(2.0 * math.pi)
+SAMPLE_METHODS = ("gumbel", "cumulative")
+
+
+def _xp(a):
+    if is_device_array(a):
+        import cupy
+
+        return cupy
+    return np
+
+
+# --------------------------------------------------------------------------
+# log-space primitives (the max is taken per row, never over the whole array)
+# --------------------------------------------------------------------------
+
+
+def logsumexp(t):
+    """``log(sum(exp(t)))`` over the last axis, shifted by each row's own max.
+
+    A row that is ``-inf`` everywhere gives ``-inf`` (not NaN).
+    """
+    xp = _xp(t)
+    m = xp.max(t, axis=-1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    return xp.log(xp.sum(xp.exp(t - m), axis=-1)) + m[..., 0]
+
+
+def log_softmax(a):
+    """``a - logsumexp(a)`` over the last axis: log mixing weights from logits."""
+    return a - logsumexp(a)[..., None]
+
+
+def softmax(a):
+    return _xp(a).exp(log_softmax(a))
+
+
+# --------------------------------------------------------------------------
+# densities and the fused NLL + gradient
+# --------------------------------------------------------------------------
+
+
+def _dims(mu, log_sigma):
+    d = mu.shape[-1]
+    s = log_sigma.shape[-1]
+    if s not in (1, d):
+        raise ValueError(f"log_sigma's last axis must be 1 or D={d}, got {s}")
+    return d, s
+
+
+def component_log_density(mu, log_sigma, y):
+    """``log N_k`` [N, K] and the standardized residuals ``z`` [N, K, D]."""
+    d, s = _dims(mu, log_sigma)
+    xp = _xp(mu)
+    inv_sigma = xp.exp(-log_sigma)  # [N,K,S]: one exp per scale
+    z = (y[:, None, :] - mu) * inv_sigma  # [N,K,D]
+    # sum_d s_kd: the isotropic s_k counts once per dimension
+    log_det = log_sigma.sum(axis=-1) * (d if s == 1 else 1)
+    log_n = -0.5 * (z * z).sum(axis=-1) - log_det - 0.5 * d * LOG_2PI
+    return log_n, z
+
+
+def log_prob(logits, mu, log_sigma, y):
+    """``log p(y | mixture)`` per row, [N]."""
+    log_n, _ = component_log_density(mu, log_sigma, y)
+    return logsumexp(log_softmax(logits) + log_n)
+
+
+def responsibilities(logits, mu, log_sigma, y):
+    """Posterior component probabilities ``r`` [N, K] given y."""
+    log_n, _ = component_log_density(mu, log_sigma, y)
+    return softmax(log_softmax(logits) + log_n)
+
+
+def nll_grad(logits, mu, log_sigma, y, out=None):
+    """Per-row NLL [N] and its gradient with respect to the head output.
+
+    Returns ``(nll, d_logits, d_mu, d_log_sigma)`` with the shapes of the
+    inputs. The gradient is of each row's own NLL (not divided by N).
+    With ``out=(nll, d_logits, d_mu, d_log_sigma)`` the results are written
+    into those arrays (which may be strided views) and returned.
+    """
+    d, s = _dims(mu, log_sigma)
+    xp = _xp(mu)
+    log_pi = log_softmax(logits)
+    inv_sigma = xp.exp(-log_sigma)
+    z = (y[:, None, :] - mu) * inv_sigma
+    z2 = z * z
+    log_det = log_sigma.sum(axis=-1) * (d if s == 1 else 1)
+    log_n = -0.5 * z2.sum(axis=-1) - log_det - 0.5 * d * LOG_2PI
+    t = log_pi + log_n
+    lse = logsumexp(t)  # log p(y)
+    r = xp.exp(t - lse[:, None])  # responsibilities
+    nll = -lse
+    d_logits = xp.exp(log_pi) - r  # pi - r
+    d_mu = -r[..., None] * z * inv_sigma  # -r z / sigma
+    if s == 1:
+        d_log_sigma = (r * (d - z2.sum(axis=-1)))[..., None]  # r (D - sum_d z^2)
+    else:
+        d_log_sigma = r[..., None] * (1.0 - z2)  # r (1 - z^2)
+    result = (nll, d_logits, d_mu, d_log_sigma)
+    if out is None:
+        return result
+    for dst, src in zip(out, result):
+        dst[...] = src
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# the mixture as a distribution: weights, moments
+# --------------------------------------------------------------------------
+
+
+def weights(logits, temperature: float = 1.0):
+    """Mixing weights ``pi = softmax(a / T)`` [N, K].
+
+    ``T = 1`` gives the model's weights; ``T < 1`` sharpens them towards the
+    heaviest component and ``T = 0`` puts all weight on it (ties: lowest k);
+    ``T > 1`` flattens them towards uniform.
+    """
+    xp = _xp(logits)
+    if temperature == 0:
+        k = xp.argmax(logits, axis=-1)
+        return (xp.arange(logits.shape[-1])[None, :] == k[:, None]).astype(logits.dtype)
+    return softmax(logits / logits.dtype.type(temperature))
+
+
+def params(logits, mu, log_sigma):
+    """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the mixture in natural units."""
+    xp = _xp(mu)
+    return softmax(logits), mu, xp.exp(log_sigma)
+
+
+def mean(logits, mu):
+    """Mixture mean ``sum_k pi_k mu_k`` [N, D]."""
+    return (softmax(logits)[..., None] * mu).sum(axis=1)
+
+
+def variance(logits, mu, log_sigma):
+    """Per-dimension predictive variance [N, D] by the law of total variance.
+
+    ``Var[y_d] = sum_k pi_k sigma_kd^2 + sum_k pi_k (mu_kd - m_d)^2``:
+    the expected within-component variance plus the variance of the means.
+    """
+    xp = _xp(mu)
+    pi = softmax(logits)[..., None]
+    m = (pi * mu).sum(axis=1)
+    within = (pi * xp.exp(2.0 * log_sigma)).sum(axis=1)  # broadcasts S=1 over D
+    between = (pi * (mu - m[:, None, :]) ** 2).sum(axis=1)
+    return within * xp.ones_like(m) + between
+
+
+def covariance(logits, mu, log_sigma):
+    """Full predictive covariance [N, D, D] by the law of total covariance.
+
+    ``Cov[y] = sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``.
+    """
+    xp = _xp(mu)
+    pi = softmax(logits)
+    m = (pi[..., None] * mu).sum(axis=1)
+    dev = mu - m[:, None, :]
+    between = xp.einsum("nk,nkd,nke->nde", pi, dev, dev)
+    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D]
+    within = (pi[..., None] * var).sum(axis=1)
+    d = mu.shape[-1]
+    idx = xp.arange(d)
+    between[:, idx, idx] += within
+    return between
+
+
+# --------------------------------------------------------------------------
+# sampling on the Philox stream (see npmdn.philox for the layout)
+# --------------------------------------------------------------------------
+
+
+def choose_components(logits, uniforms, method: str = "gumbel", temperature: float = 1.0):
+    """Component indices [N, J] from choice uniforms.
+
+    ``uniforms`` is [N, J, K] for Gumbel-max and [N, J] (or [N, J, 1]) for
+    the cumulative method. All arithmetic is float64 whatever the dtype of
+    ``logits``, so every backend makes the same choices.
+
+    * ``"gumbel"``: ``k = argmax_k (a_k / T + g_k)`` with Gumbel noise
+      ``g_k = -log(-log u_k)``; ties go to the lowest k.
+    * ``"cumulative"``: with ``pi = softmax(a / T)`` and running sums
+      ``c_k = pi_0 + ... + pi_k``, ``k`` is the smallest index with
+      ``u < c_k``; if rounding leaves ``u >= c_{K-1}``, the last component
+      with ``pi_k > 0``.
+    * ``T = 0`` (either method): ``k = argmax_k a_k``, no randomness used.
+    """
+    a = np.asarray(logits, dtype=np.float64)
+    n, k = a.shape
+    u = np.asarray(uniforms, dtype=np.float64)
+    j = u.shape[1]
+    if temperature == 0:
+        return np.broadcast_to(np.argmax(a, axis=-1)[:, None], (n, j)).copy()
+    a = a / float(temperature)
+    if method == "gumbel":
+        keys = a[:, None, :] - np.log(-np.log(u))
+        return np.argmax(keys, axis=-1)
+    if method == "cumulative":
+        u = u.reshape(n, j)
+        a = a - a.max(axis=-1, keepdims=True)
+        e = np.exp(a)
+        pi = e / e.sum(axis=-1, keepdims=True)
+        c = np.cumsum(pi, axis=-1)
+        idx = (c[:, None, :] <= u[..., None]).sum(axis=-1)  # first k with u < c_k
+        last = k - 1 - np.argmax((pi > 0)[:, ::-1], axis=-1)  # last k with pi_k > 0
+        return np.where(idx >= k, last[:, None], idx)
+    raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
+
+
+def sample(
+    logits,
+    mu,
+    log_sigma,
+    n_samples: int,
+    seed: int,
+    row_offset: int = 0,
+    method: str = "gumbel",
+    temperature: float = 1.0,
+    sigma_scale: float = 1.0,
+):
+    """Draw ``n_samples`` values per row: [N, n_samples, D] in the input dtype.
+
+    Draw ``j`` of global row ``i = row_offset + n`` uses only the Philox
+    stream at (seed, i, j), so results do not depend on the batch size or on
+    how rows are split into calls. The component is chosen by
+    :func:`choose_components`; the value is
+    ``y_d = mu_kd + (sigma_scale * sigma_kd) * eps_d`` with
+    ``eps`` the stream's normals cast to the input dtype.
+    ``temperature`` reshapes the weights (``pi ∝ pi^(1/T)``) and
+    ``sigma_scale`` multiplies every sigma (0 returns the chosen means).
+    """
+    logits, mu, log_sigma = (np.asarray(v) for v in (logits, mu, log_sigma))
+    n, k = logits.shape
+    d, _ = _dims(mu, log_sigma)
+    dtype = mu.dtype
+    rows = row_offset + np.arange(n, dtype=np.uint64)
+    draws = np.arange(n_samples, dtype=np.uint64)
+    n_words = k if method == "gumbel" else 1
+    u = philox.choice_uniforms(seed, rows, draws, n_words)
+    comp = choose_components(logits, u, method, temperature)  # [N, J]
+    eps = philox.normals(seed, rows, draws, d).astype(dtype)  # [N, J, D]
+    mu_k = np.take_along_axis(mu, comp[..., None], axis=1)  # [N, J, D]
+    sigma_k = np.exp(np.take_along_axis(log_sigma, comp[..., None], axis=1))  # [N, J, S]
+    return mu_k + (dtype.type(sigma_scale) * sigma_k) * eps
