@@ -1,0 +1,215 @@
+r"""Sampling kernel: Philox4x32-10 inside the kernel, the npmdn stream layout.
+
+Draw ``j`` of global row ``i`` is a pure function of (seed, i, j) exactly as
+in :mod:`npmdn.philox` and :func:`npmdn.mixture.sample` (the reference this
+kernel is tested against): the same 32-bit words, hence the same uniforms,
+the same component choices and, to rounding, the same normals.
+
+Draws are flattened, ``f = i * J + j``, and processed in tiles of ``T``
+draws; the innermost loops run over the tile's lanes so that LLVM vectorises
+the Philox rounds (32 x 32 -> 64-bit multiplies), the float64 logs of the
+Gumbel keys and the Box-Muller transform. What depends on the row only
+(``a / T``, the cumulative weights) is computed once per row of the tile.
+Component choices and normals are float64, as in the reference; the value
+``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype.
+
+No fast-math here: the Gumbel keys ``a_k / T - log(-log u_k)`` and the
+cumulative weights decide discrete choices, so they follow the reference's
+order of operations (``a / T`` a true division, no FMA contraction). They
+can still differ from NumPy's by an ulp (NumPy's log and exp are not ours),
+so a choice can differ only when two keys, or ``u`` and a cumulative weight,
+are within a few ulp of each other: about 1e-15 per draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._nb_vmath import always_inline, cos_sin_2pi, exp64, log64, prefer_wide_vectors, vexp
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_MASK = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_TWO_M32 = 2.0**-32
+NORMAL_BLOCK = 2**31
+
+
+@njit(error_model="numpy")
+def _round(c0, c1, c2, c3, k0, k1):
+    always_inline()
+    p0 = _M0 * c0  # 32 x 32 -> 64-bit product, exact in uint64
+    p1 = _M1 * c2
+    return (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
+
+
+@njit(error_model="numpy")
+def philox10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of one counter; uint64 values holding 32-bit words."""
+    always_inline()
+    c0, c1, c2, c3 = _round(c0, c1, c2, c3, k0, k1)
+    for _ in range(9):
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, k0, k1)
+    return c0, c1, c2, c3
+
+
+@njit(error_model="numpy")
+def uniform(x):
+    """A 32-bit word -> (x + 0.5) 2**-32, exact in float64, strictly inside (0, 1)."""
+    always_inline()
+    return (np.float64(x) + 0.5) * _TWO_M32
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
+                  out, tile, n_chunks):
+    """``out[i * J + j, :]`` = draw j of row i; ``out`` is [N * J, D] C-contiguous.
+
+    ``key0, key1, row_offset`` are uint64 (the seed's key halves and the
+    global index of row 0); ``temperature`` is a float64 >= 0.
+    """
+    n, K = L.shape
+    D = out.shape[1]
+    S = LS.shape[1] // K
+    total = n * J
+    n_tiles = (total + tile - 1) // tile
+    n_chunks = max(1, min(n_tiles, n_chunks))
+    n_pairs = (D + 1) // 2  # normal pair p: block 2**31 + p // 2, lanes 2 (p % 2) and +1
+    ss = out.dtype.type(sigma_scale)
+    max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
+    for c in prange(n_chunks):
+        prefer_wide_vectors()
+        vi = np.empty(tile, np.int64)  # row of each lane (in the batch)
+        vr = np.empty(tile, np.int64)  # row of each lane, counted from the tile's first row
+        r0 = np.empty(tile, np.uint64)  # counter words: global row lo, hi, draw
+        r1 = np.empty(tile, np.uint64)
+        dj = np.empty(tile, np.uint64)
+        W = np.empty((4, tile), np.uint64)  # one Philox block per lane
+        AT = np.empty((K, tile), np.float64)  # a_k / T per lane
+        RA = np.empty((max_rows, K), np.float64)  # per row: a_k / T, or cumulative weights
+        rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
+        best = np.empty(tile, np.float64)
+        comp = np.empty(tile, np.int64)
+        EPS = np.empty((2 * n_pairs, tile), np.float64)
+        VM = np.empty(tile, out.dtype)
+        VS = np.empty(tile, out.dtype)
+        for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
+            f0 = b * tile
+            nt = min(tile, total - f0)
+            ra = f0 // J  # first and last row of the tile
+            rb = (f0 + nt - 1) // J
+            i = ra
+            j = f0 - ra * J
+            for t in range(nt):  # (row, draw) of each lane, without a division per lane
+                vi[t] = i
+                vr[t] = i - ra
+                g = row_offset + np.uint64(i)
+                r0[t] = g & _MASK
+                r1[t] = g >> _S32
+                dj[t] = np.uint64(j)
+                j += 1
+                if j == J:
+                    j = 0
+                    i += 1
+
+            # ---- component choice (float64, the reference's arithmetic)
+            if temperature == 0.0:
+                for t in range(nt):  # argmax a, ties to the lowest k; no randomness
+                    row = vi[t]
+                    kbest = 0
+                    for k in range(1, K):
+                        if L[row, k] > L[row, kbest]:
+                            kbest = k
+                    comp[t] = kbest
+            elif gumbel:
+                for r in range(rb - ra + 1):
+                    for k in range(K):
+                        RA[r, k] = np.float64(L[ra + r, k]) / temperature
+                for k in range(K):
+                    for t in range(nt):
+                        AT[k, t] = RA[vr[t], k]
+                for t in range(nt):
+                    best[t] = -np.inf
+                    comp[t] = 0
+                for blk in range((K + 3) // 4):
+                    bb = np.uint64(blk)
+                    for t in range(nt):
+                        W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                            r0[t], r1[t], dj[t], bb, key0, key1)
+                    for w in range(min(4, K - 4 * blk)):
+                        k = 4 * blk + w
+                        for t in range(nt):
+                            # Gumbel-max: argmax_k a_k / T - log(-log u_k), ties to the lowest k
+                            key = AT[k, t] - log64(-log64(uniform(W[w, t])))
+                            better = key > best[t]
+                            best[t] = key if better else best[t]
+                            comp[t] = k if better else comp[t]
+            else:
+                # per row, as the reference: pi = softmax(a / T) with the max shifted out,
+                # c_k = pi_0 + ... + pi_k, and the last k with pi_k > 0
+                for r in range(rb - ra + 1):
+                    m = -np.inf
+                    for k in range(K):
+                        v = np.float64(L[ra + r, k]) / temperature
+                        RA[r, k] = v
+                        m = max(m, v)
+                    tot = 0.0
+                    for k in range(K):
+                        e = exp64(RA[r, k] - m)
+                        RA[r, k] = e
+                        tot += e
+                    csum = 0.0
+                    last = 0
+                    for k in range(K):
+                        p = RA[r, k] / tot
+                        csum += p
+                        RA[r, k] = csum
+                        if p > 0.0:
+                            last = k
+                    rlast[r] = last
+                for t in range(nt):
+                    W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                        r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                for t in range(nt):
+                    u = uniform(W[0, t])
+                    r = vr[t]
+                    idx = 0  # the first k with u < c_k = the number of c_k <= u
+                    for k in range(K):
+                        idx += RA[r, k] <= u
+                    comp[t] = idx if idx < K else rlast[r]
+
+            # ---- normals: Box-Muller on the normal blocks, float64, only those used
+            for p in range(n_pairs):
+                if p % 2 == 0:
+                    bb = np.uint64(NORMAL_BLOCK + p // 2)
+                    for t in range(nt):
+                        W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                            r0[t], r1[t], dj[t], bb, key0, key1)
+                lane = 2 * (p % 2)
+                if 2 * p + 1 < D:
+                    for t in range(nt):
+                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
+                        cs, sn = cos_sin_2pi(uniform(W[lane + 1, t]))
+                        EPS[2 * p, t] = rad * cs
+                        EPS[2 * p + 1, t] = rad * sn
+                else:  # the last pair of an odd D: its cosine branch only
+                    for t in range(nt):
+                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
+                        cs, _ = cos_sin_2pi(uniform(W[lane + 1, t]))
+                        EPS[2 * p, t] = rad * cs
+
+            # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
+            for d in range(D):
+                ds = d if S > 1 else 0
+                for t in range(nt):  # gather the chosen component's parameters
+                    k = comp[t]
+                    VM[t] = M[vi[t], k * D + d]
+                    VS[t] = LS[vi[t], k * S + ds]
+                for t in range(nt):
+                    eps = out.dtype.type(EPS[d, t])
+                    out[f0 + t, d] = VM[t] + (ss * vexp(VS[t])) * eps
