@@ -374,6 +374,7 @@ class MDN:
         validation_data=None,
         validation_split: float = 0.0,
         optimizer: str = "adam",
+        optimizer_options: dict | None = None,
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
         patience: int | None = None,
@@ -402,6 +403,9 @@ class MDN:
             Instead of ``validation_data``, hold out this fraction of (x, y),
             chosen by a seeded permutation.
         optimizer : {"adam", "sgd"}
+        optimizer_options : dict, optional
+            Extra settings of the optimizer: ``betas``, ``eps`` (Adam);
+            ``momentum`` (default 0.9), ``nesterov`` (SGD).
         weight_decay : float
             Decoupled weight decay on the weights (not the biases).
         clip_norm : float, optional
@@ -475,19 +479,23 @@ class MDN:
             xv, yv = x[perm[:n_val]], y[perm[:n_val]]
             x, y = x[perm[n_val:]], y[perm[n_val:]]
 
+        xp, net = self.backend.xp, self.net
+        try:
+            opt = OPTIMIZERS[optimizer](
+                net.n_params, lr=lr, weight_decay=weight_decay, decay_mask=net.weight_mask(),
+                xp=xp, dtype=self.dtype, **(optimizer_options or {}),
+            )
+        except TypeError as exc:
+            raise ValueError(f"optimizer_options do not fit {optimizer!r}: {exc}") from exc
+        # all arguments are checked: from here on the model changes
         if not self.fitted:
             self._set_standardization(x, y)
-        be, xp, net = self.backend, self.backend.xp, self.net
         xs, ys = self._std_x(x), self._std_y(y)  # moved to the device once per fit
         n = x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         steps = -(-n // bs)
         jac = self.log_jacobian
 
-        opt = OPTIMIZERS[optimizer](
-            net.n_params, lr=lr, weight_decay=weight_decay, decay_mask=net.weight_mask(),
-            xp=xp, dtype=self.dtype,
-        )
         last_good = net.params.copy()  # the weights of the last step with a finite loss
         best = xp.empty_like(net.params)
         history = History()
@@ -514,15 +522,9 @@ class MDN:
                         idx = order[step * bs : (step + 1) * bs]
                         xb, yb = xs[idx], ys[idx]
                     b = xb.shape[0]
-                    head, cache = net.forward(xb)
-                    g = grad_buf[:b]
-                    nll = nll_buf[:b]
-                    be.nll_grad(*self._split(head), yb, out=(nll, *self._split(g)))
-                    loss = float(nll.sum()) / b
+                    loss = self._loss_grad_std(xb, yb, nll_buf[:b], grad_buf[:b])
                     if not math.isfinite(loss):
                         self._diverged(epoch, step, steps, "loss", loss, last_good, history)
-                    g *= self.dtype.type(1.0 / b)  # mean over the batch
-                    net.backward(g, cache)
                     gnorm = (
                         clip_by_global_norm(net.grads, clip_norm, xp)
                         if clip_norm is not None
@@ -565,6 +567,37 @@ class MDN:
             net.params[...] = best
             history.restored_best = history.best_epoch != history.epochs
         return history
+
+    def _loss_grad_std(self, xb, yb, nll, grad) -> float:
+        """Mean NLL of a standardized batch; fills ``self.net.grads`` with its gradient.
+
+        ``nll`` [B] and ``grad`` [B, P] are scratch buffers: the head kernel
+        writes each row's NLL and its gradient with respect to the head output
+        straight into them, and the trunk's backward pass starts from ``grad``.
+        The gradient is computed even when the loss is not finite; callers check.
+        """
+        b = xb.shape[0]
+        head, cache = self.net.forward(xb)
+        self.backend.nll_grad(*self._split(head), yb, out=(nll, *self._split(grad)))
+        grad *= self.dtype.type(1.0 / b)  # d(mean NLL) = d(sum NLL) / B
+        self.net.backward(grad, cache)
+        return float(nll.sum()) / b
+
+    def loss_grad(self, x, y):
+        """Mean NLL of (x, y) in user units and its gradient with respect to the flat
+        parameters (a host copy, in the layout of :attr:`params`).
+
+        This is the quantity ``fit`` descends; the gradient checks in the tests
+        compare it with finite differences and with PyTorch autograd. The
+        log-Jacobian of the standardization is a constant, so it shifts the loss
+        but not the gradient.
+        """
+        x, y = self._xy(x, y)
+        xp = self.backend.xp
+        nll = xp.empty(x.shape[0], dtype=self.dtype)
+        grad = xp.empty((x.shape[0], self.head_size), dtype=self.dtype)
+        loss = self._loss_grad_std(self._std_x(x), self._std_y(y), nll, grad)
+        return loss + self.log_jacobian, self.backend.to_host(self.net.grads).copy()
 
     def _mean_nll_std(self, x, y) -> float:
         """Mean NLL in standardized units over host arrays, chunked."""
