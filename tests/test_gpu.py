@@ -90,6 +90,18 @@ def test_hard_inputs(rng, cov):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-300, err_msg=name)
 
 
+@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
+def test_hard_inputs_float32(rng, cov):
+    args = [a.astype(np.float32) for a in _hard_inputs(rng, cov)]
+    got = [g.get() for g in ck.nll_grad(*_dev(args))]
+    want = mixture.nll_grad(*args)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for name, g, w in zip(NAMES[1:], got[1:], want[1:]):
+        assert np.isfinite(g).all(), name
+        scale = np.abs(w).reshape(len(w), -1).max(axis=1).reshape((-1,) + (1,) * (w.ndim - 1))
+        np.testing.assert_allclose(g / scale, w / scale, atol=1e-4, err_msg=name)
+
+
 def test_grid_stride_loops_cover_every_row(rng, monkeypatch):
     """Fewer blocks than rows: every row and draw is still computed."""
     monkeypatch.setattr(ck, "_MAX_BLOCKS", 2)
