@@ -97,8 +97,9 @@ def test_nvrtc_compiles_the_loader_source(nvrtc, arch):
 
     src = ks.source()
     assert '#include "' not in src  # the header is inlined
-    # CuPy adds the architecture and this option itself
-    opts = [*NVRTC_OPTIONS, f"-arch={arch}", "--device-as-default-execution-space"]
+    # CuPy adds these itself (cupy/cuda/compiler.py): flush-to-zero, the
+    # architecture, device code by default
+    opts = [*NVRTC_OPTIONS, "-ftz=true", f"-arch={arch}", "--device-as-default-execution-space"]
     prog = nvrtc.createProgram(src, ks.KERNEL_FILE, (), ())
     try:
         try:
