@@ -33,7 +33,7 @@ from . import _checks as C
 from . import mixture
 from .backend import Backend, get_backend
 from .nn import ACTIVATIONS, MLP
-from .optim import OPTIMIZERS, clip_by_global_norm, global_norm
+from .optim import OPTIMIZERS, clip_by_global_norm
 from .progress import Progress
 
 FORMAT = "npmdn-model"
@@ -491,6 +491,8 @@ class MDN:
         if not self.fitted:
             self._set_standardization(x, y)
         xs, ys = self._std_x(x), self._std_y(y)  # moved to the device once per fit
+        if xv is not None:
+            xv_s, yv_s = self._std_x(xv), self._std_y(yv)
         n = x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         steps = -(-n // bs)
@@ -522,14 +524,12 @@ class MDN:
                         idx = order[step * bs : (step + 1) * bs]
                         xb, yb = xs[idx], ys[idx]
                     b = xb.shape[0]
-                    loss = self._loss_grad_std(xb, yb, nll_buf[:b], grad_buf[:b])
+                    loss, g2 = self._loss_grad_norm_std(xb, yb, nll_buf[:b], grad_buf[:b])
                     if not math.isfinite(loss):
                         self._diverged(epoch, step, steps, "loss", loss, last_good, history)
-                    gnorm = (
-                        clip_by_global_norm(net.grads, clip_norm, xp)
-                        if clip_norm is not None
-                        else global_norm(net.grads, xp)
-                    )
+                    gnorm = math.sqrt(g2)
+                    if clip_norm is not None:
+                        clip_by_global_norm(net.grads, clip_norm, xp, norm=gnorm)
                     if not math.isfinite(gnorm):
                         self._diverged(epoch, step, steps, "gradient norm", gnorm, None, history)
                     last_good[...] = net.params
@@ -540,7 +540,7 @@ class MDN:
                 history.lr.append(lr_now)
                 val_nll = None
                 if monitor_val:
-                    val_nll = self._mean_nll_std(xv, yv) + jac
+                    val_nll = self._mean_nll_std(xv_s, yv_s) + jac
                     if not math.isfinite(val_nll):
                         self._diverged(epoch, None, steps, "validation NLL", val_nll,
                                        None, history)
@@ -576,12 +576,24 @@ class MDN:
         straight into them, and the trunk's backward pass starts from ``grad``.
         The gradient is computed even when the loss is not finite; callers check.
         """
+        loss, _ = self._loss_grad_norm_std(xb, yb, nll, grad)
+        return loss
+
+    def _loss_grad_norm_std(self, xb, yb, nll, grad):
+        """As :meth:`_loss_grad_std`, and the squared norm of the whole gradient.
+
+        Both scalars come back to the host in one transfer: on a GPU that is the
+        step's only synchronisation.
+        """
         b = xb.shape[0]
+        xp = self.backend.xp
         head, cache = self.net.forward(xb)
         self.backend.nll_grad(*self._split(head), yb, out=(nll, *self._split(grad)))
         grad *= self.dtype.type(1.0 / b)  # d(mean NLL) = d(sum NLL) / B
         self.net.backward(grad, cache)
-        return float(nll.sum()) / b
+        g = self.net.grads
+        loss_sum, g2 = self.backend.to_host(xp.stack((nll.sum(), xp.dot(g, g))))
+        return float(loss_sum) / b, float(g2)
 
     def loss_grad(self, x, y):
         """Mean NLL of (x, y) in user units and its gradient with respect to the flat
@@ -599,14 +611,13 @@ class MDN:
         loss = self._loss_grad_std(self._std_x(x), self._std_y(y), nll, grad)
         return loss + self.log_jacobian, self.backend.to_host(self.net.grads).copy()
 
-    def _mean_nll_std(self, x, y) -> float:
-        """Mean NLL in standardized units over host arrays, chunked."""
+    def _mean_nll_std(self, xs, ys) -> float:
+        """Mean NLL in standardized units of standardized (device) arrays, chunked."""
         total = 0.0
-        for a, b in self._chunks(x.shape[0]):
-            h = self._head(self._std_x(x[a:b]))
-            lp = self.backend.log_prob(*self._split(h), self._std_y(y[a:b]))
+        for a, b in self._chunks(xs.shape[0]):
+            lp = self.backend.log_prob(*self._split(self._head(xs[a:b])), ys[a:b])
             total -= float(lp.sum())
-        return total / x.shape[0]
+        return total / xs.shape[0]
 
     def _diverged(self, epoch, step, steps, what, value, restore, history):
         if restore is not None:
