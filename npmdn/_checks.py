@@ -203,6 +203,6 @@ def probabilities(p, name: str) -> np.ndarray:
     bad = ~((arr > 0) & (arr < 1))  # also catches NaN
     if bad.any():
         raise ValueError(
-            f"{name} must lie strictly between 0 and 1, got {arr[bad].ravel()[0]!r}"
+            f"{name} must lie strictly between 0 and 1, got {float(arr[bad].ravel()[0])!r}"
         )
     return arr

@@ -219,10 +219,17 @@ def mixture_modes(logits, mu, log_sigma, *, tol: float = 1e-10, max_iter: int = 
     and isotropic scales; the densities are joint densities of y.
     """
     C.mixture_args(logits, mu, log_sigma)
-    tol = C.float_arg(tol, "tol", 0.0, strict=True)
-    max_iter = C.int_arg(max_iter, "max_iter", 1)
-    merge_tol = C.float_arg(merge_tol, "merge_tol", 0.0, strict=True)
-    return Modes(*mixture.modes(logits, mu, log_sigma, tol, max_iter, merge_tol))
+    options = mode_options(tol, max_iter, merge_tol)
+    return Modes(*mixture.modes(logits, mu, log_sigma, *options))
+
+
+def mode_options(tol, max_iter, merge_tol):
+    """Checked ``(tol, max_iter, merge_tol)`` for :func:`mixture_modes`."""
+    return (
+        C.float_arg(tol, "tol", 0.0, strict=True),
+        C.int_arg(max_iter, "max_iter", 1),
+        C.float_arg(merge_tol, "merge_tol", 0.0, strict=True),
+    )
 
 
 def mixture_mean(logits, mu, log_sigma):

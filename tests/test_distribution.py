@@ -194,6 +194,9 @@ def _crps_quad(pi, mu, sigma, y):
     return total
 
 
+# quad flags roundoff on the flat stretches between far-apart components; the pieces
+# still agree with the closed form to 1e-9, which is what is asserted
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
 @pytest.mark.parametrize("kind", ["random", "degenerate", "separated"])
 def test_crps_matches_quadrature(kind):
     logits, mu, ls = hard_mixtures(kind, n=8, seed=5)
