@@ -511,7 +511,8 @@ def cdf(logits, mu, log_sigma, y):
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = _f64(y)
     z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
-    return (_xp(mu).exp(log_pi) * norm_cdf(z)).sum(axis=1)
+    # the weights sum to 1 only to rounding: keep a probability a probability
+    return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(z)).sum(axis=1), 1.0)
 
 
 def sf(logits, mu, log_sigma, y):
@@ -519,7 +520,7 @@ def sf(logits, mu, log_sigma, y):
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = _f64(y)
     z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
-    return (_xp(mu).exp(log_pi) * norm_cdf(-z)).sum(axis=1)
+    return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(-z)).sum(axis=1), 1.0)
 
 
 def log_cdf(logits, mu, log_sigma, y):
@@ -527,7 +528,7 @@ def log_cdf(logits, mu, log_sigma, y):
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = _f64(y)
     z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
-    return _lse_axis(log_pi + norm_logcdf(z), 1)
+    return _xp(mu).minimum(_lse_axis(log_pi + norm_logcdf(z), 1), 0.0)
 
 
 def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200):
@@ -663,27 +664,28 @@ def crps(logits, mu, log_sigma, y):
 
 
 def _mode_state(log_pi, mu, prec, log_norm, x):
-    """At x [N,M,D]: log p [N,M], responsibilities [N,M,K], g_k = P_k (mu_k - x) [N,M,K,D]."""
-    diff = mu[:, None] - x[:, :, None]
-    g_k = prec[:, None] * diff
-    t = log_pi[:, None] + log_norm[:, None] - 0.5 * (diff * g_k).sum(axis=-1)
+    """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D],
+    log_norm [A,K]) gives log p [A], responsibilities r [A,K], g_k = P_k (mu_k - x) [A,K,D]."""
+    diff = mu - x[:, None, :]
+    g_k = prec * diff
+    t = log_pi + log_norm - 0.5 * (diff * g_k).sum(axis=-1)
     lp = logsumexp(t)
-    return lp, _xp(x).exp(t - lp[..., None]), g_k
+    return lp, _xp(x).exp(t - lp[:, None]), g_k
 
 
 def _mode_derivs(r, g_k, prec):
-    """Gradient g [N,M,D], Hessian H [N,M,D,D] of log p, and P = sum_k r_k P_k [N,M,D].
+    """Gradient g [A,D], Hessian H [A,D,D] of log p, and P = sum_k r_k P_k [A,D].
 
     ``H = sum_k r_k (g_k g_k^T - P_k) - g g^T``: minus P plus the
     r-weighted covariance of the g_k, so ``-H <= diag(P)``.
     """
     xp = _xp(g_k)
-    p = xp.einsum("nmk,nkd->nmd", r, prec)
-    g = xp.einsum("nmk,nmkd->nmd", r, g_k)
-    h = xp.einsum("nmk,nmkd,nmke->nmde", r, g_k, g_k) - g[..., :, None] * g[..., None, :]
+    p = (r[..., None] * prec).sum(axis=1)
+    g = (r[..., None] * g_k).sum(axis=1)
+    h = xp.einsum("ak,akd,ake->ade", r, g_k, g_k) - g[:, :, None] * g[:, None, :]
     d = prec.shape[-1]
     idx = xp.arange(d)
-    h[..., idx, idx] -= p
+    h[:, idx, idx] -= p
     return g, h, p
 
 
@@ -737,37 +739,38 @@ def modes(logits, mu, log_sigma, tol: float = 1e-10, max_iter: int = 500,
 def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     xp = _xp(mu)
     n, k, d = mu.shape
-    log_pi = log_softmax(logits)
     ls = log_sigma + xp.zeros_like(mu)  # [N,K,D]
-    prec = xp.exp(-2.0 * ls)
-    log_norm = -ls.sum(axis=-1) - 0.5 * d * LOG_2PI  # [N,K]
-    state = (log_pi, mu, prec, log_norm)
-
-    x = mu.copy()  # [N, M=K, D]
-    lp, r, g_k = _mode_state(*state, x)
-    done = xp.zeros((n, k), dtype=bool)
-    for _ in range(max_iter):
-        g, h, p = _mode_derivs(r, g_k, prec)
-        x_fp = x + g / p  # the mean-shift fixed point, written as a step
+    # one ascent per (row, component): P = N K start points, each with its row's mixture
+    row = xp.repeat(xp.arange(n), k)
+    mix = (log_softmax(logits), mu, xp.exp(-2.0 * ls), -ls.sum(axis=-1) - 0.5 * d * LOG_2PI)
+    x = mu.reshape(n * k, d).copy()
+    lp = xp.empty(n * k)
+    act = xp.arange(n * k)  # unfinished ascents
+    for it in range(max_iter + 1):
+        state = [v[row[act]] for v in mix]
+        xa = x[act]
+        lpa, r, g_k = _mode_state(*state, xa)
+        lp[act] = lpa
+        if it == max_iter or act.shape[0] == 0:
+            break
+        g, h, p = _mode_derivs(r, g_k, state[2])
+        x_fp = xa + g / p  # the mean-shift fixed point, written as a step
         concave = _max_eig(h) < 0
-        step = -_solve(xp.where(concave[..., None, None], h, -xp.eye(d)), g)
-        x_nt = x + step
+        step = -_solve(xp.where(concave[:, None, None], h, -xp.eye(d)), g)
+        x_nt = xa + step
         near = (step * step * p).sum(axis=-1) <= 1.0
-        lp_fp, r_fp, gk_fp = _mode_state(*state, x_fp)
-        lp_nt, r_nt, gk_nt = _mode_state(*state, x_nt)
+        lp_fp = _mode_state(*state, x_fp)[0]
+        lp_nt = _mode_state(*state, x_nt)[0]
         # on a flat top both climb less than rounding: prefer Newton, which converges there
         use_nt = concave & near & (lp_nt >= lp_fp - 1e-14 * (1.0 + xp.abs(lp_fp)))
-        x_new = xp.where(use_nt[..., None], x_nt, x_fp)
-        moved = xp.sqrt(((x_new - x) ** 2 * p).sum(axis=-1))
-        keep = done
-        x = xp.where(keep[..., None], x, x_new)
-        lp = xp.where(keep, lp, xp.where(use_nt, lp_nt, lp_fp))
-        r = xp.where(keep[..., None], r, xp.where(use_nt[..., None], r_nt, r_fp))
-        g_k = xp.where(keep[..., None, None], g_k, xp.where(use_nt[..., None, None], gk_nt, gk_fp))
-        done |= moved <= tol
-        if bool(done.all()):
-            break
-    _, h, p = _mode_derivs(r, g_k, prec)
+        x_new = xp.where(use_nt[:, None], x_nt, x_fp)
+        moved = xp.sqrt(((x_new - xa) ** 2 * p).sum(axis=-1))
+        x[act] = x_new
+        act = act[moved > tol]
+    # curvature and local precision at every end point
+    _, r, g_k = _mode_state(*[v[row] for v in mix], x)
+    _, h, p = _mode_derivs(r, g_k, mix[2][row])
+    x, lp, h, p = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d), p.reshape(n, k, d)
 
     # highest first; a saddle counts only when it is a row's best point
     order = xp.argsort(-lp, axis=1)
@@ -775,9 +778,8 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     lp = xp.take_along_axis(lp, order, axis=1)
     h = xp.take_along_axis(h, order[..., None, None], axis=1)
     p = xp.take_along_axis(p, order[..., None], axis=1)
-    is_max = _max_eig(h) <= 1e-9 * p.max(axis=-1)
-    is_max[:, 0] = True
-    kept = is_max.copy()
+    kept = _max_eig(h) <= 1e-9 * p.max(axis=-1)
+    kept[:, 0] = True
     neg_h = -h
     for j in range(1, k):
         dx = x[:, :j] - x[:, j : j + 1]  # [N, j, D]

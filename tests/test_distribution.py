@@ -94,6 +94,20 @@ def test_cdf_deep_tails_keep_relative_accuracy():
     assert math.isclose(got, want_log, rel_tol=1e-13)
 
 
+def test_cdf_is_a_probability_even_when_the_weights_round_above_one():
+    # softmax weights sum to 1 +- a few ulps; far right of every component F is their sum
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (1000, 7))
+    mu = rng.normal(size=(1000, 7, 1))
+    ls = np.zeros((1000, 7, 1))
+    assert np.any(special.softmax(logits, axis=1).sum(axis=1) > 1)  # the case exists
+    far = np.full(1000, 1e3)
+    assert np.all(npmdn.mixture_cdf(logits, mu, ls, far) <= 1.0)
+    assert np.all(mixture.sf(logits, mu, ls, -far[:, None]) <= 1.0)
+    assert np.all(mixture.log_cdf(logits, mu, ls, far[:, None]) <= 0.0)
+    assert npmdn.metrics.calibration(logits, mu, ls, far)["coverage_95"] == 0.0
+
+
 # ------------------------------------------------------------------ quantiles
 
 
