@@ -57,7 +57,7 @@ def ref_crps(pi, mu, sigma, y):
     cuts = np.unique(np.concatenate([cuts, [cuts.min() - 30 * sigma.max(),
                                             cuts.max() + 30 * sigma.max()]]))
     total = 0.0
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         f = (lambda t: cdf(t) ** 2) if b <= y else (lambda t: sf(t) ** 2)
         total += integrate.quad(f, a, b, epsabs=0, epsrel=1e-12, limit=400)[0]
     return total

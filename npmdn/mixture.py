@@ -326,7 +326,7 @@ def _erf_small(x):
     """``erf(x)`` for ``|x| <= 0.46875`` (Cody's first interval)."""
     z = x * x
     num, den = _ERF_A[4] * z, z
-    for a, b in zip(_ERF_A[:3], _ERF_B[:3]):
+    for a, b in zip(_ERF_A[:3], _ERF_B[:3], strict=True):
         num, den = (num + a) * z, (den + b) * z
     return x * (num + _ERF_A[3]) / (den + _ERF_B[3])
 
@@ -336,13 +336,13 @@ def _erfcx_large(y):
     xp = _xp(y)
     mid = xp.minimum(y, 4.0)  # each branch sees only arguments in its own range
     num, den = _ERF_C[8] * mid, mid
-    for c, d in zip(_ERF_C[:7], _ERF_D[:7]):
+    for c, d in zip(_ERF_C[:7], _ERF_D[:7], strict=True):
         num, den = (num + c) * mid, (den + d) * mid
     r_mid = (num + _ERF_C[7]) / (den + _ERF_D[7])
     big = xp.maximum(y, 4.0)
     z = 1.0 / (big * big)
     num, den = _ERF_P[5] * z, z
-    for p, q in zip(_ERF_P[:4], _ERF_Q[:4]):
+    for p, q in zip(_ERF_P[:4], _ERF_Q[:4], strict=True):
         num, den = (num + p) * z, (den + q) * z
     r_big = (_RSQRT_PI - z * (num + _ERF_P[4]) / (den + _ERF_Q[4])) / big
     return xp.where(y <= 4.0, r_mid, r_big)

@@ -89,7 +89,8 @@ def test_cdf_deep_tails_keep_relative_accuracy():
     np.testing.assert_allclose(mixture.sf(logits, mu, ls, -y)[0, 0],
                                0.5 * (stats.norm.sf(30.0) + stats.norm.sf(29.0)), rtol=1e-12)
     # far beyond where the CDF underflows, its log is still finite and right
-    want_log = special.logsumexp([stats.norm.logcdf(-1e3), stats.norm.logcdf(-1001.0)]) + math.log(0.5)
+    tails = [stats.norm.logcdf(-1e3), stats.norm.logcdf(-1001.0)]
+    want_log = special.logsumexp(tails) + math.log(0.5)
     got = mixture.log_cdf(logits, mu, ls, np.array([[-1e3]]))[0, 0]
     assert math.isclose(got, want_log, rel_tol=1e-13)
 
@@ -161,7 +162,8 @@ def test_quantile_marginals_in_several_dimensions(rng):
         np.testing.assert_array_equal(got[..., d], one)
     # isotropic scales act like the same scale repeated in every dimension
     iso = npmdn.mixture_quantile(logits, mu, ls[..., :1], q)
-    np.testing.assert_array_equal(iso, npmdn.mixture_quantile(logits, mu, np.repeat(ls[..., :1], 3, -1), q))
+    tied = np.repeat(ls[..., :1], 3, -1)
+    np.testing.assert_array_equal(iso, npmdn.mixture_quantile(logits, mu, tied, q))
     # a scalar level drops the level axis; cdf of the quantile gives the level back
     med = npmdn.mixture_quantile(logits, mu, ls, 0.5)
     assert med.shape == (9, 3)
@@ -202,7 +204,7 @@ def _crps_quad(pi, mu, sigma, y):
     lo, hi = cuts.min() - 30 * sigma.max(), cuts.max() + 30 * sigma.max()
     cuts = np.unique(np.concatenate([cuts, [lo, hi]]))
     total = 0.0
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         f = (lambda t: cdf(t) ** 2) if b <= y else (lambda t: sf(t) ** 2)
         total += integrate.quad(f, a, b, epsabs=0, epsrel=1e-11, limit=400)[0]
     return total
@@ -324,7 +326,8 @@ def _grid_modes_2d(logits, mu, ls, n=801):
     hi = (mu[0] + 4 * sig).max(axis=0)
     t0, t1 = np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)
     g = np.stack(np.meshgrid(t0, t1, indexing="ij"), axis=-1)
-    comp = [stats.multivariate_normal(mu[0, k], np.diag(sig[k] ** 2)).logpdf(g) for k in range(len(pi))]
+    comp = [stats.multivariate_normal(mu[0, k], np.diag(sig[k] ** 2)).logpdf(g)
+            for k in range(len(pi))]
     lp = special.logsumexp(np.log(pi)[:, None, None] + np.array(comp), axis=0)
     inner = lp[1:-1, 1:-1]
     is_max = np.ones_like(inner, dtype=bool)
@@ -349,7 +352,7 @@ def test_modes_match_grid_search_2d(s):
         m = npmdn.mixture_modes(logits, mu, ls)
         c = int(m.count[0])
         assert c == len(gx), (gx, m.locations[0, :c])
-        for x, lp in zip(gx, glp):
+        for x, lp in zip(gx, glp, strict=True):
             dist = np.abs(m.locations[0, :c] - x) / h
             hit = np.nonzero(dist.max(axis=1) <= 1.0)[0]  # within one grid cell
             assert hit.size == 1, (x, m.locations[0, :c])

@@ -141,7 +141,8 @@ def test_model_methods_check_before_work(model, monkeypatch):
 
     monkeypatch.setattr(model, "mixture_raw", boom)
     cases = [
-        (lambda: model.predict(X2, kind="median"), ValueError, "kind must be one of 'mean', 'mode', 'component'"),
+        (lambda: model.predict(X2, kind="median"), ValueError,
+         "kind must be one of 'mean', 'mode', 'component'"),
         (lambda: model.quantile(X2, 1.0), ValueError, "q must lie strictly between 0 and 1"),
         (lambda: model.quantile(X2, [0.1, -0.1]), ValueError, "q must lie strictly"),
         (lambda: model.interval(X2, 0.0), ValueError, "coverage must lie strictly"),

@@ -89,7 +89,8 @@ def test_model_methods_are_the_functional_ones_on_mixture_raw(fitted):
     want = npmdn.mixture_modes(*raw)
     np.testing.assert_array_equal(modes.locations, want.locations)
     np.testing.assert_array_equal(modes.count, want.count)
-    np.testing.assert_array_equal(m.quantile(x, [0.1, 0.9]), npmdn.mixture_quantile(*raw, [0.1, 0.9]))
+    np.testing.assert_array_equal(m.quantile(x, [0.1, 0.9]),
+                                  npmdn.mixture_quantile(*raw, [0.1, 0.9]))
     assert m.quantile(x, 0.3).shape == (50,)
     # predict kinds
     np.testing.assert_array_equal(m.predict(x), m.predict(x, kind="mean"))
