@@ -30,8 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks as C
-from . import mixture
+from . import metrics, mixture
 from .backend import Backend, get_backend
+from .functional import (
+    Modes,
+    mixture_cdf,
+    mixture_interval,
+    mixture_modes,
+    mixture_quantile,
+    mode_options,
+)
 from .nn import ACTIVATIONS, MLP
 from .optim import OPTIMIZERS, clip_by_global_norm
 from .progress import Progress
@@ -40,6 +48,7 @@ FORMAT = "npmdn-model"
 FORMAT_VERSION = 1
 COVARIANCES = ("diagonal", "isotropic")
 LR_SCHEDULES = ("constant", "cosine")
+PREDICT_KINDS = ("mean", "mode", "component")
 _CHUNK = 1 << 16  # rows per inference chunk: bounds memory for any N
 
 
@@ -300,12 +309,27 @@ class MDN:
         """Mean negative log-likelihood (nats per row) of ``y`` given ``x``."""
         return float(-np.mean(self.log_prob(x, y), dtype=np.float64))
 
-    def score(self, x, y) -> dict:
-        """Scores of held-out data: currently ``{"nll": mean NLL}``."""
-        return {"nll": self.nll(x, y)}
+    def score(self, x, y, levels=metrics.DEFAULT_LEVELS) -> dict:
+        """Scores of held-out data as a flat dict of floats: ``nll`` (mean, nats),
+        ``crps``, ``coverage_<100c>`` per level, ``calibration_error`` and ``pit_ks``;
+        see :func:`npmdn.metrics.summary` (for D > 1, CRPS and PIT are per-dimension
+        marginals, averaged and pooled)."""
+        x, y = self._xy(x, y)
+        levels = C.probabilities(levels, "levels")
+        out = metrics.summary(*self.mixture_raw(x), y, levels)
+        out["nll"] = self.nll(x, y)  # the training loss's own kernel, as in History
+        return out
 
-    def predict(self, x) -> np.ndarray:
-        """Conditional mean ``E[y | x] = sum_k pi_k mu_k`` [N, D]."""
+    def predict(self, x, kind: str = "mean") -> np.ndarray:
+        """A point prediction per row [N, D].
+
+        ``kind="mean"``: the conditional mean ``E[y | x] = sum_k pi_k mu_k``;
+        ``"mode"``: the highest mode of p(y | x) (see :meth:`modes`);
+        ``"component"``: the mean of the heaviest component.
+        """
+        kind = C.choice_arg(kind, "kind", PREDICT_KINDS)
+        if kind != "mean":
+            return self._predict_point(x, kind)
         logits, mu, _ = self.mixture_raw(x)
         return mixture.mean(logits, mu)
 
@@ -348,6 +372,57 @@ class MDN:
             )
             out[a:b] = self.backend.to_host(draws)
         return out
+
+    # ------------------------------------------------------------------
+    # the predicted density beyond its mean: modes, CDF, quantiles, CRPS
+    # (npmdn.functional and npmdn.metrics on mixture_raw, so every backend)
+    # ------------------------------------------------------------------
+
+    def modes(self, x, *, tol: float = 1e-10, max_iter: int = 500,
+              merge_tol: float = 1e-2) -> Modes:
+        """Every local mode of p(y | x) per row, highest density first.
+
+        A :class:`npmdn.Modes`: ``locations [N, K, D]``, ``log_density [N, K]``
+        (log p(mode | x), in the user's units of y) and ``count [N]``; unused
+        slots hold NaN and ``-inf``. The options are :func:`npmdn.mixture_modes`'s.
+        """
+        tol, max_iter, merge_tol = mode_options(tol, max_iter, merge_tol)
+        return mixture_modes(*self.mixture_raw(x), tol=tol, max_iter=max_iter,
+                             merge_tol=merge_tol)
+
+    def _predict_point(self, x, kind):
+        logits, mu, log_sigma = self.mixture_raw(x)
+        if kind == "mode":
+            best = mixture_modes(logits, mu, log_sigma).best()
+            return best.astype(self.dtype)
+        heaviest = np.argmax(logits, axis=1)  # ties: the lowest index
+        return mu[np.arange(mu.shape[0]), heaviest]
+
+    def cdf(self, x, y) -> np.ndarray:
+        """``P(Y <= y | x)`` per row: [N] for 1-D y, per-dimension marginals [N, D]
+        otherwise. At held-out targets these are the PIT values."""
+        x, y = self._xy(x, y)
+        return mixture_cdf(*self.mixture_raw(x), y)
+
+    def quantile(self, x, q) -> np.ndarray:
+        """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
+        [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
+        [N, len(q), D] otherwise. Accurate to about 1e-12 relative."""
+        levels = C.probabilities(q, "q")
+        return mixture_quantile(*self.mixture_raw(x), levels)
+
+    def interval(self, x, coverage=0.9):
+        """Central predictive interval ``(lower, upper)`` of probability ``coverage``
+        per row: the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles, each [N] for 1-D y
+        and a scalar coverage (shapes as in :meth:`quantile`)."""
+        c = C.probabilities(coverage, "coverage")
+        return mixture_interval(*self.mixture_raw(x), c)
+
+    def crps(self, x, y) -> np.ndarray:
+        """CRPS of each target under p(y | x), closed form: [N] for 1-D y, per-dimension
+        marginals [N, D] otherwise (see :func:`npmdn.metrics.crps`)."""
+        x, y = self._xy(x, y)
+        return metrics.crps(*self.mixture_raw(x), y)
 
     # ------------------------------------------------------------------
     # training
