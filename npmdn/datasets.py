@@ -99,9 +99,10 @@ def sinusoid(n: int = 1000, seed=None, noise: float = 1.0) -> Dataset:
     return Dataset("sinusoid", x[:, None], y[:, None], log_prob)
 
 
-# composite Gauss-Legendre over [-10.5, 10.5]: 840 panels x 8 nodes
+# composite Gauss-Legendre over [-10.5, 10.5]: 210 panels x 8 nodes (105 panels already
+# agree with 840 to 1e-14 in log Z; the integrand varies on a scale of 1/max|f'| = 0.17)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
-_PANELS = np.linspace(-_T_RANGE, _T_RANGE, 841)
+_PANELS = np.linspace(-_T_RANGE, _T_RANGE, 211)
 _HALF = 0.5 * np.diff(_PANELS)
 _NODES = ((_PANELS[:-1] + _PANELS[1:]) / 2)[:, None] + _HALF[:, None] * _GL_X[None, :]
 _WEIGHTS = (_HALF[:, None] * _GL_W[None, :]).ravel()

@@ -1,0 +1,103 @@
+"""Every parameter gradient of the whole model, checked two ways in float64:
+central finite differences, and PyTorch autograd on the same weights."""
+
+import numpy as np
+import pytest
+
+import npmdn
+
+# (K, D, input width, hidden layers, activation)
+CASES = [
+    (1, 1, 1, (3,), "tanh"),
+    (3, 2, 4, (5, 4), "tanh"),
+    (4, 3, 2, (), "identity"),
+    (2, 1, 3, (4, 4, 3), "sigmoid"),
+    (5, 2, 2, (6,), "softplus"),
+    (3, 2, 3, (5,), "elu"),
+    (2, 3, 2, (6, 5), "relu"),
+]
+COVS = ["diagonal", "isotropic"]
+
+
+def _model(k, d, n_in, hidden, act, cov, seed=0):
+    rng = np.random.default_rng(seed)
+    m = npmdn.MDN(n_in, d, k, hidden=hidden, activation=act, covariance=cov,
+                  dtype="float64", backend="numpy", seed=seed)
+    # weights and biases away from zero, so that a wrong backward cannot hide
+    m.set_params(rng.normal(0, 0.6, m.n_params))
+    # a non-trivial standardization, so that the user-unit paths are exercised
+    m.x_shift, m.x_scale = rng.normal(0, 1, n_in), rng.uniform(0.5, 2, n_in)
+    m.y_shift = rng.normal(0, 1, d)
+    m.y_scale = np.full(d, 1.7) if cov == "isotropic" else rng.uniform(0.5, 2, d)
+    x = rng.normal(0, 1.5, (13, n_in))
+    y = rng.normal(0, 1.5, (13, d))
+    return m, x, y
+
+
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("k,d,n_in,hidden,act", CASES)
+def test_finite_differences(k, d, n_in, hidden, act, cov):
+    m, x, y = _model(k, d, n_in, hidden, act, cov)
+    _, grad = m.loss_grad(x, y)
+    p0 = m.params
+    h = 1e-6
+    fd = np.empty_like(p0)
+    for i in range(p0.size):
+        p = p0.copy()
+        p[i] += h
+        m.set_params(p)
+        up, _ = m.loss_grad(x, y)
+        p[i] -= 2 * h
+        m.set_params(p)
+        dn, _ = m.loss_grad(x, y)
+        fd[i] = (up - dn) / (2 * h)
+    m.set_params(p0)
+    err = np.abs(grad - fd) / np.maximum(1.0, np.abs(fd))
+    worst = int(np.argmax(err))
+    assert err.max() < 1e-6, f"param {worst}: mine {grad[worst]!r}, finite diff {fd[worst]!r}"
+
+
+def _torch_loss_and_grads(m, x, y):
+    torch = pytest.importorskip("torch")
+    acts = {
+        "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
+        "softplus": torch.nn.functional.softplus, "elu": torch.nn.functional.elu,
+        "identity": lambda v: v,
+    }
+    params = torch.tensor(m.params, dtype=torch.float64, requires_grad=True)
+    xs = torch.tensor((x - m.x_shift) / m.x_scale)
+    ys = torch.tensor((y - m.y_shift) / m.y_scale)
+    h = xs
+    for i, (off, n_in, n_out) in enumerate(m.net.shapes):
+        w = params[off : off + n_in * n_out].view(n_in, n_out)
+        b = params[off + n_in * n_out : off + n_in * n_out + n_out]
+        h = h @ w + b
+        if i < len(m.net.shapes) - 1:
+            h = acts[m.activation](h)
+    k, d, s = m.n_components, m.out_dim, m.scale_dim
+    logits = h[:, :k]
+    mu = h[:, k : k + k * d].reshape(-1, k, d)
+    sigma = torch.exp(h[:, k + k * d :].reshape(-1, k, s)).expand(-1, k, d)
+    log_n = torch.distributions.Normal(mu, sigma).log_prob(ys[:, None, :]).sum(-1)
+    nll = -torch.logsumexp(torch.log_softmax(logits, -1) + log_n, -1)
+    loss = nll.mean()
+    loss.backward()
+    return loss.item() + float(np.log(m.y_scale).sum()), params.grad.numpy()
+
+
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("k,d,n_in,hidden,act", CASES)
+def test_matches_pytorch(k, d, n_in, hidden, act, cov):
+    m, x, y = _model(k, d, n_in, hidden, act, cov, seed=3)
+    loss, grad = m.loss_grad(x, y)
+    t_loss, t_grad = _torch_loss_and_grads(m, x, y)
+    assert abs(loss - t_loss) <= 1e-12 * max(1.0, abs(t_loss)), (loss, t_loss)
+    err = np.abs(grad - t_grad) / np.maximum(1.0, np.abs(t_grad))
+    worst = int(np.argmax(err))
+    assert err.max() < 1e-10, f"param {worst}: mine {grad[worst]!r}, torch {t_grad[worst]!r}"
+
+
+def test_loss_is_the_mean_user_nll():
+    m, x, y = _model(3, 2, 4, (5, 4), "tanh", "diagonal")
+    loss, _ = m.loss_grad(x, y)
+    assert abs(loss - m.nll(x, y)) < 1e-12
