@@ -13,12 +13,20 @@ Gumbel keys and the Box-Muller transform. What depends on the row only
 Component choices and normals are float64, as in the reference; the value
 ``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype.
 
-No fast-math here: the Gumbel keys ``a_k / T - log(-log u_k)`` and the
-cumulative weights decide discrete choices, so they follow the reference's
-order of operations (``a / T`` a true division, no FMA contraction). They
-can still differ from NumPy's by an ulp (NumPy's log and exp are not ours),
-so a choice can differ only when two keys, or ``u`` and a cumulative weight,
-are within a few ulp of each other: about 1e-15 per draw.
+Gumbel-max needs two logs per component and draw, the bulk of the work. The
+keys are first screened in float32 (16 lanes, ``loglog_word32``, error
+below ``LOGLOG32_BOUND``); a draw whose two best screened keys are closer
+than the screen's error could flip is redone in float64 with the
+reference's formula, so the screen never changes a choice (a fraction of
+about 1e-4 of the draws takes the float64 path).
+
+No fast-math here: the float64 Gumbel keys ``a_k / T - log(-log u_k)`` and
+the cumulative weights decide discrete choices, so they follow the
+reference's order of operations (``a / T`` a true division, no FMA
+contraction). They can still differ from NumPy's by an ulp (NumPy's log and
+exp are not ours), so a choice can differ from the reference's only when
+two keys, or ``u`` and a cumulative weight, are within a few ulp of each
+other: about 1e-15 per draw.
 """
 
 from __future__ import annotations
@@ -26,7 +34,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._nb_vmath import always_inline, cos_sin_2pi, exp64, log64, prefer_wide_vectors, vexp
+from ._nb_vmath import (
+    LOGLOG32_BOUND,
+    always_inline,
+    cos_sin_2pi,
+    exp64,
+    log64,
+    loglog_word32,
+    prefer_wide_vectors,
+    vexp,
+)
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -36,6 +53,11 @@ _MASK = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _TWO_M32 = 2.0**-32
 NORMAL_BLOCK = 2**31
+# A screened key is within LOGLOG32_BOUND + 2**-24 (|a / T| + |key|) of its
+# float64 value; a draw is redone in float64 unless its best screened key
+# leads the runner-up by GUMBEL_MARGIN (1 + 0.01 |best|), which covers both
+# keys' errors with a factor of two to spare.
+GUMBEL_MARGIN = 4.5 * LOGLOG32_BOUND
 
 
 @njit(error_model="numpy")
@@ -67,11 +89,13 @@ def uniform(x):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
-                  out, tile, n_chunks):
+                  out, tile, n_chunks, margin):
     """``out[i * J + j, :]`` = draw j of row i; ``out`` is [N * J, D] C-contiguous.
 
     ``key0, key1, row_offset`` are uint64 (the seed's key halves and the
-    global index of row 0); ``temperature`` is a float64 >= 0.
+    global index of row 0); ``temperature`` is a float64 >= 0; ``margin`` is
+    the Gumbel screen's margin (``GUMBEL_MARGIN``; tests raise it to send
+    every draw down the float64 path).
     """
     n, K = L.shape
     D = out.shape[1]
@@ -90,10 +114,13 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         r1 = np.empty(tile, np.uint64)
         dj = np.empty(tile, np.uint64)
         W = np.empty((4, tile), np.uint64)  # one Philox block per lane
-        AT = np.empty((K, tile), np.float64)  # a_k / T per lane
+        W32 = np.empty((4, tile), np.uint32)  # the same, narrow: the screen runs 16 lanes wide
+        comp32 = np.empty(tile, np.int32)
         RA = np.empty((max_rows, K), np.float64)  # per row: a_k / T, or cumulative weights
         rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
-        best = np.empty(tile, np.float64)
+        AT32 = np.empty((K, tile), np.float32)  # a_k / T per lane, for the screen
+        best32 = np.empty(tile, np.float32)
+        second32 = np.empty(tile, np.float32)
         comp = np.empty(tile, np.int64)
         EPS = np.empty((2 * n_pairs, tile), np.float64)
         VM = np.empty(tile, out.dtype)
@@ -132,23 +159,45 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         RA[r, k] = np.float64(L[ra + r, k]) / temperature
                 for k in range(K):
                     for t in range(nt):
-                        AT[k, t] = RA[vr[t], k]
+                        AT32[k, t] = np.float32(RA[vr[t], k])
                 for t in range(nt):
-                    best[t] = -np.inf
-                    comp[t] = 0
+                    best32[t] = -np.inf
+                    second32[t] = -np.inf
+                    comp32[t] = 0
+                # screen: the two largest float32 keys a_k / T - log(-log u_k) per lane
                 for blk in range((K + 3) // 4):
                     bb = np.uint64(blk)
                     for t in range(nt):
-                        W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
-                            r0[t], r1[t], dj[t], bb, key0, key1)
+                        x0, x1, x2, x3 = philox10(r0[t], r1[t], dj[t], bb, key0, key1)
+                        W32[0, t] = np.uint32(x0)
+                        W32[1, t] = np.uint32(x1)
+                        W32[2, t] = np.uint32(x2)
+                        W32[3, t] = np.uint32(x3)
                     for w in range(min(4, K - 4 * blk)):
-                        k = 4 * blk + w
+                        k = np.int32(4 * blk + w)
                         for t in range(nt):
-                            # Gumbel-max: argmax_k a_k / T - log(-log u_k), ties to the lowest k
-                            key = AT[k, t] - log64(-log64(uniform(W[w, t])))
-                            better = key > best[t]
-                            best[t] = key if better else best[t]
-                            comp[t] = k if better else comp[t]
+                            key = AT32[k, t] - loglog_word32(W32[w, t])
+                            b1 = best32[t]
+                            first = key > b1
+                            second32[t] = b1 if first else max(key, second32[t])
+                            best32[t] = key if first else b1
+                            comp32[t] = k if first else comp32[t]
+                # too close to call: the reference's float64 keys, ties to the lowest k
+                for t in range(nt):
+                    comp[t] = comp32[t]
+                    b1 = best32[t]
+                    if not (b1 - second32[t] > margin * (1.0 + 0.01 * abs(b1))):
+                        r = vr[t]
+                        kbest = 0
+                        kmax = -np.inf
+                        for blk in range((K + 3) // 4):
+                            x = philox10(r0[t], r1[t], dj[t], np.uint64(blk), key0, key1)
+                            for w in range(min(4, K - 4 * blk)):
+                                key = RA[r, 4 * blk + w] - log64(-log64(uniform(x[w])))
+                                if key > kmax:
+                                    kmax = key
+                                    kbest = 4 * blk + w
+                        comp[t] = kbest
             else:
                 # per row, as the reference: pi = softmax(a / T) with the max shifted out,
                 # c_k = pi_0 + ... + pi_k, and the last k with pi_k > 0

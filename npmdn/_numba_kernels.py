@@ -26,10 +26,12 @@ _SIGS = {
     + (types.boolean, types.intp, types.intp),
     "sample_kernel": lambda dt: (_A2[dt],) * 3
     + (types.intp, types.uint64, types.uint64, types.uint64, types.boolean, types.float64,
-       types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp),
+       types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
+       types.float64),
 }
 _MODULES = {"head_kernel": _head, "sample_kernel": _sample}
 SAMPLE_TILE = 256  # draws per tile of the sampling kernel
+GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see _nb_sample; tests raise it to force the float64 path
 _entries: dict = {}
 
 
@@ -122,6 +124,6 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
     _entry("sample_kernel", dtype)(
         *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
         np.uint64(row_offset), method == "gumbel", float(temperature), float(sigma_scale),
-        out.reshape(n * n_samples, d), SAMPLE_TILE, _n_chunks(),
+        out.reshape(n * n_samples, d), SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
     )
     return out
