@@ -45,6 +45,132 @@ def pad8(n):
     return (n + 7) // 8 * 8
 
 
+def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, floor):
+    """The mixture math on structure-of-arrays data, samples ``t < nt`` along rows.
+
+    In: ``XA [K, T]`` logits, ``XM [K*D, T]`` means, ``XS [K*S, T]`` raw scales,
+    ``XY [D, T]`` targets. Out: ``vd[t] = log p(y_t)``; with ``grad``, the
+    gradient of ``-log p(y_t)`` over the inputs: ``XA`` <- ``pi - r``, ``XM``
+    <- ``-r z / sigma``, ``XS`` <- ``r (1 - z^2)`` (isotropic ``r (D - sum z^2)``).
+    ``EA, TT [K, T]`` and ``va .. vq [T]`` are scratch.
+
+    ``floor``: weights ``pi_k`` and responsibilities ``r_k`` below it count as
+    zero in the gradient. The kernels pass 0 (the exact gradient); training
+    passes a floor far below any gradient that matters (1e-30 in float32),
+    because the products of such tiny values with the backward pass's factors
+    land in the subnormal range, where every operation takes a ~100-cycle
+    microcode assist.
+    """
+    prefer_wide_vectors()
+    zero = as_type(0.0, XA)
+    one = as_type(1.0, XA)
+    half = as_type(0.5, XA)
+    fd = as_type(D, XA)
+    c0 = as_type(D * HALF_LOG_2PI, XA)
+    # ---- log pi_k = a_k - lse(a): va = max a, then 1 / sum_k exp(a_k - max a)
+    for t in range(nt):
+        va[t] = XA[0, t]
+    for k in range(1, K):
+        for t in range(nt):
+            a = XA[k, t]
+            va[t] = a if a > va[t] else va[t]
+    for t in range(nt):
+        vc[t] = zero
+    for k in range(K):
+        for t in range(nt):
+            e = vexp(XA[k, t] - va[t])
+            EA[k, t] = e
+            vc[t] += e
+    for t in range(nt):
+        vb[t] = va[t] + vlog(vc[t]) + c0  # lse(a) + D/2 log 2 pi
+        va[t] = one / vc[t]  # pi_k = EA[k] * va
+
+    # ---- t_k = log pi_k + log N_k = a_k - vb - 1/2 sum_d z^2 - sum_d s
+    for k in range(K):
+        if iso:
+            for t in range(nt):
+                vc[t] = vexp(-XS[k, t])  # 1 / sigma_k
+                vq[t] = zero
+            for d in range(D):
+                j = k * D + d
+                for t in range(nt):
+                    z = (XY[d, t] - XM[j, t]) * vc[t]
+                    XM[j, t] = z * vc[t]
+                    vq[t] += z * z
+            for t in range(nt):
+                TT[k, t] = XA[k, t] - vb[t] - half * vq[t] - fd * XS[k, t]
+                XS[k, t] = vq[t]  # sum_d z^2, for d_s
+        else:
+            j = k * D
+            for t in range(nt):
+                s = XS[j, t]
+                inv_sigma = vexp(-s)
+                z = (XY[0, t] - XM[j, t]) * inv_sigma
+                XM[j, t] = z * inv_sigma
+                XS[j, t] = z
+                TT[k, t] = XA[k, t] - vb[t] - (half * z * z + s)
+            for d in range(1, D):
+                j = k * D + d
+                for t in range(nt):
+                    s = XS[j, t]
+                    inv_sigma = vexp(-s)
+                    z = (XY[d, t] - XM[j, t]) * inv_sigma
+                    XM[j, t] = z * inv_sigma
+                    XS[j, t] = z
+                    TT[k, t] -= half * z * z + s
+
+    # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max)
+    for t in range(nt):
+        vd[t] = TT[0, t]
+    for k in range(1, K):
+        for t in range(nt):
+            v = TT[k, t]
+            vd[t] = v if v > vd[t] else vd[t]
+    for t in range(nt):
+        vc[t] = zero
+    for k in range(K):
+        for t in range(nt):
+            e = vexp(TT[k, t] - vd[t])
+            TT[k, t] = e
+            vc[t] += e
+    for t in range(nt):
+        vd[t] = vd[t] + vlog(vc[t])  # log p(y)
+    if not grad:
+        return
+    for t in range(nt):
+        vc[t] = one / vc[t]
+
+    # ---- gradient of -log p, written over the scratch
+    for k in range(K):
+        for t in range(nt):
+            r = TT[k, t] * vc[t]  # responsibility r_k
+            r = r if r >= floor else zero
+            p = EA[k, t] * va[t]
+            p = p if p >= floor else zero
+            TT[k, t] = r
+            XA[k, t] = p - r  # pi_k - r_k
+        for d in range(D):
+            j = k * D + d
+            for t in range(nt):
+                XM[j, t] = -TT[k, t] * XM[j, t]  # -r z / sigma
+        if iso:
+            for t in range(nt):
+                XS[k, t] = TT[k, t] * (fd - XS[k, t])  # r (D - sum z^2)
+        else:
+            for d in range(D):
+                j = k * D + d
+                for t in range(nt):
+                    z = XS[j, t]
+                    XS[j, t] = TT[k, t] * (one - z * z)  # r (1 - z^2)
+
+
+# one compiled function for callers that make one call per large block (training),
+# and the same code inlined at Numba level into the per-tile loop of head_kernel,
+# where a call's reference counting of its 16 arrays would cost ~3 ns per sample
+head_soa_inline = njit(fastmath=FASTMATH, error_model="numpy", inline="always")(head_soa)
+head_soa = njit(fastmath=FASTMATH, error_model="numpy")(head_soa)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
     """``out[i] = log p(y_i)``; with ``grad``, ``out[i] = -log p(y_i)`` and the
@@ -61,10 +187,6 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
     for c in prange(n_chunks):
         prefer_wide_vectors()
         zero = as_type(0.0, L)
-        one = as_type(1.0, L)
-        half = as_type(0.5, L)
-        fd = as_type(D, L)
-        c0 = as_type(D * HALF_LOG_2PI, L)
         XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
         XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then z / sigma, then d_mu
         XS = np.empty((pad8(KS), tile), L.dtype)  # s, then z or sum z^2, then d_s
@@ -101,99 +223,13 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
                 for j in range(D):
                     XY[j, t] = Y[i0 + t, j]
 
-            # ---- log pi_k = a_k - lse(a): va = max a, then 1 / sum_k exp(a_k - max a)
-            for t in range(nt):
-                va[t] = XA[0, t]
-            for k in range(1, K):
-                for t in range(nt):
-                    a = XA[k, t]
-                    va[t] = a if a > va[t] else va[t]
-            for t in range(nt):
-                vc[t] = zero
-            for k in range(K):
-                for t in range(nt):
-                    e = vexp(XA[k, t] - va[t])
-                    EA[k, t] = e
-                    vc[t] += e
-            for t in range(nt):
-                vb[t] = va[t] + vlog(vc[t]) + c0  # lse(a) + D/2 log 2 pi
-                va[t] = one / vc[t]  # pi_k = EA[k] * va
-
-            # ---- t_k = log pi_k + log N_k = a_k - vb - 1/2 sum_d z^2 - sum_d s
-            for k in range(K):
-                if iso:
-                    for t in range(nt):
-                        vc[t] = vexp(-XS[k, t])  # 1 / sigma_k
-                        vq[t] = zero
-                    for d in range(D):
-                        j = k * D + d
-                        for t in range(nt):
-                            z = (XY[d, t] - XM[j, t]) * vc[t]
-                            XM[j, t] = z * vc[t]
-                            vq[t] += z * z
-                    for t in range(nt):
-                        TT[k, t] = XA[k, t] - vb[t] - half * vq[t] - fd * XS[k, t]
-                        XS[k, t] = vq[t]  # sum_d z^2, for d_s
-                else:
-                    j = k * D
-                    for t in range(nt):
-                        s = XS[j, t]
-                        inv_sigma = vexp(-s)
-                        z = (XY[0, t] - XM[j, t]) * inv_sigma
-                        XM[j, t] = z * inv_sigma
-                        XS[j, t] = z
-                        TT[k, t] = XA[k, t] - vb[t] - (half * z * z + s)
-                    for d in range(1, D):
-                        j = k * D + d
-                        for t in range(nt):
-                            s = XS[j, t]
-                            inv_sigma = vexp(-s)
-                            z = (XY[d, t] - XM[j, t]) * inv_sigma
-                            XM[j, t] = z * inv_sigma
-                            XS[j, t] = z
-                            TT[k, t] -= half * z * z + s
-
-            # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max)
-            for t in range(nt):
-                vd[t] = TT[0, t]
-            for k in range(1, K):
-                for t in range(nt):
-                    v = TT[k, t]
-                    vd[t] = v if v > vd[t] else vd[t]
-            for t in range(nt):
-                vc[t] = zero
-            for k in range(K):
-                for t in range(nt):
-                    e = vexp(TT[k, t] - vd[t])
-                    TT[k, t] = e
-                    vc[t] += e
+            head_soa_inline(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
             if not grad:
                 for t in range(nt):
-                    out[i0 + t] = vd[t] + vlog(vc[t])
+                    out[i0 + t] = vd[t]
                 continue
             for t in range(nt):
-                out[i0 + t] = -(vd[t] + vlog(vc[t]))
-                vc[t] = one / vc[t]
-
-            # ---- gradient of -log p, written over the scratch
-            for k in range(K):
-                for t in range(nt):
-                    r = TT[k, t] * vc[t]  # responsibility r_k
-                    TT[k, t] = r
-                    XA[k, t] = EA[k, t] * va[t] - r  # pi_k - r_k
-                for d in range(D):
-                    j = k * D + d
-                    for t in range(nt):
-                        XM[j, t] = -TT[k, t] * XM[j, t]  # -r z / sigma
-                if iso:
-                    for t in range(nt):
-                        XS[k, t] = TT[k, t] * (fd - XS[k, t])  # r (D - sum z^2)
-                else:
-                    for d in range(D):
-                        j = k * D + d
-                        for t in range(nt):
-                            z = XS[j, t]
-                            XS[j, t] = TT[k, t] * (one - z * z)  # r (1 - z^2)
+                out[i0 + t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
             for g in range(0, full, 8):

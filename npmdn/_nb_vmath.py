@@ -122,6 +122,22 @@ def _as_type_ol(value, like):
     return impl
 
 
+def negligible(like):
+    """A value far below anything that matters in a gradient, yet far above the
+    subnormal range: 1e-30 for float32, 1e-280 for float64 (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(negligible)
+def _negligible_ol(like):
+    ty = like.dtype if isinstance(like, types.Array) else like
+    if ty == types.float32:
+        return lambda like: np.float32(1e-30)
+    if ty == types.float64:
+        return lambda like: 1e-280
+    return None
+
+
 # --------------------------------------------------------------------------
 # exp
 # --------------------------------------------------------------------------
@@ -439,3 +455,80 @@ def prefer_wide_vectors(typingctx):
 
     return sig, codegen
 
+
+
+# --------------------------------------------------------------------------
+# activations of the fused training step (the formulas of npmdn.nn)
+# --------------------------------------------------------------------------
+
+# Cephes tanh.c (float64): tanh x = x + x^3 P(x^2) / Q(x^2) on |x| < 0.625
+_TP0, _TP1, _TP2 = -9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3
+_TQ0, _TQ1, _TQ2 = 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3
+# Cephes tanhf.c (float32): tanh x = x + x^3 P(x^2) on |x| < 0.625
+_TF = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+       -3.33332819422e-1)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def tanh64(x):
+    always_inline()
+    a = abs(x)
+    z = x * x
+    small = x + x * z * (((_TP0 * z + _TP1) * z + _TP2) / (((z + _TQ0) * z + _TQ1) * z + _TQ2))
+    big = 1.0 - 2.0 / (exp64(2.0 * a) + 1.0)  # exp overflows to inf above a = 355: 1
+    big = -big if x < 0.0 else big
+    return small if a < 0.625 else big
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def tanh32(x):
+    always_inline()
+    f = np.float32
+    a = abs(x)
+    z = x * x
+    p = f(_TF[0])
+    p = p * z + f(_TF[1])
+    p = p * z + f(_TF[2])
+    p = p * z + f(_TF[3])
+    p = p * z + f(_TF[4])
+    small = x + x * z * p
+    big = f(1.0) - f(2.0) / (exp32(f(2.0) * a) + f(1.0))
+    big = -big if x < f(0.0) else big
+    return small if a < f(0.625) else big
+
+
+def vtanh(x):
+    """``tanh(x)`` in the precision of ``x``, vectorisable (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(vtanh)
+def _vtanh_ol(x):
+    if x == types.float64:
+        return lambda x: tanh64(x)
+    if x == types.float32:
+        return lambda x: tanh32(x)
+    return None
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def vlog1p(t):
+    """``log(1 + t)`` for ``t > -1``, accurate for tiny t (Goldberg's trick:
+    the rounding of ``u = 1 + t`` cancels in ``log(u) t / (u - 1)``)."""
+    always_inline()
+    u = t + as_type(1.0, t)
+    d = u - as_type(1.0, t)
+    return t if d == as_type(0.0, t) else vlog(u) * (t / d)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def vexpm1(x):
+    """``exp(x) - 1``, accurate for tiny x (Kahan: ``(u - 1) x / log u``)."""
+    always_inline()
+    one = as_type(1.0, x)
+    u = vexp(x)
+    um1 = u - one
+    out = um1 * (x / vlog(u))
+    out = x if um1 == as_type(0.0, x) else out
+    out = -one if um1 == -one else out  # exp(x) rounds to 0
+    return um1 if u == as_type(np.inf, x) else out
