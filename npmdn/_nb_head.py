@@ -224,12 +224,13 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
                     XY[j, t] = Y[i0 + t, j]
 
             head_soa_inline(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
+            o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
             if not grad:
                 for t in range(nt):
-                    out[i0 + t] = vd[t]
+                    o[t] = vd[t]
                 continue
             for t in range(nt):
-                out[i0 + t] = -vd[t]
+                o[t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
             for g in range(0, full, 8):

@@ -253,6 +253,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         EPS[2 * p, t] = rad * cs
 
             # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
+            ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
             for d in range(D):
                 ds = d if S > 1 else 0
                 for t in range(nt):  # gather the chosen component's parameters
@@ -261,4 +262,4 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     VS[t] = LS[vi[t], k * S + ds]
                 for t in range(nt):
                     eps = out.dtype.type(EPS[d, t])
-                    out[f0 + t, d] = VM[t] + (ss * vexp(VS[t])) * eps
+                    ov[t, d] = VM[t] + (ss * vexp(VS[t])) * eps

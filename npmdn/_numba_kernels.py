@@ -10,7 +10,7 @@ switch does, when the numba backend is first asked for.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, types
+from numba import get_num_threads, set_num_threads, types
 
 from . import _nb_head as _head
 from . import _nb_sample as _sample
@@ -50,9 +50,29 @@ def _entry(name, dtype):
     return fn
 
 
+# Work below this per thread runs on one thread: a parallel region's barrier
+# waits for the slowest thread, and on a busy machine that one may be waiting
+# for a time slice, so short calls gain nothing and can lose milliseconds.
+MIN_ROWS_PER_THREAD = 8192  # head kernel, ~20-100 ns per row
+MIN_DRAWS_PER_THREAD = 4096  # sampling, ~20-150 ns per draw
+
+
 def _n_chunks():
     # a few chunks per thread so that a slow thread does not hold up the rest
     return 4 * get_num_threads()
+
+
+def _call(fn, work, per_thread, *args):
+    """``fn(*args)`` on at most ``work // per_thread`` threads (at least one)."""
+    threads = get_num_threads()
+    use = max(1, min(threads, work // per_thread))
+    if use == threads:
+        return fn(*args)
+    set_num_threads(use)
+    try:
+        return fn(*args)
+    finally:
+        set_num_threads(threads)
 
 
 def _rows2d(a, n, width):
@@ -91,8 +111,8 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s))]
-    _entry("head_kernel", dtype)(*ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, TILE,
-                                    _n_chunks())
+    _call(_entry("head_kernel", dtype), n, MIN_ROWS_PER_THREAD,
+          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, TILE, _n_chunks())
     for dst, v, t in zip(out, outs2d, tmp):
         if v is None:  # an output the kernel could not write in place
             dst[...] = t.reshape(dst.shape)
@@ -104,8 +124,8 @@ def log_prob(logits, mu, log_sigma, y):
     (n, _, _, _), ins = _head_args(logits, mu, log_sigma, y)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
-    _entry("head_kernel", logits.dtype)(*ins, out, unused, unused, unused, False, TILE,
-                                        _n_chunks())
+    _call(_entry("head_kernel", logits.dtype), n, MIN_ROWS_PER_THREAD,
+          *ins, out, unused, unused, unused, False, TILE, _n_chunks())
     return out
 
 
@@ -121,7 +141,8 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
     ins = (_in2d(logits, n, k), _in2d(mu, n, k * d), _in2d(log_sigma, n, k * s))
     out = np.empty((n, n_samples, d), dtype)
     seed = int(seed)
-    _entry("sample_kernel", dtype)(
+    _call(
+        _entry("sample_kernel", dtype), n * n_samples, MIN_DRAWS_PER_THREAD,
         *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
         np.uint64(row_offset), method == "gumbel", float(temperature), float(sigma_scale),
         out.reshape(n * n_samples, d), SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
