@@ -13,12 +13,15 @@ Gumbel keys and the Box-Muller transform. What depends on the row only
 Component choices and normals are float64, as in the reference; the value
 ``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype.
 
-Gumbel-max needs two logs per component and draw, the bulk of the work. The
-keys are first screened in float32 (16 lanes, ``loglog_word32``, error
-below ``LOGLOG32_BOUND``); a draw whose two best screened keys are closer
-than the screen's error could flip is redone in float64 with the
-reference's formula, so the screen never changes a choice (a fraction of
-about 1e-4 of the draws takes the float64 path).
+Gumbel-max needs two logs per component and draw, the bulk of the work.
+The choice is first screened in float32 through the same argmax written as
+an exponential race: ``argmax_k a_k / T - log(-log u_k)`` is
+``argmin_k (-log u_k) exp((max a - a_k) / T)``, one cheap log per component
+(``neglog_word32``, 16 lanes, no division) and a per-row factor. A draw
+whose two smallest screened keys are within a relative ``GUMBEL_MARGIN``
+(far above the screen's error) is redone in float64 with the reference's
+formula, so the screen never changes a choice; about 1e-4 of the draws take
+that path.
 
 No fast-math here: the float64 Gumbel keys ``a_k / T - log(-log u_k)`` and
 the cumulative weights decide discrete choices, so they follow the
@@ -35,12 +38,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._nb_vmath import (
-    LOGLOG32_BOUND,
+    NEGLOG32_REL,
     always_inline,
     cos_sin_2pi,
     exp64,
     log64,
-    loglog_word32,
+    neglog_word32,
     prefer_wide_vectors,
     vexp,
 )
@@ -53,11 +56,11 @@ _MASK = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _TWO_M32 = 2.0**-32
 NORMAL_BLOCK = 2**31
-# A screened key is within LOGLOG32_BOUND + 2**-24 (|a / T| + |key|) of its
-# float64 value; a draw is redone in float64 unless its best screened key
-# leads the runner-up by GUMBEL_MARGIN (1 + 0.01 |best|), which covers both
-# keys' errors with a factor of two to spare.
-GUMBEL_MARGIN = 4.5 * LOGLOG32_BOUND
+# A screened race key E_k c_k is within ~NEGLOG32_REL + 2**-22 of its exact value
+# (relative: the log, the float32 factor c_k, the product); a draw is redone in
+# float64 unless the runner-up exceeds the winner by GUMBEL_MARGIN (relative),
+# which covers both keys' errors with a factor of four to spare.
+GUMBEL_MARGIN = 8 * NEGLOG32_REL
 
 
 @njit(error_model="numpy")
@@ -118,53 +121,72 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         comp32 = np.empty(tile, np.int32)
         RA = np.empty((max_rows, K), np.float64)  # per row: a_k / T, or cumulative weights
         rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
-        AT32 = np.empty((K, tile), np.float32)  # a_k / T per lane, for the screen
+        AT32 = np.empty((K, tile), np.float32)  # race factor c_k per lane, for the screen
+        CT = np.empty((max_rows, K), np.float32)  # race factor c_k per row
         best32 = np.empty(tile, np.float32)
         second32 = np.empty(tile, np.float32)
         comp = np.empty(tile, np.int64)
         EPS = np.empty((2 * n_pairs, tile), np.float64)
-        VM = np.empty(tile, out.dtype)
-        VS = np.empty(tile, out.dtype)
+        MUT = np.empty((max_rows, K * D), out.dtype)  # per row: mu
+        SGT = np.empty((max_rows, K * S), out.dtype)  # per row: sigma_scale * sigma
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
             ra = f0 // J  # first and last row of the tile
             rb = (f0 + nt - 1) // J
-            i = ra
-            j = f0 - ra * J
-            for t in range(nt):  # (row, draw) of each lane, without a division per lane
-                vi[t] = i
-                vr[t] = i - ra
+            for r in range(rb - ra + 1):  # (row, draw) of each lane, row by row
+                i = ra + r
+                t_lo = max(i * J - f0, 0)
+                t_hi = min((i + 1) * J - f0, nt)
                 g = row_offset + np.uint64(i)
-                r0[t] = g & _MASK
-                r1[t] = g >> _S32
-                dj[t] = np.uint64(j)
-                j += 1
-                if j == J:
-                    j = 0
-                    i += 1
+                lo = g & _MASK
+                hi = g >> _S32
+                j0 = f0 + t_lo - i * J
+                for t in range(t_lo, t_hi):
+                    vi[t] = i
+                    vr[t] = r
+                    r0[t] = lo
+                    r1[t] = hi
+                    dj[t] = np.uint64(j0 + (t - t_lo))
+
+            # ---- per row of the tile: the chosen-component tables, in the input dtype
+            nr = rb - ra + 1
+            for r in range(nr):
+                for j in range(K * D):
+                    MUT[r, j] = M[ra + r, j]
+                for j in range(K * S):
+                    SGT[r, j] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
 
             # ---- component choice (float64, the reference's arithmetic)
             if temperature == 0.0:
-                for t in range(nt):  # argmax a, ties to the lowest k; no randomness
-                    row = vi[t]
+                for r in range(nr):  # argmax a, ties to the lowest k; no randomness
                     kbest = 0
                     for k in range(1, K):
-                        if L[row, k] > L[row, kbest]:
+                        if L[ra + r, k] > L[ra + r, kbest]:
                             kbest = k
-                    comp[t] = kbest
+                    rlast[r] = kbest
+                for t in range(nt):
+                    comp[t] = rlast[vr[t]]
             elif gumbel:
                 for r in range(rb - ra + 1):
                     for k in range(K):
                         RA[r, k] = np.float64(L[ra + r, k]) / temperature
+                # the race factors c_k = exp((max a - a_k) / T) >= 1 per row (inf: never wins)
+                for r in range(rb - ra + 1):
+                    m = -np.inf
+                    for k in range(K):
+                        m = max(m, RA[r, k])
+                    for k in range(K):
+                        CT[r, k] = np.float32(exp64(m - RA[r, k]))
+                ct_flat = CT.reshape(-1)
                 for k in range(K):
                     for t in range(nt):
-                        AT32[k, t] = np.float32(RA[vr[t], k])
+                        AT32[k, t] = ct_flat[np.uint64(vr[t] * K + k)]  # unsigned: no wraparound
                 for t in range(nt):
-                    best32[t] = -np.inf
-                    second32[t] = -np.inf
+                    best32[t] = np.inf
+                    second32[t] = np.inf
                     comp32[t] = 0
-                # screen: the two largest float32 keys a_k / T - log(-log u_k) per lane
+                # screen: the two smallest race keys (-log u_k) c_k per lane
                 for blk in range((K + 3) // 4):
                     bb = np.uint64(blk)
                     for t in range(nt):
@@ -176,17 +198,16 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     for w in range(min(4, K - 4 * blk)):
                         k = np.int32(4 * blk + w)
                         for t in range(nt):
-                            key = AT32[k, t] - loglog_word32(W32[w, t])
+                            key = neglog_word32(W32[w, t]) * AT32[k, t]
                             b1 = best32[t]
-                            first = key > b1
-                            second32[t] = b1 if first else max(key, second32[t])
+                            first = key < b1
+                            second32[t] = b1 if first else min(key, second32[t])
                             best32[t] = key if first else b1
                             comp32[t] = k if first else comp32[t]
                 # too close to call: the reference's float64 keys, ties to the lowest k
                 for t in range(nt):
                     comp[t] = comp32[t]
-                    b1 = best32[t]
-                    if not (b1 - second32[t] > margin * (1.0 + 0.01 * abs(b1))):
+                    if not (second32[t] > best32[t] * (1.0 + margin)):
                         r = vr[t]
                         kbest = 0
                         kmax = -np.inf
@@ -254,12 +275,13 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
 
             # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
             ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
+            mu_flat = MUT.reshape(-1)
+            sg_flat = SGT.reshape(-1)
             for d in range(D):
                 ds = d if S > 1 else 0
-                for t in range(nt):  # gather the chosen component's parameters
-                    k = comp[t]
-                    VM[t] = M[vi[t], k * D + d]
-                    VS[t] = LS[vi[t], k * S + ds]
                 for t in range(nt):
+                    # unsigned indices: Numba adds no wraparound branch, LLVM can gather
+                    im = np.uint64(vr[t] * (K * D) + comp[t] * D + d)
+                    isg = np.uint64(vr[t] * (K * S) + comp[t] * S + ds)
                     eps = out.dtype.type(EPS[d, t])
-                    ov[t, d] = VM[t] + (ss * vexp(VS[t])) * eps
+                    ov[t, d] = mu_flat[im] + sg_flat[isg] * eps
