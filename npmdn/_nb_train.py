@@ -150,14 +150,35 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
         bias = P[offs[layer] + ni * no:offs[layer] + ni * no + no]
         Ain = _layer(A, aoffs, sizes, layer, C)
         Zo = _layer(Z, aoffs, sizes, layer + 1, C)
-        for j in range(no):
-            bj = bias[j]
+        j = 0
+        while j + 4 <= no:  # four output units per pass: each input row is loaded once for four
+            z0, z1, z2, z3 = Zo[j], Zo[j + 1], Zo[j + 2], Zo[j + 3]
+            b0, b1, b2, b3 = bias[j], bias[j + 1], bias[j + 2], bias[j + 3]
             for i in range(nc):
-                Zo[j, i] = bj
+                z0[i] = b0
+                z1[i] = b1
+                z2[i] = b2
+                z3[i] = b3
             for k in range(ni):
-                w = W[k, j]
+                a = Ain[k]
+                w0, w1, w2, w3 = W[k, j], W[k, j + 1], W[k, j + 2], W[k, j + 3]
                 for i in range(nc):
-                    Zo[j, i] += w * Ain[k, i]
+                    ai = a[i]
+                    z0[i] += w0 * ai
+                    z1[i] += w1 * ai
+                    z2[i] += w2 * ai
+                    z3[i] += w3 * ai
+            j += 4
+        for jj in range(j, no):
+            zj = Zo[jj]
+            bj = bias[jj]
+            for i in range(nc):
+                zj[i] = bj
+            for k in range(ni):
+                a = Ain[k]
+                w = W[k, jj]
+                for i in range(nc):
+                    zj[i] += w * a[i]
         if layer < n_layers - 1:
             Ao = _layer(A, aoffs, sizes, layer + 1, C)
             for j in range(no):
@@ -184,32 +205,44 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
         gW = g[wo:wo + ni * no].reshape(ni, no)
         gb = g[wo + ni * no:wo + ni * no + no]
         Ain = _layer(A, aoffs, sizes, layer, C)
-        # out = x W + b:  dW = x^T dout,  db = sum_rows dout
-        for k in range(ni):
-            for j in range(no):
-                s = as_type(0.0, P)
-                for i in range(nc):
-                    s += Ain[k, i] * dz[j, i]
-                gW[k, j] += s
+        # out = x W + b:  db = sum_rows dout
         for j in range(no):
             s = as_type(0.0, P)
+            d = dz[j]
             for i in range(nc):
-                s += dz[j, i]
+                s += d[i]
             gb[j] += s
         if layer == 0:
+            # dW = x^T dout
+            for k in range(ni):
+                a = Ain[k]
+                for j in range(no):
+                    s = as_type(0.0, P)
+                    d = dz[j]
+                    for i in range(nc):
+                        s += a[i] * d[i]
+                    gW[k, j] += s
             break
-        # dx = dout W^T, then through the activation of the layer below
+        # dW = x^T dout and dx = dout W^T in one pass over dout, then dx through
+        # the activation of the layer below
         buf = dA if (n_layers - 1 - layer) % 2 == 0 else dB
         nxt = buf[:ni * C].reshape(ni, C)
         Zin = _layer(Z, aoffs, sizes, layer, C)
         for k in range(ni):
+            a = Ain[k]
+            nx = nxt[k]
             for i in range(nc):
-                nxt[k, i] = as_type(0.0, P)
+                nx[i] = as_type(0.0, P)
             for j in range(no):
                 w = W[k, j]
+                d = dz[j]
+                s = as_type(0.0, P)
                 for i in range(nc):
-                    nxt[k, i] += w * dz[j, i]
-            _act_backward(act, Zin[k], Ain[k], nxt[k], nc)
+                    di = d[i]
+                    s += a[i] * di
+                    nx[i] += w * di
+                gW[k, j] += s
+            _act_backward(act, Zin[k], a, nx, nc)
         dz = nxt
     return nll
 
