@@ -119,16 +119,18 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         W = np.empty((4, tile), np.uint64)  # one Philox block per lane
         W32 = np.empty((4, tile), np.uint32)  # the same, narrow: the screen runs 16 lanes wide
         comp32 = np.empty(tile, np.int32)
-        RA = np.empty((max_rows, K), np.float64)  # per row: a_k / T, or cumulative weights
+        RA = np.empty((K, max_rows), np.float64)  # per row: a_k / T, or cumulative weights
         rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
         AT32 = np.empty((K, tile), np.float32)  # race factor c_k per lane, for the screen
-        CT = np.empty((max_rows, K), np.float32)  # race factor c_k per row
+        CT = np.empty((K, max_rows), np.float32)  # race factor c_k per row
         best32 = np.empty(tile, np.float32)
         second32 = np.empty(tile, np.float32)
         comp = np.empty(tile, np.int64)
         EPS = np.empty((2 * n_pairs, tile), np.float64)
-        MUT = np.empty((max_rows, K * D), out.dtype)  # per row: mu
-        SGT = np.empty((max_rows, K * S), out.dtype)  # per row: sigma_scale * sigma
+        MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
+        SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma
+        RV = np.empty(max_rows, np.float64)  # per row: max a / T, then the running sum c_k
+        RT = np.empty(max_rows, np.float64)  # per row: sum_k exp(a_k / T - max)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
@@ -149,39 +151,47 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     r1[t] = hi
                     dj[t] = np.uint64(j0 + (t - t_lo))
 
-            # ---- per row of the tile: the chosen-component tables, in the input dtype
+            # ---- per row of the tile, component-major tables [k, row]: every loop
+            # below runs over the rows (or lanes), so it vectorises even when J = 1
             nr = rb - ra + 1
-            for r in range(nr):
-                for j in range(K * D):
-                    MUT[r, j] = M[ra + r, j]
-                for j in range(K * S):
-                    SGT[r, j] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
+            for j in range(K * D):
+                for r in range(nr):
+                    MUT[j, r] = M[ra + r, j]
+            for j in range(K * S):
+                for r in range(nr):
+                    SGT[j, r] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
 
             # ---- component choice (float64, the reference's arithmetic)
             if temperature == 0.0:
                 for r in range(nr):  # argmax a, ties to the lowest k; no randomness
-                    kbest = 0
-                    for k in range(1, K):
-                        if L[ra + r, k] > L[ra + r, kbest]:
-                            kbest = k
-                    rlast[r] = kbest
+                    RV[r] = L[ra + r, 0]
+                    rlast[r] = 0
+                for k in range(1, K):
+                    for r in range(nr):
+                        v = L[ra + r, k]
+                        better = v > RV[r]
+                        RV[r] = v if better else RV[r]
+                        rlast[r] = k if better else rlast[r]
                 for t in range(nt):
                     comp[t] = rlast[vr[t]]
-            elif gumbel:
-                for r in range(rb - ra + 1):
-                    for k in range(K):
-                        RA[r, k] = np.float64(L[ra + r, k]) / temperature
+            else:
+                for k in range(K):
+                    for r in range(nr):
+                        RA[k, r] = np.float64(L[ra + r, k]) / temperature
+                for r in range(nr):
+                    RV[r] = RA[0, r]
+                for k in range(1, K):
+                    for r in range(nr):
+                        RV[r] = max(RV[r], RA[k, r])  # max_k a_k / T
+            if temperature != 0.0 and gumbel:
                 # the race factors c_k = exp((max a - a_k) / T) >= 1 per row (inf: never wins)
-                for r in range(rb - ra + 1):
-                    m = -np.inf
-                    for k in range(K):
-                        m = max(m, RA[r, k])
-                    for k in range(K):
-                        CT[r, k] = np.float32(exp64(m - RA[r, k]))
+                for k in range(K):
+                    for r in range(nr):
+                        CT[k, r] = np.float32(exp64(RV[r] - RA[k, r]))
                 ct_flat = CT.reshape(-1)
                 for k in range(K):
-                    for t in range(nt):
-                        AT32[k, t] = ct_flat[np.uint64(vr[t] * K + k)]  # unsigned: no wraparound
+                    for t in range(nt):  # unsigned index: no wraparound branch, a gather
+                        AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
                 for t in range(nt):
                     best32[t] = np.inf
                     second32[t] = np.inf
@@ -214,44 +224,41 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         for blk in range((K + 3) // 4):
                             x = philox10(r0[t], r1[t], dj[t], np.uint64(blk), key0, key1)
                             for w in range(min(4, K - 4 * blk)):
-                                key = RA[r, 4 * blk + w] - log64(-log64(uniform(x[w])))
+                                key = RA[4 * blk + w, r] - log64(-log64(uniform(x[w])))
                                 if key > kmax:
                                     kmax = key
                                     kbest = 4 * blk + w
                         comp[t] = kbest
-            else:
-                # per row, as the reference: pi = softmax(a / T) with the max shifted out,
+            elif temperature != 0.0:
+                # as the reference: pi = softmax(a / T) with the max shifted out,
                 # c_k = pi_0 + ... + pi_k, and the last k with pi_k > 0
-                for r in range(rb - ra + 1):
-                    m = -np.inf
-                    for k in range(K):
-                        v = np.float64(L[ra + r, k]) / temperature
-                        RA[r, k] = v
-                        m = max(m, v)
-                    tot = 0.0
-                    for k in range(K):
-                        e = exp64(RA[r, k] - m)
-                        RA[r, k] = e
-                        tot += e
-                    csum = 0.0
-                    last = 0
-                    for k in range(K):
-                        p = RA[r, k] / tot
-                        csum += p
-                        RA[r, k] = csum
-                        if p > 0.0:
-                            last = k
-                    rlast[r] = last
+                for r in range(nr):
+                    RT[r] = 0.0
+                for k in range(K):
+                    for r in range(nr):
+                        e = exp64(RA[k, r] - RV[r])
+                        RA[k, r] = e
+                        RT[r] += e
+                for r in range(nr):
+                    RV[r] = 0.0  # running sum c_k
+                    rlast[r] = 0
+                for k in range(K):
+                    for r in range(nr):
+                        p = RA[k, r] / RT[r]
+                        RV[r] += p
+                        RA[k, r] = RV[r]
+                        rlast[r] = k if p > 0.0 else rlast[r]
                 for t in range(nt):
                     W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
                         r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                ra_flat = RA.reshape(-1)
                 for t in range(nt):
-                    u = uniform(W[0, t])
-                    r = vr[t]
-                    idx = 0  # the first k with u < c_k = the number of c_k <= u
-                    for k in range(K):
-                        idx += RA[r, k] <= u
-                    comp[t] = idx if idx < K else rlast[r]
+                    comp[t] = 0
+                for k in range(K):  # the first k with u < c_k = the number of c_k <= u
+                    for t in range(nt):
+                        comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= uniform(W[0, t])
+                for t in range(nt):
+                    comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
 
             # ---- normals: Box-Muller on the normal blocks, float64, only those used
             for p in range(n_pairs):
@@ -281,7 +288,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 ds = d if S > 1 else 0
                 for t in range(nt):
                     # unsigned indices: Numba adds no wraparound branch, LLVM can gather
-                    im = np.uint64(vr[t] * (K * D) + comp[t] * D + d)
-                    isg = np.uint64(vr[t] * (K * S) + comp[t] * S + ds)
+                    im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
+                    isg = np.uint64((comp[t] * S + ds) * max_rows + vr[t])
                     eps = out.dtype.type(EPS[d, t])
                     ov[t, d] = mu_flat[im] + sg_flat[isg] * eps
