@@ -61,7 +61,8 @@ def _transpose(builder, r):
 def _lane_mask(builder, nv, intp):
     """<8 x i1>: lane k < nv."""
     vty = ir.VectorType(intp, _W)
-    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), nv, ir.Constant(ir.IntType(32), 0))
+    zero = ir.Constant(ir.IntType(32), 0)
+    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), nv, zero)
     splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
                                    ir.Constant(ir.VectorType(ir.IntType(32), _W), [0] * _W))
     return builder.icmp_signed("<", ir.Constant(vty, list(range(_W))), splat)
@@ -70,7 +71,6 @@ def _lane_mask(builder, nv, intp):
 def _masked_fns(module, vty):
     ptr = ir.PointerType()
     m1 = ir.VectorType(ir.IntType(1), _W)
-    suffix = f"v{_W}f{vty.element.intrinsic_name[1:]}.p0" if False else None
     ename = "f32" if isinstance(vty.element, ir.FloatType) else "f64"
     load = cgutils.get_or_insert_function(
         module, ir.FunctionType(vty, [ptr, ir.IntType(32), m1, vty]),
@@ -106,7 +106,7 @@ def tr_load8(typingctx, A, i0, c0, nv, X, r0, t0):
         i0_, c0_, nv_, r0_, t0_ = (
             context.cast(builder, v, ty, intp_t)
             for v, ty in zip((i0_, c0_, nv_, r0_, t0_), (signature.args[1], signature.args[2],
-                             signature.args[3], signature.args[5], signature.args[6]))
+                             signature.args[3], signature.args[5], signature.args[6]), strict=True)
         )
         a = context.make_array(aty)(context, builder, A_)
         x = context.make_array(xty)(context, builder, X_)
@@ -151,7 +151,7 @@ def tr_store8(typingctx, X, r0, t0, nv, A, i0, c0):
         r0_, t0_, nv_, i0_, c0_ = (
             context.cast(builder, v, ty, intp_t)
             for v, ty in zip((r0_, t0_, nv_, i0_, c0_), (signature.args[1], signature.args[2],
-                             signature.args[3], signature.args[5], signature.args[6]))
+                             signature.args[3], signature.args[5], signature.args[6]), strict=True)
         )
         a = context.make_array(aty)(context, builder, A_)
         x = context.make_array(xty)(context, builder, X_)

@@ -110,10 +110,10 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     nll, dl, dm, ds = out
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
-           for v, w in zip(outs2d, (1, k, k * d, k * s))]
+           for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
     _call(_entry("head_kernel", dtype), n, MIN_ROWS_PER_THREAD,
           *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, TILE, _n_chunks())
-    for dst, v, t in zip(out, outs2d, tmp):
+    for dst, v, t in zip(out, outs2d, tmp, strict=True):
         if v is None:  # an output the kernel could not write in place
             dst[...] = t.reshape(dst.shape)
     return tuple(out)

@@ -74,7 +74,8 @@ def _fit_kw(case):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", FIT_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", FIT_CASES,
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_training_matches_numpy_path(dtype, case):
     x, y = _data()
     model_kw, fit_kw = _fit_kw(case)

@@ -47,7 +47,7 @@ def _check(got, want, dtype, hard=False, args=None):
     float32 reference's own error, whichever is larger: ``pi - r`` in float32
     carries an error of ``|t_k| * 2**-24`` from rounding ``t_k``, in the
     reference as here."""
-    for name, g, w in zip(NAMES, got, want):
+    for name, g, w in zip(NAMES[:len(got)], got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape, name
         assert np.isfinite(g).all(), name
         if dtype == np.float64:
@@ -59,7 +59,7 @@ def _check(got, want, dtype, hard=False, args=None):
     if len(got) == 1:
         return
     truth = mixture.nll_grad(*(a.astype(np.float64) for a in args))
-    for name, g, w, t in zip(NAMES[1:], got[1:], want[1:], truth[1:]):
+    for name, g, w, t in zip(NAMES[1:], got[1:], want[1:], truth[1:], strict=True):
         scale = _row_scale(t) + 1e-300
         ours = np.max(np.abs(g - t) / scale)
         ref = np.max(np.abs(w - t) / scale)
@@ -212,7 +212,7 @@ def test_nll_grad_and_log_prob_match_reference(rng, dtype, n, k, d, s):
 @pytest.mark.parametrize("n,k,d,s", [(9, 3, 2, 2), (9, 3, 2, 1), (17, 9, 1, 1), (4, 2, 5, 5)])
 def test_nll_grad_matches_loops(rng, n, k, d, s):
     args = random_mixture(rng, n, k, d, s)
-    for name, g, w in zip(NAMES, nk.nll_grad(*args), naive_nll_grad(*args)):
+    for name, g, w in zip(NAMES, nk.nll_grad(*args), naive_nll_grad(*args), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13, err_msg=name)
 
 
@@ -251,7 +251,7 @@ def test_head_views_written_in_place(rng, dtype, s):
 
     gviews = split(grad)
     res = nk.nll_grad(*split(head), y, out=(nll, *gviews))
-    assert res[0] is nll and all(r is v for r, v in zip(res[1:], gviews))
+    assert res[0] is nll and all(r is v for r, v in zip(res[1:], gviews, strict=True))
     _check([nll, *gviews], mixture.nll_grad(logits, mu, ls, y), dtype,
            args=(logits, mu, ls, y))
     assert np.isnan(grad[:, 0]).all() and np.isnan(grad[:, p + 1:]).all()
@@ -270,7 +270,7 @@ def test_other_layouts(rng):
     out = (np.empty(100)[::2], np.empty((3, 50)).T, np.asfortranarray(np.empty((50, 3, 2))),
            np.empty((50, 3, 4))[:, :, ::2])
     res = nk.nll_grad(logits, mu, ls, y, out=out)
-    assert all(r is o for r, o in zip(res, out))
+    assert all(r is o for r, o in zip(res, out, strict=True))
     _check(out, want, np.float64)
 
 
@@ -279,7 +279,7 @@ def test_tile_sizes_agree(rng, monkeypatch, tile):
     args = random_mixture(rng, 333, 6, 2, 2, np.float32)
     want = nk.nll_grad(*args)
     monkeypatch.setattr(nk, "TILE", tile)
-    for g, w in zip(nk.nll_grad(*args), want):
+    for g, w in zip(nk.nll_grad(*args), want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
