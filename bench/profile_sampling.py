@@ -74,7 +74,8 @@ def main():
     draws = n * j
     rows = []
     chunks = 4 * get_num_threads()
-    for label, cb in (("Philox blocks of Gumbel-max", -(-k // 4)), ("Philox blocks of cumulative", 1)):
+    for label, cb in (("Philox blocks of Gumbel-max", -(-k // 4)),
+                      ("Philox blocks of cumulative", 1)):
         nb = -(-d // 4)
         t = _machine.median_time(lambda cb=cb, nb=nb: philox_only(n, j, cb, nb, chunks), args.runs)
         rows.append((f"{label} ({cb} + {nb} per draw)", t["median_s"]))
