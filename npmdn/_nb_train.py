@@ -296,7 +296,6 @@ def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, 
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
                 order, bs, steps, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd, clip,
                 scratch, C, status):
@@ -389,6 +388,14 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
     status[4] = steps
 
 
+# Two compilations of the same code: threads for large batches; none for small
+# ones, whose steps last tens of microseconds and would otherwise pay for
+# switching the thread count around every epoch (~7 us a call).
+train_epoch_parallel = njit(parallel=True, cache=True, fastmath=FASTMATH,
+                            error_model="numpy")(train_epoch)
+train_epoch_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(train_epoch)
+
+
 # --------------------------------------------------------------------------
 # the Python side: when the fused path applies, and one epoch
 # --------------------------------------------------------------------------
@@ -409,11 +416,12 @@ def _sig(dtype):
 _entries: dict = {}
 
 
-def _entry(dtype):
-    dtype = np.dtype(dtype)
-    fn = _entries.get(dtype)
+def _entry(dtype, parallel):
+    key = (np.dtype(dtype), parallel)
+    fn = _entries.get(key)
     if fn is None:
-        fn = _entries[dtype] = train_epoch.compile(_sig(dtype))
+        disp = train_epoch_parallel if parallel else train_epoch_serial
+        fn = _entries[key] = disp.compile(_sig(key[0]))
     return fn
 
 
@@ -450,7 +458,7 @@ class FusedFit:
             self.m, self.v = np.zeros(1, dt), opt.v
         self.status = np.zeros(5)
         self.empty_order = np.zeros(0, dtype=np.int64)
-        self.fn = _entry(dt)
+        self.fn = _entry(dt, self.n_threads > 1)
 
     def epoch(self, order, lr, epoch, last_good, history):
         """All steps of one epoch; returns the sum of the steps' NLL sums.
@@ -466,7 +474,8 @@ class FusedFit:
             hyper = (1, float(lr), 0.0, 0.0, 0.0, int(opt.t), opt.momentum, opt.nesterov)
         st = self.status
         threads = get_num_threads()
-        if threads != self.n_threads:
+        switch = self.n_threads > 1 and threads != self.n_threads
+        if switch:
             set_num_threads(self.n_threads)
         try:
             self.fn(self.net.params, self.net.grads, self.GT, self.m, self.v, self.mask,
@@ -474,7 +483,7 @@ class FusedFit:
                     self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
                     opt.weight_decay, self.clip, self.scratch, self.chunk, st)
         finally:
-            if threads != self.n_threads:
+            if switch:
                 set_num_threads(threads)
         code, step = int(st[0]), int(st[1])
         opt.t += int(st[4]) if code == OK else step
