@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import types as types_
 
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads, types
@@ -388,12 +389,24 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
     status[4] = steps
 
 
+def _renamed(fn, name):
+    """A copy of ``fn`` under another name: Numba's disk cache files are named
+    after the function, so two compilations of one function would overwrite
+    (and load) each other's machine code."""
+    out = types_.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__,
+                              fn.__closure__)
+    out.__qualname__ = name
+    out.__doc__ = fn.__doc__
+    return out
+
+
 # Two compilations of the same code: threads for large batches; none for small
-# ones, whose steps last tens of microseconds and would otherwise pay for
-# switching the thread count around every epoch (~7 us a call).
-train_epoch_parallel = njit(parallel=True, cache=True, fastmath=FASTMATH,
-                            error_model="numpy")(train_epoch)
-train_epoch_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(train_epoch)
+# ones, whose steps last tens of microseconds and would otherwise pay for a
+# parallel launch and for switching the thread count around every epoch.
+train_epoch_parallel = njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")(
+    _renamed(train_epoch, "train_epoch_parallel"))
+train_epoch_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(
+    _renamed(train_epoch, "train_epoch_serial"))
 
 
 # --------------------------------------------------------------------------

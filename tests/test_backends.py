@@ -161,3 +161,14 @@ def test_save_on_one_backend_load_on_the_other(tmp_path, dtype, trained_on, load
         np.testing.assert_allclose(s2, s1, **tol)
     np.testing.assert_array_equal(other.sample(x, 3, seed=5, sigma_scale=0.0),
                                   m.sample(x, 3, seed=5, sigma_scale=0.0))
+
+
+def test_serial_and_parallel_epochs_cache_apart():
+    """Numba names its disk cache after the function: the two compilations of the
+    epoch kernel must not share a name, or one loads the other's machine code
+    (this happened: the parallel path ran serially)."""
+    names = {_nb_train.train_epoch_parallel.py_func.__qualname__,
+             _nb_train.train_epoch_serial.py_func.__qualname__}
+    assert len(names) == 2
+    assert _nb_train.train_epoch_parallel.targetoptions.get("parallel")
+    assert not _nb_train.train_epoch_serial.targetoptions.get("parallel")
