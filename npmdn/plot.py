@@ -201,9 +201,7 @@ def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
         xq = np.full_like(ys, float(x0))
         ax.plot(ys, np.exp(model.log_prob(xq, ys)), color=color, lw=1.6,
                 label=f"model, x = {x0:.2f}")
-    if true_log_prob is not None:  # after the model lines: the legend then reads by row
-        for x0, color in zip(at, _colors(len(at)), strict=True):
-            xq = np.full_like(ys, float(x0))
+        if true_log_prob is not None:  # legend columns fill top-down: model above true
             ax.plot(ys, np.exp(true_log_prob(xq, ys)), color=color, lw=1.2, ls="--",
                     label=f"true, x = {x0:.2f}")
     ax.set_xlim(ys[0], ys[-1])
@@ -215,7 +213,7 @@ def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
     return ax
 
 
-def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=3000,
+def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
              true_log_prob=None):
     """The whole demo figure: components with +-sigma bands, samples over the data,
     the pi / mu / sigma panels, and density slices.
@@ -258,7 +256,7 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def save_figure(fig, path, dpi=90):
+def save_figure(fig, path, dpi=80):
     """Write ``fig`` to ``path`` (format from the extension, PNG when there is none)
     through a temporary file renamed into place, so a failed write never leaves a
     broken figure or damages an existing file."""
