@@ -14,7 +14,7 @@ from .model import MDN
 # Gaussian: on the sinusoid, extra components gave worse fits in the same time (K = 3 once
 # stalled with straight-line means and wide sigmas covering the curve).
 SETTINGS = {
-    "sinusoid": dict(n_train=20_000, n_components=1, hidden=(64, 64), epochs=100, lr=3e-3),
+    "sinusoid": dict(n_train=20_000, n_components=1, hidden=(64, 64), epochs=150, lr=5e-3),
     "inverted": dict(n_train=20_000, n_components=8, hidden=(64, 64), epochs=150, lr=5e-3),
     "heteroscedastic": dict(n_train=10_000, n_components=1, hidden=(32, 32), epochs=100,
                             lr=3e-3),

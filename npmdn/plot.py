@@ -78,14 +78,15 @@ def _span(v, pad=0.08):
 
 
 def _colors(k):
-    """k distinct colours; the greys of the tab palettes are skipped, as the data is grey."""
+    """k distinct colours; the greys of the tab palettes are skipped, as the data is grey.
+    Past nine, tab20's dark shades come first and its light ones after."""
     plt = _plt()
     if k <= 9:
-        cmap, skip = plt.get_cmap("tab10"), {7}
+        cmap, order = plt.get_cmap("tab10"), [i for i in range(10) if i != 7]
     else:
-        cmap, skip = plt.get_cmap("tab20"), {14, 15}
-    palette = [cmap(i) for i in range(cmap.N) if i not in skip]
-    return [palette[i % len(palette)] for i in range(k)]
+        cmap = plt.get_cmap("tab20")
+        order = [i for i in list(range(0, 20, 2)) + list(range(1, 20, 2)) if i not in (14, 15)]
+    return [cmap(order[i % len(order)]) for i in range(k)]
 
 
 def _masked(values, keep):
