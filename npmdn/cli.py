@@ -277,8 +277,10 @@ class DataFile:
         if arr.dtype.kind not in "iuf":
             raise UsageError(f"{self.path}: {what} has dtype {arr.dtype}; numbers are needed")
 
-    def _index(self, token: str) -> int:
-        """CSV/.npy column: a header name first, else a 0-based index."""
+    def _index(self, token) -> int:
+        """CSV/.npy column: a header name first, else a 0-based index (an int is an index)."""
+        if isinstance(token, int):
+            return token  # positions chosen by npmdn itself, always in range
         if token in self.names:
             if self.names.count(token) > 1:
                 raise UsageError(
@@ -382,8 +384,9 @@ def _model_columns(data: DataFile, model, x_spec, y_spec, need_y: bool):
                 y_spec = ["y"]
             for key in x_spec + (y_spec or []):
                 if key not in data.names:
+                    flags = "--x and --y" if need_y else "--x"
                     raise UsageError(
-                        f"{data.path} has no array {key!r}: name the arrays with --x and --y "
+                        f"{data.path} has no array {key!r}: name the arrays with {flags} "
                         f"({data.describe()})"
                     )
         else:
@@ -391,7 +394,7 @@ def _model_columns(data: DataFile, model, x_spec, y_spec, need_y: bool):
             for spec in (x_spec, y_spec):
                 if spec is not None:
                     taken.update(data._index(t) for t in spec)
-            free = [str(j) for j in range(data.n_columns) if j not in taken]
+            free = [j for j in range(data.n_columns) if j not in taken]  # positions, not names
             want = (d_in if x_spec is None else 0) + (d_out if need_y and y_spec is None else 0)
             ok = len(free) == want or (not need_y and x_spec is None and len(free) == d_in + d_out)
             if not ok:

@@ -111,6 +111,23 @@ def test_fit_reads_csv_by_index_npz_and_npy_alike(work, tmp_path):
         assert npmdn.load(tmp_path / f"{name}.npz").params.tobytes() == ref.tobytes(), name
 
 
+def test_header_names_win_over_indices(work, tmp_path):
+    """A header name is matched before a 0-based index: in a file whose header is
+    "1,0", --x 1 is the first column, and so is the positional default of predict."""
+    d, data, _ = work
+    with open(tmp_path / "digits.csv", "w") as f:
+        f.write("1,0\n" + "".join(f"{a!r},{b!r}\n" for a, b in
+                                  zip(data.x[:, 0].tolist(), data.y[:, 0].tolist(), strict=True)))
+    run("fit", "digits.csv", "--x", "1", "--y", "0", "-k", 3, "--hidden", "8,8", "--epochs", 4,
+        "--seed", 1, "--out", "m.npz", cwd=tmp_path, check=0)
+    ref = npmdn.load(d / "model.npz").params  # x = column "x", y = column "y"
+    assert npmdn.load(tmp_path / "m.npz").params.tobytes() == ref.tobytes()
+    proc = run("predict", d / "model.npz", "digits.csv", cwd=tmp_path, check=0)
+    names, table = read_csv(proc.stdout, text=True)
+    assert names == ["1", "mean", "std"]
+    np.testing.assert_array_equal(table[:, 0], data.x[:, 0])
+
+
 def test_fit_default_output_never_overwrites(work, tmp_path):
     d, _, _ = work
     (tmp_path / "model.npz").write_bytes(b"a model the user made earlier")
