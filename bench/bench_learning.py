@@ -29,16 +29,18 @@ def main():
         for seed in args.seeds:
             rows.append(_learning.run(problem, seed, backend=args.backend))
     print(f"npmdn {npmdn.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-          f"settings {_learning.FIT}, hidden (64, 64) tanh\n")
-    print("| problem | K | seed | backend | train s | held-out NLL | true NLL | gap | "
+          f"fit {_learning.FIT}, tanh trunk\n")
+    print("| problem | K | hidden | epochs | seed | backend | train s | held-out NLL | true NLL | gap | "
           "sigma err (central max / full max / full mean) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sig = ""
         if "sigma_err_central_max" in r:
             sig = (f"{r['sigma_err_central_max']:.1%} / {r['sigma_err_full_max']:.1%} / "
                    f"{r['sigma_err_full_mean']:.1%}")
-        print(f"| {r['problem']} | {_learning.SETUPS[r['problem']]} | {r['seed']} | {r['backend']} | "
+        cfg = _learning.SETUPS[r["problem"]]
+        print(f"| {r['problem']} | {cfg['n_components']} | {cfg['hidden']} | {cfg['epochs']} | "
+              f"{r['seed']} | {r['backend']} | "
               f"{r['train_seconds']:.1f} | {r['heldout_nll']:.4f} | {r['true_nll']:.4f} | "
               f"{r['gap']:+.4f} | {sig} |")
     with open(args.json, "w") as f:

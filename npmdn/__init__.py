@@ -14,9 +14,21 @@ the mixture head runs in fused kernels behind one backend switch.
 
 __version__ = "0.1.0"
 
-from . import datasets
+from . import datasets, metrics
 from .backend import BackendUnavailable, available_backends, get_backend, set_backend
-from .functional import mixture_log_prob, mixture_nll, mixture_params, mixture_sample
+from .functional import (
+    Modes,
+    mixture_cdf,
+    mixture_covariance,
+    mixture_interval,
+    mixture_log_prob,
+    mixture_mean,
+    mixture_modes,
+    mixture_nll,
+    mixture_params,
+    mixture_quantile,
+    mixture_sample,
+)
 from .model import MDN, History, NonFiniteLossError, load
 
 __all__ = [
@@ -29,6 +41,14 @@ __all__ = [
     "mixture_log_prob",
     "mixture_sample",
     "mixture_params",
+    "mixture_cdf",
+    "mixture_quantile",
+    "mixture_interval",
+    "mixture_modes",
+    "mixture_mean",
+    "mixture_covariance",
+    "Modes",
+    "metrics",
     "set_backend",
     "get_backend",
     "available_backends",

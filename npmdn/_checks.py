@@ -156,3 +156,53 @@ def mixture_args(logits, mu, log_sigma, y=None):
     for nm, a in arrays:
         check_finite(a, nm, xp)
     return n, k, d, s
+
+
+def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):
+    """Targets for the distribution functions: [N, D] (or [N] when D = 1), any real
+    dtype, finite; returned as float64 [N, D] on the parameters' device."""
+    if is_device_array(y) != on_device:
+        raise InputDTypeError(
+            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
+        )
+    if on_device:
+        import cupy as xp
+    else:
+        xp = np
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
+    if y.dtype.kind not in "iuf":
+        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
+    if y.ndim == 1 and d == 1:
+        y = y.reshape(-1, 1)
+    if y.shape != (n, d):
+        want = f"[N, D] = [{n}, {d}]" + (f" or [N] = [{n}]" if d == 1 else "")
+        raise ValueError(f"{name} must have shape {want}, got {tuple(y.shape)}")
+    y = xp.asarray(y, dtype=xp.float64)
+    check_finite(y, name, xp)
+    return y
+
+
+def probabilities(p, name: str) -> np.ndarray:
+    """A scalar or 1-D sequence of levels strictly inside (0, 1), as float64 (0-D kept)."""
+    if is_device_array(p):
+        p = p.get()
+    try:
+        arr = np.asarray(p)
+    except (TypeError, ValueError) as exc:
+        raise InputDTypeError(f"{name} must be a number or a 1-D sequence of numbers") from exc
+    if arr.dtype.kind not in "iuf":
+        raise InputDTypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a number or a 1-D sequence, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: give at least one level")
+    arr = arr.astype(np.float64)
+    bad = ~((arr > 0) & (arr < 1))  # also catches NaN
+    if bad.any():
+        raise ValueError(
+            f"{name} must lie strictly between 0 and 1, got {float(arr[bad].ravel()[0])!r}"
+        )
+    return arr

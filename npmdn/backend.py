@@ -102,15 +102,45 @@ def _load_cupy() -> Backend:
         n_dev = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
         raise BackendUnavailable(
-            f"backend 'cupy' needs a CUDA device, and none answered: {exc}"
+            f"backend 'cupy' needs a CUDA device, and none answered: {_why_no_device(exc)}"
         ) from exc
     if n_dev < 1:
         raise BackendUnavailable("backend 'cupy' needs a CUDA device, and none was found")
+    try:  # the kernels are compiled at first use; a missing compiler should fail here
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:
+        raise BackendUnavailable(
+            "backend 'cupy' compiles its CUDA kernels with NVRTC, which CuPy could not "
+            f"load ({type(exc).__name__}: {exc}); install it, e.g. pip install "
+            "'cupy-cuda13x[ctk]' (or nvidia-cuda-nvrtc for your CUDA version)"
+        ) from exc
     try:
         from . import _cupy_kernels as ck
     except ImportError as exc:
         raise BackendUnavailable(f"backend 'cupy' could not load its kernels: {exc}") from exc
     return Backend("cupy", cupy, ck.nll_grad, ck.log_prob, ck.sample, on_device=True)
+
+
+def _why_no_device(exc) -> str:
+    """Name the missing piece behind a failed CUDA device query.
+
+    With no NVIDIA driver at all, the CUDA runtime reports an *insufficient*
+    driver, which sends people looking for an upgrade of something absent.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+    except OSError:
+        return f"no NVIDIA driver is installed here (libcuda cannot be loaded; CUDA said: {exc})"
+    if "InsufficientDriver" in str(exc):
+        return (
+            f"the NVIDIA driver is older than the CUDA runtime CuPy was built for ({exc}); "
+            "update the driver or install the cupy-cuda* package that matches it"
+        )
+    return str(exc)
 
 
 _LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "cupy": _load_cupy}

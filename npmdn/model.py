@@ -30,16 +30,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks as C
-from . import mixture
+from . import metrics, mixture
 from .backend import Backend, get_backend
+from .functional import (
+    Modes,
+    mixture_cdf,
+    mixture_interval,
+    mixture_modes,
+    mixture_quantile,
+    mode_options,
+)
 from .nn import ACTIVATIONS, MLP
-from .optim import OPTIMIZERS, clip_by_global_norm, global_norm
+from .optim import OPTIMIZERS, clip_by_global_norm
 from .progress import Progress
 
 FORMAT = "npmdn-model"
 FORMAT_VERSION = 1
 COVARIANCES = ("diagonal", "isotropic")
 LR_SCHEDULES = ("constant", "cosine")
+PREDICT_KINDS = ("mean", "mode", "component")
 _CHUNK = 1 << 16  # rows per inference chunk: bounds memory for any N
 
 
@@ -300,12 +309,27 @@ class MDN:
         """Mean negative log-likelihood (nats per row) of ``y`` given ``x``."""
         return float(-np.mean(self.log_prob(x, y), dtype=np.float64))
 
-    def score(self, x, y) -> dict:
-        """Scores of held-out data: currently ``{"nll": mean NLL}``."""
-        return {"nll": self.nll(x, y)}
+    def score(self, x, y, levels=metrics.DEFAULT_LEVELS) -> dict:
+        """Scores of held-out data as a flat dict of floats: ``nll`` (mean, nats),
+        ``crps``, ``coverage_<100c>`` per level, ``calibration_error`` and ``pit_ks``;
+        see :func:`npmdn.metrics.summary` (for D > 1, CRPS and PIT are per-dimension
+        marginals, averaged and pooled)."""
+        x, y = self._xy(x, y)
+        levels = C.probabilities(levels, "levels")
+        out = metrics.summary(*self.mixture_raw(x), y, levels)
+        out["nll"] = self.nll(x, y)  # the training loss's own kernel, as in History
+        return out
 
-    def predict(self, x) -> np.ndarray:
-        """Conditional mean ``E[y | x] = sum_k pi_k mu_k`` [N, D]."""
+    def predict(self, x, kind: str = "mean") -> np.ndarray:
+        """A point prediction per row [N, D].
+
+        ``kind="mean"``: the conditional mean ``E[y | x] = sum_k pi_k mu_k``;
+        ``"mode"``: the highest mode of p(y | x) (see :meth:`modes`);
+        ``"component"``: the mean of the heaviest component.
+        """
+        kind = C.choice_arg(kind, "kind", PREDICT_KINDS)
+        if kind != "mean":
+            return self._predict_point(x, kind)
         logits, mu, _ = self.mixture_raw(x)
         return mixture.mean(logits, mu)
 
@@ -348,6 +372,57 @@ class MDN:
             )
             out[a:b] = self.backend.to_host(draws)
         return out
+
+    # ------------------------------------------------------------------
+    # the predicted density beyond its mean: modes, CDF, quantiles, CRPS
+    # (npmdn.functional and npmdn.metrics on mixture_raw, so every backend)
+    # ------------------------------------------------------------------
+
+    def modes(self, x, *, tol: float = 1e-10, max_iter: int = 500,
+              merge_tol: float = 1e-2) -> Modes:
+        """Every local mode of p(y | x) per row, highest density first.
+
+        A :class:`npmdn.Modes`: ``locations [N, K, D]``, ``log_density [N, K]``
+        (log p(mode | x), in the user's units of y) and ``count [N]``; unused
+        slots hold NaN and ``-inf``. The options are :func:`npmdn.mixture_modes`'s.
+        """
+        tol, max_iter, merge_tol = mode_options(tol, max_iter, merge_tol)
+        return mixture_modes(*self.mixture_raw(x), tol=tol, max_iter=max_iter,
+                             merge_tol=merge_tol)
+
+    def _predict_point(self, x, kind):
+        logits, mu, log_sigma = self.mixture_raw(x)
+        if kind == "mode":
+            best = mixture_modes(logits, mu, log_sigma).best()
+            return best.astype(self.dtype)
+        heaviest = np.argmax(logits, axis=1)  # ties: the lowest index
+        return mu[np.arange(mu.shape[0]), heaviest]
+
+    def cdf(self, x, y) -> np.ndarray:
+        """``P(Y <= y | x)`` per row: [N] for 1-D y, per-dimension marginals [N, D]
+        otherwise. At held-out targets these are the PIT values."""
+        x, y = self._xy(x, y)
+        return mixture_cdf(*self.mixture_raw(x), y)
+
+    def quantile(self, x, q) -> np.ndarray:
+        """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
+        [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
+        [N, len(q), D] otherwise. Accurate to about 1e-12 relative."""
+        levels = C.probabilities(q, "q")
+        return mixture_quantile(*self.mixture_raw(x), levels)
+
+    def interval(self, x, coverage=0.9):
+        """Central predictive interval ``(lower, upper)`` of probability ``coverage``
+        per row: the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles, each [N] for 1-D y
+        and a scalar coverage (shapes as in :meth:`quantile`)."""
+        c = C.probabilities(coverage, "coverage")
+        return mixture_interval(*self.mixture_raw(x), c)
+
+    def crps(self, x, y) -> np.ndarray:
+        """CRPS of each target under p(y | x), closed form: [N] for 1-D y, per-dimension
+        marginals [N, D] otherwise (see :func:`npmdn.metrics.crps`)."""
+        x, y = self._xy(x, y)
+        return metrics.crps(*self.mixture_raw(x), y)
 
     # ------------------------------------------------------------------
     # training
@@ -491,6 +566,8 @@ class MDN:
         if not self.fitted:
             self._set_standardization(x, y)
         xs, ys = self._std_x(x), self._std_y(y)  # moved to the device once per fit
+        if xv is not None:
+            xv_s, yv_s = self._std_x(xv), self._std_y(yv)
         n = x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         steps = -(-n // bs)
@@ -522,14 +599,12 @@ class MDN:
                         idx = order[step * bs : (step + 1) * bs]
                         xb, yb = xs[idx], ys[idx]
                     b = xb.shape[0]
-                    loss = self._loss_grad_std(xb, yb, nll_buf[:b], grad_buf[:b])
+                    loss, g2 = self._loss_grad_norm_std(xb, yb, nll_buf[:b], grad_buf[:b])
                     if not math.isfinite(loss):
                         self._diverged(epoch, step, steps, "loss", loss, last_good, history)
-                    gnorm = (
-                        clip_by_global_norm(net.grads, clip_norm, xp)
-                        if clip_norm is not None
-                        else global_norm(net.grads, xp)
-                    )
+                    gnorm = math.sqrt(g2)
+                    if clip_norm is not None:
+                        clip_by_global_norm(net.grads, clip_norm, xp, norm=gnorm)
                     if not math.isfinite(gnorm):
                         self._diverged(epoch, step, steps, "gradient norm", gnorm, None, history)
                     last_good[...] = net.params
@@ -540,7 +615,7 @@ class MDN:
                 history.lr.append(lr_now)
                 val_nll = None
                 if monitor_val:
-                    val_nll = self._mean_nll_std(xv, yv) + jac
+                    val_nll = self._mean_nll_std(xv_s, yv_s) + jac
                     if not math.isfinite(val_nll):
                         self._diverged(epoch, None, steps, "validation NLL", val_nll,
                                        None, history)
@@ -576,12 +651,24 @@ class MDN:
         straight into them, and the trunk's backward pass starts from ``grad``.
         The gradient is computed even when the loss is not finite; callers check.
         """
+        loss, _ = self._loss_grad_norm_std(xb, yb, nll, grad)
+        return loss
+
+    def _loss_grad_norm_std(self, xb, yb, nll, grad):
+        """As :meth:`_loss_grad_std`, and the squared norm of the whole gradient.
+
+        Both scalars come back to the host in one transfer: on a GPU that is the
+        step's only synchronisation.
+        """
         b = xb.shape[0]
+        xp = self.backend.xp
         head, cache = self.net.forward(xb)
         self.backend.nll_grad(*self._split(head), yb, out=(nll, *self._split(grad)))
         grad *= self.dtype.type(1.0 / b)  # d(mean NLL) = d(sum NLL) / B
         self.net.backward(grad, cache)
-        return float(nll.sum()) / b
+        g = self.net.grads
+        loss_sum, g2 = self.backend.to_host(xp.stack((nll.sum(), xp.dot(g, g))))
+        return float(loss_sum) / b, float(g2)
 
     def loss_grad(self, x, y):
         """Mean NLL of (x, y) in user units and its gradient with respect to the flat
@@ -599,14 +686,13 @@ class MDN:
         loss = self._loss_grad_std(self._std_x(x), self._std_y(y), nll, grad)
         return loss + self.log_jacobian, self.backend.to_host(self.net.grads).copy()
 
-    def _mean_nll_std(self, x, y) -> float:
-        """Mean NLL in standardized units over host arrays, chunked."""
+    def _mean_nll_std(self, xs, ys) -> float:
+        """Mean NLL in standardized units of standardized (device) arrays, chunked."""
         total = 0.0
-        for a, b in self._chunks(x.shape[0]):
-            h = self._head(self._std_x(x[a:b]))
-            lp = self.backend.log_prob(*self._split(h), self._std_y(y[a:b]))
+        for a, b in self._chunks(xs.shape[0]):
+            lp = self.backend.log_prob(*self._split(self._head(xs[a:b])), ys[a:b])
             total -= float(lp.sum())
-        return total / x.shape[0]
+        return total / xs.shape[0]
 
     def _diverged(self, epoch, step, steps, what, value, restore, history):
         if restore is not None:

@@ -21,9 +21,13 @@ def global_norm(grads, xp=np) -> float:
     return float(xp.sqrt(xp.dot(grads, grads)))
 
 
-def clip_by_global_norm(grads, max_norm: float, xp=np) -> float:
-    """Scale ``grads`` in place so that its norm is at most ``max_norm``; return the norm before."""
-    norm = global_norm(grads, xp)
+def clip_by_global_norm(grads, max_norm: float, xp=np, norm: float | None = None) -> float:
+    """Scale ``grads`` in place so that its norm is at most ``max_norm``; return the norm before.
+
+    ``norm``, when the caller already has it, saves computing it again.
+    """
+    if norm is None:
+        norm = global_norm(grads, xp)
     if norm > max_norm:
         grads *= grads.dtype.type(max_norm / (norm + 1e-12))
     return norm

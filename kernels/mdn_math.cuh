@@ -1,0 +1,344 @@
+// npmdn: the per-sample mixture-head math, shared by the CUDA kernels
+// (kernels/mdn_kernels.cu, through CuPy RawModule/NVRTC or nvcc) and by a
+// host build (the C++ compiler, for the tests that run without a GPU).
+//
+// Every function mirrors its NumPy reference in npmdn/mixture.py and
+// npmdn/philox.py formula for formula and in the same order of operations,
+// so float64 agrees with the reference to rounding (~1e-12) and the Philox
+// stream, the uniforms and the component choices are the same.
+//
+// Shapes, per sample (one row of a batch): logits a [K], means mu [K*D]
+// (component-major), raw scales s [K*S] with S = D (diagonal) or S = 1
+// (isotropic), target y [D]. A row keeps nothing per component in memory:
+// each pass recomputes what it needs, so there is no upper limit on K or D.
+//
+// NVRTC has no system headers: nothing is included when compiling for the
+// device; the host build takes <math.h>.
+#ifndef NPMDN_MDN_MATH_CUH
+#define NPMDN_MDN_MATH_CUH
+
+#if defined(__CUDACC__)
+#define MDN_HD __host__ __device__ __forceinline__
+#else
+#include <math.h>
+#define MDN_HD inline
+#endif
+
+namespace mdn {
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+// Sampling methods (npmdn.mixture.SAMPLE_METHODS, by position).
+enum { METHOD_GUMBEL = 0, METHOD_CUMULATIVE = 1 };
+
+// ---------------------------------------------------------------------------
+// precision-specific math: explicit names so that float stays float
+// ---------------------------------------------------------------------------
+
+MDN_HD float mexp(float x) { return expf(x); }
+MDN_HD double mexp(double x) { return exp(x); }
+MDN_HD float mlog(float x) { return logf(x); }
+MDN_HD double mlog(double x) { return log(x); }
+MDN_HD bool finite(float x) { return fabsf(x) <= 3.40282347e+38f; }  // false for inf, NaN
+MDN_HD bool finite(double x) { return fabs(x) <= 1.7976931348623157e+308; }
+
+// NumPy's max propagates NaN: once a NaN is seen, the max is NaN.
+template <typename T>
+MDN_HD T nan_max(T m, T t) { return (t > m || t != t) ? t : m; }
+
+// ---------------------------------------------------------------------------
+// Philox4x32-10 (Salmon et al., SC'11), as npmdn.philox.philox4x32
+// ---------------------------------------------------------------------------
+
+struct Block { u32 x, y, z, w; };
+
+MDN_HD Block philox4x32_10(u32 c0, u32 c1, u32 c2, u32 c3, u32 k0, u32 k1) {
+  for (int r = 0; r < 10; ++r) {
+    if (r) {  // the key is bumped by the Weyl constants between rounds
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const u64 p0 = (u64)0xD2511F53u * c0;  // 32 x 32 -> 64-bit products
+    const u64 p1 = (u64)0xCD9E8D57u * c2;
+    const u32 n0 = (u32)(p1 >> 32) ^ c1 ^ k0;
+    const u32 n2 = (u32)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (u32)p1;
+    c3 = (u32)p0;
+    c0 = n0;
+    c2 = n2;
+  }
+  Block b = {c0, c1, c2, c3};
+  return b;
+}
+
+// A select, not an indexed array: keeps the block in registers on the GPU.
+MDN_HD u32 lane(const Block& b, int i) {
+  return i == 0 ? b.x : (i == 1 ? b.y : (i == 2 ? b.z : b.w));
+}
+
+// The stream of one sample: key from the seed, counter (row_lo, row_hi, draw, block).
+struct Stream { u32 k0, k1, r0, r1, draw; };
+
+MDN_HD Stream make_stream(u64 seed, u64 row, u32 draw) {
+  Stream s = {(u32)seed, (u32)(seed >> 32), (u32)row, (u32)(row >> 32), draw};
+  return s;
+}
+
+MDN_HD Block block(const Stream& s, u32 b) {
+  return philox4x32_10(s.r0, s.r1, s.draw, b, s.k0, s.k1);
+}
+
+const u32 NORMAL_BLOCK = 0x80000000u;  // 2**31: first block of the normal words
+
+// word -> (x + 0.5) * 2**-32: exact in float64, strictly inside (0, 1)
+MDN_HD double to_uniform(u32 x) { return ((double)x + 0.5) * (1.0 / 4294967296.0); }
+
+// Choice word w: lane w % 4 of block w // 4.
+MDN_HD double choice_uniform(const Stream& s, int w) {
+  return to_uniform(lane(block(s, (u32)(w >> 2)), w & 3));
+}
+
+// Box-Muller on normal pair p = d // 2: lanes (0, 1) of block 2**31 + p // 2
+// for even p, (2, 3) for odd p; cosine branch for even d, sine for odd d.
+MDN_HD double normal_from_block(const Block& b, int d) {
+  const int lo = ((d >> 1) & 1) * 2;
+  const double u1 = to_uniform(lane(b, lo));
+  const double u2 = to_uniform(lane(b, lo + 1));
+  const double r = sqrt(-2.0 * log(u1));
+  const double theta = (2.0 * 3.141592653589793) * u2;
+  return (d & 1) ? r * sin(theta) : r * cos(theta);
+}
+
+MDN_HD double normal(const Stream& s, int d) {
+  return normal_from_block(block(s, NORMAL_BLOCK + (u32)(d >> 2)), d);
+}
+
+// ---------------------------------------------------------------------------
+// component choice (npmdn.mixture.choose_components), all in float64
+// ---------------------------------------------------------------------------
+
+template <typename T>
+MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, double temperature) {
+  if (temperature == 0.0) {  // argmax a_k, ties to the lowest k
+    int best = 0;
+    for (int k = 1; k < K; ++k)
+      if ((double)a[k] > (double)a[best]) best = k;
+    return best;
+  }
+  if (method == METHOD_GUMBEL) {
+    // k = argmax_k (a_k / T - log(-log u_k)), ties to the lowest k
+    int best = 0;
+    double best_key = 0.0;
+    Block b = {0u, 0u, 0u, 0u};
+    for (int k = 0; k < K; ++k) {
+      if ((k & 3) == 0) b = block(s, (u32)(k >> 2));
+      const double u = to_uniform(lane(b, k & 3));
+      const double key = (double)a[k] / temperature - log(-log(u));
+      if (k == 0 || key > best_key) {
+        best = k;
+        best_key = key;
+      }
+    }
+    return best;
+  }
+  // cumulative: pi = softmax(a / T); idx = #{k : c_k <= u} with c the running
+  // sums; if rounding leaves u >= c_{K-1}, the last k with pi_k > 0
+  const double u = choice_uniform(s, 0);
+  double m = (double)a[0] / temperature;
+  for (int k = 1; k < K; ++k) m = nan_max(m, (double)a[k] / temperature);
+  double sum = 0.0;
+  for (int k = 0; k < K; ++k) sum += exp((double)a[k] / temperature - m);
+  double c = 0.0;
+  int idx = 0, last = -1;
+  for (int k = 0; k < K; ++k) {
+    const double pi = exp((double)a[k] / temperature - m) / sum;
+    c += pi;
+    idx += (c <= u);
+    if (pi > 0.0) last = k;
+  }
+  if (idx < K) return idx;
+  return last >= 0 ? last : K - 1;
+}
+
+// ---------------------------------------------------------------------------
+// densities, NLL and gradient of one row (npmdn.mixture.nll_grad)
+// ---------------------------------------------------------------------------
+
+// log_softmax's normaliser: logsumexp_k a_k, shifted by the row's own max.
+template <typename T>
+MDN_HD T logsumexp_logits(const T* a, int K) {
+  T m = a[0];
+  for (int k = 1; k < K; ++k) m = nan_max(m, a[k]);
+  if (!finite(m)) m = T(0);
+  T s = T(0);
+  for (int k = 0; k < K; ++k) s += mexp(a[k] - m);
+  return mlog(s) + m;
+}
+
+// log N_k = -1/2 sum_d z_kd^2 - sum_d s_kd - D/2 log(2 pi), z = (y - mu) exp(-s);
+// writes sum_d z_kd^2 to *sum_z2.
+template <typename T>
+MDN_HD T log_normal(const T* mu, const T* s, const T* y, int D, int S, T half_d_log_2pi,
+                    T* sum_z2) {
+  T acc = T(0), log_det;
+  if (S == 1) {  // isotropic: one scale, counted once per dimension
+    const T inv_sigma = mexp(-s[0]);
+    for (int d = 0; d < D; ++d) {
+      const T z = (y[d] - mu[d]) * inv_sigma;
+      acc += z * z;
+    }
+    log_det = s[0] * T(D);
+  } else {
+    log_det = T(0);
+    for (int d = 0; d < D; ++d) {
+      const T z = (y[d] - mu[d]) * mexp(-s[d]);
+      acc += z * z;
+      log_det += s[d];
+    }
+  }
+  *sum_z2 = acc;
+  return T(-0.5) * acc - log_det - half_d_log_2pi;
+}
+
+// D/2 log(2 pi), computed in float64 then rounded, as NumPy does with the Python float.
+template <typename T>
+MDN_HD T half_d_log_2pi(int D) { return (T)(0.5 * (double)D * 1.8378770664093453); }
+
+// log p(y) = logsumexp_k (log pi_k + log N_k); *lse_a gets logsumexp_k a_k.
+template <typename T>
+MDN_HD T row_log_prob(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
+                      T* lse_a) {
+  const T la = logsumexp_logits(a, K);
+  const T c = half_d_log_2pi<T>(D);
+  T sz2;
+  // pass 1: the max of t_k = log pi_k + log N_k
+  T m = (a[0] - la) + log_normal(mu, s, y, D, S, c, &sz2);
+  for (int k = 1; k < K; ++k)
+    m = nan_max(m, (a[k] - la) + log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &sz2));
+  if (!finite(m)) m = T(0);
+  // pass 2: sum_k exp(t_k - max), recomputing t_k rather than storing it
+  T acc = T(0);
+  for (int k = 0; k < K; ++k)
+    acc += mexp((a[k] - la) + log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &sz2) - m);
+  *lse_a = la;
+  return mlog(acc) + m;
+}
+
+// NLL of one row and its gradient with respect to the row's head output:
+//   dNLL/da_k = pi_k - r_k,  dNLL/dmu_kd = -r_k z_kd / sigma_kd,
+//   dNLL/ds_kd = r_k (1 - z_kd^2)   (isotropic: r_k (D - sum_d z_kd^2)).
+template <typename T>
+MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
+                         T* nll, T* da, T* dmu, T* ds) {
+  T la;
+  const T lse = row_log_prob(a, mu, s, y, K, D, S, &la);
+  const T c = half_d_log_2pi<T>(D);
+  *nll = -lse;
+  for (int k = 0; k < K; ++k) {
+    const T* mk = mu + (i64)k * D;
+    const T* sk = s + (i64)k * S;
+    T* dmk = dmu + (i64)k * D;
+    T* dsk = ds + (i64)k * S;
+    const T log_pi = a[k] - la;
+    T sz2;
+    // r_k = exp(t_k - log p(y))
+    const T r = mexp(log_pi + log_normal(mk, sk, y, D, S, c, &sz2) - lse);
+    // d_logits = pi - r
+    da[k] = mexp(log_pi) - r;
+    if (S == 1) {
+      const T inv_sigma = mexp(-sk[0]);
+      for (int d = 0; d < D; ++d) {
+        const T z = (y[d] - mk[d]) * inv_sigma;
+        dmk[d] = -r * z * inv_sigma;  // -r z / sigma
+      }
+      dsk[0] = r * (T(D) - sz2);  // r (D - sum_d z^2)
+    } else {
+      for (int d = 0; d < D; ++d) {
+        const T inv_sigma = mexp(-sk[d]);
+        const T z = (y[d] - mk[d]) * inv_sigma;
+        dmk[d] = -r * z * inv_sigma;   // -r z / sigma
+        dsk[d] = r * (T(1) - z * z);  // r (1 - z^2)
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// whole-batch entry points for one index: rows are strided (strides in
+// elements), trailing axes contiguous. The GPU kernels call these from a
+// grid-stride loop, the host build from a plain loop.
+// ---------------------------------------------------------------------------
+
+template <typename T>
+MDN_HD void nll_grad_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu, i64 ldmu,
+                        const T* s, i64 lds, const T* y, i64 ldy, T* nll, i64 ldnll, T* da,
+                        i64 ldda, T* dmu, i64 lddmu, T* ds, i64 ldds) {
+  row_nll_grad(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S, nll + i * ldnll,
+               da + i * ldda, dmu + i * lddmu, ds + i * ldds);
+}
+
+template <typename T>
+MDN_HD void log_prob_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu, i64 ldmu,
+                        const T* s, i64 lds, const T* y, i64 ldy, T* out, i64 ldout) {
+  T la;
+  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S, &la);
+}
+
+// Draw j of batch row n, with idx = n * J + j; out is [N, J, D] contiguous.
+// y_d = mu_kd + (sigma_scale * sigma_kd) * eps_d, eps cast to T first.
+template <typename T>
+MDN_HD void sample_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda, const T* mu,
+                      i64 ldmu, const T* s, i64 lds, u64 seed, u64 row_offset, int method,
+                      double temperature, double sigma_scale, T* out) {
+  const i64 n = idx / J;
+  const u32 j = (u32)(idx - n * J);
+  const Stream st = make_stream(seed, row_offset + (u64)n, j);
+  const int k = choose_component(a + n * lda, K, st, method, temperature);
+  const T* mk = mu + n * ldmu + (i64)k * D;
+  const T* sk = s + n * lds + (i64)k * S;
+  const T scale = (T)sigma_scale;
+  T* o = out + idx * D;
+  Block b = {0u, 0u, 0u, 0u};
+  for (int d = 0; d < D; ++d) {
+    if ((d & 3) == 0) b = block(st, NORMAL_BLOCK + (u32)(d >> 2));  // 4 normals per block
+    const T eps = (T)normal_from_block(b, d);
+    const T sigma = mexp(sk[S == 1 ? 0 : d]);
+    o[d] = mk[d] + (scale * sigma) * eps;
+  }
+}
+
+}  // namespace mdn
+
+// ---------------------------------------------------------------------------
+// The kernels' parameter lists, in one place: the CUDA kernels and the host
+// build's entry points are declared with these, so both take exactly the
+// arguments that npmdn/_kernel_args.py builds (strides in elements).
+// ---------------------------------------------------------------------------
+
+#define MDN_NLL_GRAD_PARAMS(T)                                                                  \
+  mdn::i64 n, int K, int D, int S, const T* __restrict__ a, mdn::i64 lda,                      \
+      const T* __restrict__ mu, mdn::i64 ldmu, const T* __restrict__ s, mdn::i64 lds,           \
+      const T* __restrict__ y, mdn::i64 ldy, T* __restrict__ nll, mdn::i64 ldnll,               \
+      T* __restrict__ da, mdn::i64 ldda, T* __restrict__ dmu, mdn::i64 lddmu,                  \
+      T* __restrict__ ds, mdn::i64 ldds
+#define MDN_NLL_GRAD_ARGS \
+  K, D, S, a, lda, mu, ldmu, s, lds, y, ldy, nll, ldnll, da, ldda, dmu, lddmu, ds, ldds
+
+#define MDN_LOG_PROB_PARAMS(T)                                                                  \
+  mdn::i64 n, int K, int D, int S, const T* __restrict__ a, mdn::i64 lda,                      \
+      const T* __restrict__ mu, mdn::i64 ldmu, const T* __restrict__ s, mdn::i64 lds,           \
+      const T* __restrict__ y, mdn::i64 ldy, T* __restrict__ out, mdn::i64 ldout
+#define MDN_LOG_PROB_ARGS K, D, S, a, lda, mu, ldmu, s, lds, y, ldy, out, ldout
+
+// n rows, J draws per row: n * J samples, out is [n, J, D] contiguous.
+#define MDN_SAMPLE_PARAMS(T)                                                                    \
+  mdn::i64 n, mdn::i64 J, int K, int D, int S, const T* __restrict__ a, mdn::i64 lda,          \
+      const T* __restrict__ mu, mdn::i64 ldmu, const T* __restrict__ s, mdn::i64 lds,           \
+      mdn::u64 seed, mdn::u64 row_offset, int method, double temperature, double sigma_scale,   \
+      T* __restrict__ out
+#define MDN_SAMPLE_ARGS \
+  J, K, D, S, a, lda, mu, ldmu, s, lds, seed, row_offset, method, temperature, sigma_scale, out
+
+#endif  // NPMDN_MDN_MATH_CUH
