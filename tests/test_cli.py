@@ -218,6 +218,34 @@ def test_predict_defaults_to_stdout_and_x_only_files(work):
     np.testing.assert_array_equal(table[:, 1].astype(np.float32), m.predict(data.x[:50])[:, 0])
 
 
+def test_two_dimensional_x_and_y(tmp_path):
+    """Widths above 1: .npz arrays of two columns each, an isotropic model (one sigma per
+    component), and the column names of predict --mixture and sample."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    y = np.c_[x[:, 0] + 0.1 * rng.normal(size=300), 3 * x[:, 1] + rng.normal(size=300)]
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    run("fit", "d.npz", "--x", "x", "--y", "y", "-k", 2, "--hidden", "6", "--epochs", 2,
+        "--covariance", "isotropic", "--out", "m.npz", cwd=tmp_path, check=0)
+    m = npmdn.load(tmp_path / "m.npz", backend="numpy")
+    assert (m.in_dim, m.out_dim, m.covariance) == (2, 2, "isotropic")
+    names, table = read_csv(run("predict", "m.npz", "d.npz", "--mixture", cwd=tmp_path,
+                                check=0).stdout, text=True)
+    assert names == ["x0", "x1", "mean_0", "mean_1", "std_0", "std_1", "pi_0", "pi_1",
+                     "mu_0_0", "mu_0_1", "mu_1_0", "mu_1_1", "sigma_0", "sigma_1"]
+    f32 = table.astype(np.float32)
+    np.testing.assert_array_equal(f32[:, 2:4], m.predict(x))
+    np.testing.assert_array_equal(f32[:, 4:6], m.predict_std(x))
+    pi, mu, sigma = m.mixture(x)
+    np.testing.assert_array_equal(f32[:, 8:12], mu.reshape(300, 4))
+    np.testing.assert_array_equal(f32[:, 12:], sigma[..., 0])
+    names, table = read_csv(run("sample", "m.npz", "d.npz", "-n", 2, cwd=tmp_path,
+                                check=0).stdout, text=True)
+    assert names == ["row", "draw", "x0", "x1", "y_0", "y_1"] and table.shape == (600, 6)
+    np.testing.assert_array_equal(table[:, 4:].astype(np.float32),
+                                  m.sample(x, 2, seed=0).reshape(600, 2))
+
+
 def test_sample_rows_columns_and_seed(work, tmp_path):
     d, data, _ = work
     out = tmp_path / "draws.csv"
