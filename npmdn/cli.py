@@ -44,10 +44,10 @@ import json
 import math
 import os
 import sys
-import tempfile
-import zipfile
 
 import numpy as np
+
+from ._io import atomic_open
 
 PROBLEMS = ("sinusoid", "inverted", "heteroscedastic", "spiral")
 BACKENDS = ("numpy", "numba", "cupy")
@@ -131,25 +131,9 @@ class _Output:
         return self.path
 
 
-def _file_mode() -> int:
-    """The mode a newly created file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _write_text_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".npmdn-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, _file_mode())  # mkstemp makes it private; an output is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        f.write(text)
 
 
 def _emit(out: _Output, text: str, what: str) -> None:
@@ -433,8 +417,6 @@ def _load_model(path: str, backend):
         raise UsageError(f"no model file at {path}")
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory, not a model file")
-    if not zipfile.is_zipfile(path):  # numpy's own message for this talks about pickles
-        raise UsageError(f"{path} is not an npmdn model file (not an .npz archive)")
     return load(path, backend=backend)
 
 

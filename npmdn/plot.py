@@ -19,9 +19,10 @@ called; without it the call raises ``ImportError`` saying how to install it.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from ._io import atomic_open
 
 MIN_WEIGHT = 0.02  # below this mixing weight a component is drawn faint, without its band
 
@@ -250,27 +251,11 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
     return fig
 
 
-def _file_mode() -> int:
-    """The mode a newly created file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_figure(fig, path, dpi=80):
     """Write ``fig`` to ``path`` (format from the extension, PNG when there is none)
     through a temporary file renamed into place, so a failed write never leaves a
     broken figure or damages an existing file."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".npmdn-", suffix=f".{ext}", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=ext, dpi=dpi)
-        os.chmod(tmp, _file_mode())  # mkstemp makes it private; a figure is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb", suffix=f".{ext}") as f:
+        fig.savefig(f, format=ext, dpi=dpi)

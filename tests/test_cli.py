@@ -378,7 +378,7 @@ BAD = [
     (["predict", "model.npz", "two.csv", "--x", "a,b"], "wrong width for the model"),
     (["predict", "missing.npz", "data.csv", "--x", "x"], "no model file"),
     (["predict", "garbage.npz", "data.csv", "--x", "x", "--out", "existing.csv"],
-     "not an npmdn model file"),
+     "not a valid npmdn model file"),
     (["predict", "data.npz", "data.csv", "--x", "x"], "not a valid npmdn model file"),
     (["sample", "model.npz", "nan.csv", "--x", "y", "--out", "existing.csv"], "not a finite"),
     (["score", "model.npz", "data.npz", "--y", "nope"], "no array 'nope'"),
@@ -386,7 +386,7 @@ BAD = [
     (["plot", "model.npz", "data.csv", "--x", "x", "--y", "y", "--out", "fig.txt"],
      "must end in one of"),
     (["plot", "model.npz", "text.csv", "--out", "existing.png"], "'abc' is not a number"),
-    (["plot", "garbage.npz", "data.npz", "--out", "existing.png"], "not an npmdn model file"),
+    (["plot", "garbage.npz", "data.npz", "--out", "existing.png"], "not a valid npmdn model file"),
 ]
 
 
