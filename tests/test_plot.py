@@ -107,8 +107,11 @@ def test_density_slices_integrate_to_one_and_show_the_truth(fitted):
     assert len(model_lines) == 2 and len(true_lines) == 2
     for ln in true_lines:  # the true conditional density lives inside the y range drawn
         assert trapezoid(ln.get_ydata(), ln.get_xdata()) == pytest.approx(1, abs=0.01)
-    for ln in model_lines:  # the model may leak a little mass outside the data's y range
-        assert 0.8 < trapezoid(ln.get_ydata(), ln.get_xdata()) <= 1.001
+    for ln, x0 in zip(model_lines, [-3.0, 4.0], strict=True):  # exactly the model's density
+        ys = ln.get_xdata()
+        want = np.exp(m.log_prob(np.full_like(ys, x0), ys))
+        np.testing.assert_allclose(ln.get_ydata(), want, rtol=1e-6)
+        assert trapezoid(ln.get_ydata(), ys) <= 1.001
 
 
 def test_plot_fit_writes_a_png(fitted, tmp_path):
