@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 
 from . import _checks as C
 from . import metrics, mixture
+from ._io import atomic_open
 from .backend import Backend, get_backend
 from .functional import (
     Modes,
@@ -297,7 +297,7 @@ class MDN:
         for a, b in self._chunks(x.shape[0]):
             h = self._head(self._std_x(x[a:b]))
             parts.append([self.backend.to_host(v) for v in self._user_mixture(*self._split(h))])
-        return tuple(np.concatenate(p, axis=0) for p in zip(*parts))
+        return tuple(np.concatenate(p, axis=0) for p in zip(*parts, strict=True))
 
     def mixture(self, x):
         """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units."""
@@ -763,17 +763,8 @@ class MDN:
             "sha256": {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()},
         }
         blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=".npmdn-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, header=blob, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(f, header=blob, **arrays)
 
     @classmethod
     def load(cls, path, backend=None) -> MDN:
@@ -793,6 +784,8 @@ def load(path, backend=None) -> MDN:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):  # checked first: numpy's message here speaks of pickles
+        raise _bad_file(path, "it is not an .npz (zip) archive")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}

@@ -1,23 +1,39 @@
 """Figures like the seed tutorials', for a fitted model with 1-D x and y.
 
-matplotlib is imported only when a function here is called; without it the
-call raises ``ImportError`` saying how to install it.
+* :func:`plot_components`: the data with each component's mean and a
+  +-sigma band (``fill_between``), drawn solid where the component carries
+  weight and faint where it does not;
+* :func:`plot_parameters`: three panels against x: mixing weights
+  ``pi_k(x) = p(c = k | x)``, means ``mu_k(x)`` and sigmas ``sigma_k(x)``;
+* :func:`plot_samples`: draws from the model over the data;
+* :func:`plot_densities`: slices ``p(y | x = x0)`` at a few x0, with the
+  true density beside them when it is known;
+* :func:`plot_fit`: all of these in one figure (what ``npmdn demo`` and
+  ``npmdn plot`` draw), and :func:`save_figure` to write it.
+
+Each panel function draws into ``ax``/``axes`` when given, else into the
+current pyplot axes. matplotlib is imported only when a function here is
+called; without it the call raises ``ImportError`` saying how to install it.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from ._io import atomic_open
+
+MIN_WEIGHT = 0.02  # below this mixing weight a component is drawn faint, without its band
 
 
 def _plt():
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - exercised where matplotlib is absent
+    except ImportError as exc:
         raise ImportError(
-            "npmdn.plot needs matplotlib: pip install 'npmdn[plot]' (or pip install matplotlib)"
+            "npmdn.plot needs matplotlib, which is not installed: "
+            "pip install 'npmdn[plot]' (or pip install matplotlib)"
         ) from exc
     return plt
 
@@ -30,74 +46,188 @@ def _check_1d(model):
         )
 
 
+def _column(a, name) -> np.ndarray:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must have shape [N] or [N, 1], got {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _xy(x, y):
+    x, y = _column(x, "x"), _column(y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    return x, y
+
+
 def _grid(x, n=400):
     lo, hi = float(np.min(x)), float(np.max(x))
     pad = 0.02 * (hi - lo or 1.0)
     return np.linspace(lo - pad, hi + pad, n)
 
 
-def plot_components(model, x, y, ax=None, grid=None):
-    """Data scatter with each component's mean and a +-sigma band."""
+def _span(v, pad=0.08):
+    lo, hi = float(np.min(v)), float(np.max(v))
+    p = pad * (hi - lo or 1.0)
+    return lo - p, hi + p
+
+
+def _colors(k):
+    """k distinct colours; the greys of the tab palettes are skipped, as the data is grey.
+    Past nine, tab20's dark shades come first and its light ones after."""
     plt = _plt()
-    _check_1d(model)
+    if k <= 9:
+        cmap, order = plt.get_cmap("tab10"), [i for i in range(10) if i != 7]
+    else:
+        cmap = plt.get_cmap("tab20")
+        order = [i for i in list(range(0, 20, 2)) + list(range(1, 20, 2)) if i not in (14, 15)]
+    return [cmap(order[i % len(order)]) for i in range(k)]
+
+
+def _masked(values, keep):
+    return np.where(keep, values, np.nan)
+
+
+def plot_data(x, y, ax=None, **kwargs):
+    """A scatter of the data in the seeds' style (small, translucent points)."""
+    plt = _plt()
+    x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
-    xs = _grid(x) if grid is None else grid
-    pi, mu, sigma = model.mixture(xs)
-    ax.scatter(np.ravel(x), np.ravel(y), s=3, c="black", alpha=0.15, lw=0, label="data")
-    for k in range(model.n_components):
-        m, s = mu[:, k, 0], sigma[:, k, 0]
-        line = ax.plot(xs, m, lw=1.5, label=f"component {k}")[0]
-        ax.fill_between(xs, m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.set_title("component means ± sigma")
+    style = dict(s=4, c="black", alpha=0.2, lw=0, label="data")
+    style.update(kwargs)
+    ax.scatter(x, y, **style)
     return ax
 
 
-def plot_parameters(model, x, axes=None, grid=None):
-    """Three panels against x: mixing weights, means and sigmas of every component."""
+def plot_components(model, x, y, ax=None, grid=None, min_weight=MIN_WEIGHT):
+    """The data with each component's mean ``mu_k(x)`` and a ``mu_k +- sigma_k`` band.
+
+    Where ``pi_k(x) < min_weight`` the component contributes almost nothing:
+    its mean is drawn as a faint dotted line and its band is left out, so
+    unused components do not hide the ones that matter.
+    """
     plt = _plt()
     _check_1d(model)
-    if axes is None:
-        _, axes = plt.subplots(3, 1, sharex=True)
-    xs = _grid(x) if grid is None else grid
+    x, y = _xy(x, y)
+    ax = ax if ax is not None else plt.gca()
+    xs = _grid(x) if grid is None else np.asarray(grid, dtype=np.float64)
     pi, mu, sigma = model.mixture(xs)
-    for vals, ax, title in ((pi, axes[0], r"$\pi_k(x) = p(c = k \mid x)$"),
-                            (mu[..., 0], axes[1], r"$\mu_k(x)$"),
-                            (sigma[..., 0], axes[2], r"$\sigma_k(x)$")):
-        ax.plot(xs, vals, lw=1.2)
-        ax.set_title(title)
+    plot_data(x, y, ax)
+    for k, color in enumerate(_colors(model.n_components)):
+        m, s, on = mu[:, k, 0], sigma[:, k, 0], pi[:, k] >= min_weight
+        ax.plot(xs, m, color=color, lw=0.8, ls=":", alpha=0.5)
+        ax.plot(xs, _masked(m, on), color=color, lw=1.8, label=f"component {k}")
+        ax.fill_between(xs, m - s, m + s, where=on, color=color, alpha=0.18, lw=0)
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(*_span(y))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(r"component means $\mu_k(x) \pm \sigma_k(x)$")
+    return ax
+
+
+def plot_parameters(model, x, axes=None, grid=None, min_weight=MIN_WEIGHT, y=None):
+    """Three panels against x, as in the seeds: ``pi_k(x)``, ``mu_k(x)``, ``sigma_k(x)``.
+
+    Means and sigmas are solid where ``pi_k >= min_weight`` and faint
+    elsewhere; the mu and sigma axes are scaled to the solid parts (and the
+    mu axis to the data, when ``y`` is given).
+    """
+    plt = _plt()
+    _check_1d(model)
+    x = _column(x, "x")
+    if axes is None:
+        _, axes = plt.subplots(3, 1, sharex=True, figsize=(8, 8))
+    ax_pi, ax_mu, ax_sig = axes
+    xs = _grid(x) if grid is None else np.asarray(grid, dtype=np.float64)
+    pi, mu, sigma = model.mixture(xs)
+    on = pi >= min_weight
+    colors = _colors(model.n_components)
+    for k, color in enumerate(colors):
+        ax_pi.plot(xs, pi[:, k], color=color, lw=1.4)
+        for ax, v in ((ax_mu, mu[:, k, 0]), (ax_sig, sigma[:, k, 0])):
+            ax.plot(xs, v, color=color, lw=0.8, ls=":", alpha=0.5)
+            ax.plot(xs, _masked(v, on[:, k]), color=color, lw=1.4)
+    ax_pi.set_ylim(-0.03, 1.03)
+    ax_pi.set_title(r"$\pi_k(x) = p(c = k \mid x)$")
+    ax_mu.set_title(r"$\mu_k(x)$")
+    ax_sig.set_title(r"$\sigma_k(x)$")
+    if on.any():
+        used_mu = mu[..., 0][on]
+        lo, hi = _span(used_mu if y is None else np.concatenate([used_mu, _column(y, "y")]))
+        ax_mu.set_ylim(lo, hi)
+        ax_sig.set_ylim(0, 1.1 * float(sigma[..., 0][on].max()))
+    for ax in axes:
+        ax.set_xlim(xs[0], xs[-1])
     axes[-1].set_xlabel("x")
     return axes
 
 
 def plot_samples(model, x, y, ax=None, n_samples=1, seed=0):
-    """The data and draws from the model at the same x, overlaid."""
+    """The data (blue) and draws from ``p(y | x)`` at the same x (red), as in the seeds."""
     plt = _plt()
     _check_1d(model)
+    x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
     draws = model.sample(x, n_samples, seed=seed)
-    xr = np.repeat(np.ravel(x), n_samples)
-    ax.scatter(np.ravel(x), np.ravel(y), s=3, c="black", alpha=0.15, lw=0, label="data")
-    ax.scatter(xr, draws.reshape(-1), s=3, c="tab:red", alpha=0.25, lw=0, label="model samples")
-    ax.legend(loc="upper left", markerscale=4, fontsize="small")
+    plot_data(x, y, ax, c="tab:blue", alpha=0.25)
+    ax.scatter(np.repeat(x, n_samples), draws.reshape(-1), s=4, c="tab:red", alpha=0.25, lw=0,
+               label="model samples")
+    ax.legend(loc="upper left", markerscale=3, fontsize="small")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title("samples from p(y | x)")
+    ax.set_title(r"samples from $p(y \mid x)$ over the data")
     return ax
 
 
-def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=3000):
-    """The whole demo figure: components, the three parameter panels, and samples.
+def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
+    """Slices of the predicted density ``p(y | x = x0)`` at a few ``x0``.
 
-    Writes a PNG to ``path`` if given; returns the matplotlib figure.
+    ``at`` defaults to the 20%, 50% and 80% quantiles of x. With
+    ``true_log_prob(x, y) -> log p`` (e.g. a data set's ``log_prob_fn``)
+    the true density is drawn dashed beside each slice.
     """
     plt = _plt()
     _check_1d(model)
-    x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
-    y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
-    if x.shape[0] > max_points:  # keep the scatter readable and the file small
-        idx = np.random.default_rng(seed).choice(x.shape[0], max_points, replace=False)
+    x, y = _xy(x, y)
+    ax = ax if ax is not None else plt.gca()
+    at = np.quantile(x, [0.2, 0.5, 0.8]) if at is None else np.atleast_1d(at)
+    ys = np.linspace(*_span(y, 0.05), n)
+    for x0, color in zip(at, _colors(len(at)), strict=True):
+        xq = np.full_like(ys, float(x0))
+        ax.plot(ys, np.exp(model.log_prob(xq, ys)), color=color, lw=1.6,
+                label=f"model, x = {x0:.2f}")
+        if true_log_prob is not None:  # legend columns fill top-down: model above true
+            ax.plot(ys, np.exp(true_log_prob(xq, ys)), color=color, lw=1.2, ls="--",
+                    label=f"true, x = {x0:.2f}")
+    ax.set_xlim(ys[0], ys[-1])
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # headroom for the legend above the peaks
+    ax.set_xlabel("y")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small", loc="upper center", ncol=len(at))
+    ax.set_title(r"predicted conditional densities $p(y \mid x = x_0)$")
+    return ax
+
+
+def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
+             true_log_prob=None):
+    """The whole demo figure: components with +-sigma bands, samples over the data,
+    the pi / mu / sigma panels, and density slices.
+
+    At most ``max_points`` rows (a seeded random subset) are scattered. Writes
+    the figure to ``path`` when given (then closes it); returns the figure.
+    """
+    plt = _plt()
+    _check_1d(model)
+    x, y = _xy(x, y)
+    if x.size > max_points:  # keep the scatter readable and the file small
+        idx = np.random.default_rng(seed).choice(x.size, max_points, replace=False)
         x, y = x[idx], y[idx]
     fig = plt.figure(figsize=(13, 8.5), constrained_layout=True)
     gs = fig.add_gridspec(3, 3)
@@ -106,26 +236,26 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=3000):
     ax_pi = fig.add_subplot(gs[0, 2])
     ax_mu = fig.add_subplot(gs[1, 2], sharex=ax_pi)
     ax_sig = fig.add_subplot(gs[2, 2], sharex=ax_pi)
-    ax_hist = fig.add_subplot(gs[2, :2])
+    ax_dens = fig.add_subplot(gs[2, :2])
     grid = _grid(x)
     plot_components(model, x, y, ax_comp, grid)
     plot_samples(model, x, y, ax_samp, seed=seed)
-    plot_parameters(model, x, (ax_pi, ax_mu, ax_sig), grid)
-    # the predicted density at a few x, as vertical slices
-    qs = np.quantile(x[:, 0], [0.2, 0.5, 0.8])
-    lo, hi = float(y.min()), float(y.max())
-    pad = 0.1 * (hi - lo or 1.0)
-    ys = np.linspace(lo - pad, hi + pad, 600)
-    for xq in qs:
-        dens = np.exp(model.log_prob(np.full_like(ys, xq), ys))
-        ax_hist.plot(ys, dens, lw=1.5, label=f"p(y | x = {xq:.2f})")
-    ax_hist.set_xlabel("y")
-    ax_hist.set_ylabel("density")
-    ax_hist.legend(fontsize="small")
-    ax_hist.set_title("predicted conditional densities")
+    ax_samp.set_ylim(*_span(y))
+    plot_parameters(model, x, (ax_pi, ax_mu, ax_sig), grid, y=y)
+    plot_densities(model, x, y, ax_dens, true_log_prob=true_log_prob)
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path)
         plt.close(fig)
     return fig
+
+
+def save_figure(fig, path, dpi=80):
+    """Write ``fig`` to ``path`` (format from the extension, PNG when there is none)
+    through a temporary file renamed into place, so a failed write never leaves a
+    broken figure or damages an existing file."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
+    with atomic_open(path, "wb", suffix=f".{ext}") as f:
+        fig.savefig(f, format=ext, dpi=dpi)

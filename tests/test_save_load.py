@@ -143,3 +143,19 @@ def test_pickled_object_arrays_are_refused(tmp_path):
     np.savez(path, header=np.array([{"format": "npmdn-model"}], dtype=object))
     with pytest.raises(ValueError, match="not a valid npmdn model file"):
         npmdn.load(path)
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path, trained):
+    from npmdn._io import new_file_mode
+
+    m, _ = trained
+    path = tmp_path / "m.npz"
+    m.save(path)
+    assert (path.stat().st_mode & 0o777) == new_file_mode()
+
+
+def test_non_zip_file_message(tmp_path):
+    path = tmp_path / "m.npz"
+    path.write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match="not an .npz"):
+        npmdn.load(path)
