@@ -5,6 +5,18 @@ compiled on first use for the dtypes it meets and cached on disk
 (``cache=True``), so a later process loads machine code instead of
 compiling. ``import npmdn`` does not import this module at all; the backend
 switch does, when the numba backend is first asked for.
+
+The modules behind it, each with the why of its layout in its docstring:
+``_nb_vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
+``_nb_transpose`` (8 x 8 register transposes between rows and tiles),
+``_nb_head`` (NLL + gradient and log-density), ``_nb_sample`` (Philox
+sampling), ``_nb_train`` (fused training epochs for ``MDN.fit``).
+
+Caching caveat for whoever edits these files: Numba checks only the source
+file of the cached function itself, so after changing ``_nb_vmath.py`` or
+``_nb_transpose.py`` delete ``npmdn/__pycache__/*.nb*`` (an install or
+upgrade rewrites every file and so invalidates everything). Builds made with
+``NUMBA_DEBUGINFO=1`` are cached under the same names as optimised ones.
 """
 
 from __future__ import annotations
