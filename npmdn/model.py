@@ -52,6 +52,15 @@ PREDICT_KINDS = ("mean", "mode", "component")
 _CHUNK = 1 << 16  # rows per inference chunk: bounds memory for any N
 
 
+def _nb_fit_plan(model, opt, xs, ys, bs, steps, clip_norm):
+    """The numba backend's fused epochs (npmdn._nb_train), or None for the loop in fit."""
+    if model.backend.name != "numba":
+        return None
+    from . import _nb_train
+
+    return _nb_train.plan(model, opt, xs, ys, bs, steps, clip_norm)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training met a NaN or infinite loss; the model keeps its last finite weights."""
 
@@ -574,6 +583,8 @@ class MDN:
         jac = self.log_jacobian
 
         last_good = net.params.copy()  # the weights of the last step with a finite loss
+        # numba backend: each epoch's steps in one compiled call (None: the loop below)
+        fused = _nb_fit_plan(self, opt, xs, ys, bs, steps, clip_norm)
         best = xp.empty_like(net.params)
         history = History()
         best_val = math.inf
@@ -592,7 +603,9 @@ class MDN:
                     lr_now = lr
                 order = xp.asarray(rng.permutation(n)) if steps > 1 else None
                 total = 0.0
-                for step in range(steps):
+                if fused is not None:
+                    total = fused.epoch(order, lr_now, epoch, last_good, history)
+                for step in range(steps if fused is None else 0):
                     if order is None:
                         xb, yb = xs, ys
                     else:

@@ -1,0 +1,85 @@
+"""Shared by the bench scripts: what machine, what versions, what bandwidth."""
+
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def versions() -> dict:
+    import llvmlite
+    import numba
+
+    import npmdn
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+           "llvmlite": llvmlite.__version__, "npmdn": npmdn.__version__}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:
+        out["torch"] = None
+    return out
+
+
+def median_time(fn, runs: int, warmup: int = 2) -> dict:
+    """Wall time of ``fn()``: median (and min) of ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "runs": runs}
+
+
+def bandwidth(runs: int = 10, mbytes: int = 256) -> dict:
+    """Copy bandwidth, counted as bytes read + bytes written per second, of a
+    large NumPy copy (one thread) and of a Numba parallel copy (all threads)."""
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=False)
+    def pcopy(src, dst):
+        for i in prange(src.shape[0]):
+            dst[i] = src[i]
+
+    n = mbytes * 2**20 // 8
+    src = np.random.default_rng(0).random(n)
+    dst = np.empty_like(src)  # touched by the warm-up calls, so no page faults are timed
+    t1 = median_time(lambda: np.copyto(dst, src), runs)
+    pcopy(src, dst)
+    t2 = median_time(lambda: pcopy(src, dst), runs)
+    b = 2 * src.nbytes
+    return {"numpy_copy_GBps": b / t1["median_s"] / 1e9,
+            "numba_parallel_copy_GBps": b / t2["median_s"] / 1e9,
+            "bytes_per_copy": b,
+            "best_GBps": max(b / t1["median_s"], b / t2["median_s"]) / 1e9}
+
+
+def machine(threads_numba: int, threads_torch) -> dict:
+    from numba import config
+
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "numba_threads": threads_numba, "numba_threading_layer": config.THREADING_LAYER,
+            "torch_threads": threads_torch, "loadavg_start": loadavg()}

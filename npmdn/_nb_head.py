@@ -1,0 +1,249 @@
+r"""Fused mixture-head kernel: log-density, and optionally the NLL gradient.
+
+The math is :func:`npmdn.mixture.nll_grad` (the reference this kernel is
+tested against). The layout is what makes it fast:
+
+* rows are processed in tiles of ``T`` samples; each tile is transposed
+  (8 x 8 register blocks, ``_nb_transpose``) into structure-of-arrays scratch
+  ``X[param, t]`` so that every innermost loop runs over the samples of the
+  tile, contiguous and independent, and LLVM vectorises it, exp and log
+  included (``_nb_vmath``);
+* exactly ``K (S + 2)`` exps and 2 logs per sample: ``K`` for the softmax of
+  the logits, ``K S`` for ``1 / sigma = exp(-s)``, ``K`` for the
+  responsibilities; ``pi`` and ``r`` come from those exps and one reciprocal
+  of their sums, never from further exps;
+* the gradient overwrites the scratch in place and is transposed back into
+  the caller's (row-strided) output arrays;
+* everything sits in one function: a call to a helper that takes arrays
+  costs atomic reference-count updates per array, which at ~20 helper arrays
+  per tile was a third of the run time.
+
+Shapes: ``L [N, K]``, ``M [N, K*D]``, ``LS [N, K*S]``, ``Y [N, D]``, the
+gradient arrays alike, ``out [N]``; any row stride, unit stride along rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._nb_transpose import tr_load8, tr_store8
+from ._nb_vmath import as_type, prefer_wide_vectors, vexp, vlog
+
+# no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
+# (the hard inputs and the divergence checks need inf and NaN to mean what
+# they say); "contract" lets LLVM use FMA, "arcp" turns x / y into x * (1/y)
+FASTMATH = {"contract", "arcp", "nsz"}
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@njit
+def pad8(n):
+    """Scratch rows rounded up to whole 8-row blocks (tr_store8 reads 8 rows)."""
+    return (n + 7) // 8 * 8
+
+
+def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, floor):
+    """The mixture math on structure-of-arrays data, samples ``t < nt`` along rows.
+
+    In: ``XA [K, T]`` logits, ``XM [K*D, T]`` means, ``XS [K*S, T]`` raw scales,
+    ``XY [D, T]`` targets. Out: ``vd[t] = log p(y_t)``; with ``grad``, the
+    gradient of ``-log p(y_t)`` over the inputs: ``XA`` <- ``pi - r``, ``XM``
+    <- ``-r z / sigma``, ``XS`` <- ``r (1 - z^2)`` (isotropic ``r (D - sum z^2)``).
+    ``EA, TT [K, T]`` and ``va .. vq [T]`` are scratch.
+
+    ``floor``: weights ``pi_k`` and responsibilities ``r_k`` below it count as
+    zero in the gradient. The kernels pass 0 (the exact gradient); training
+    passes a floor far below any gradient that matters (1e-30 in float32),
+    because the products of such tiny values with the backward pass's factors
+    land in the subnormal range, where every operation takes a ~100-cycle
+    microcode assist.
+    """
+    prefer_wide_vectors()
+    zero = as_type(0.0, XA)
+    one = as_type(1.0, XA)
+    half = as_type(0.5, XA)
+    fd = as_type(D, XA)
+    c0 = as_type(D * HALF_LOG_2PI, XA)
+    # ---- log pi_k = a_k - lse(a): va = max a, then 1 / sum_k exp(a_k - max a)
+    for t in range(nt):
+        va[t] = XA[0, t]
+    for k in range(1, K):
+        for t in range(nt):
+            a = XA[k, t]
+            va[t] = a if a > va[t] else va[t]
+    for t in range(nt):
+        vc[t] = zero
+    for k in range(K):
+        for t in range(nt):
+            e = vexp(XA[k, t] - va[t])
+            EA[k, t] = e
+            vc[t] += e
+    for t in range(nt):
+        vb[t] = va[t] + vlog(vc[t]) + c0  # lse(a) + D/2 log 2 pi
+        va[t] = one / vc[t]  # pi_k = EA[k] * va
+
+    # ---- t_k = log pi_k + log N_k = a_k - vb - 1/2 sum_d z^2 - sum_d s
+    for k in range(K):
+        if iso:
+            for t in range(nt):
+                vc[t] = vexp(-XS[k, t])  # 1 / sigma_k
+                vq[t] = zero
+            for d in range(D):
+                j = k * D + d
+                for t in range(nt):
+                    z = (XY[d, t] - XM[j, t]) * vc[t]
+                    XM[j, t] = z * vc[t]
+                    vq[t] += z * z
+            for t in range(nt):
+                TT[k, t] = XA[k, t] - vb[t] - half * vq[t] - fd * XS[k, t]
+                XS[k, t] = vq[t]  # sum_d z^2, for d_s
+        else:
+            j = k * D
+            for t in range(nt):
+                s = XS[j, t]
+                inv_sigma = vexp(-s)
+                z = (XY[0, t] - XM[j, t]) * inv_sigma
+                XM[j, t] = z * inv_sigma
+                XS[j, t] = z
+                TT[k, t] = XA[k, t] - vb[t] - (half * z * z + s)
+            for d in range(1, D):
+                j = k * D + d
+                for t in range(nt):
+                    s = XS[j, t]
+                    inv_sigma = vexp(-s)
+                    z = (XY[d, t] - XM[j, t]) * inv_sigma
+                    XM[j, t] = z * inv_sigma
+                    XS[j, t] = z
+                    TT[k, t] -= half * z * z + s
+
+    # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max)
+    for t in range(nt):
+        vd[t] = TT[0, t]
+    for k in range(1, K):
+        for t in range(nt):
+            v = TT[k, t]
+            vd[t] = v if v > vd[t] else vd[t]
+    for t in range(nt):
+        vc[t] = zero
+    for k in range(K):
+        for t in range(nt):
+            e = vexp(TT[k, t] - vd[t])
+            TT[k, t] = e
+            vc[t] += e
+    for t in range(nt):
+        vd[t] = vd[t] + vlog(vc[t])  # log p(y)
+    if not grad:
+        return
+    for t in range(nt):
+        vc[t] = one / vc[t]
+
+    # ---- gradient of -log p, written over the scratch
+    for k in range(K):
+        for t in range(nt):
+            r = TT[k, t] * vc[t]  # responsibility r_k
+            r = r if r >= floor else zero
+            p = EA[k, t] * va[t]
+            p = p if p >= floor else zero
+            TT[k, t] = r
+            XA[k, t] = p - r  # pi_k - r_k
+        for d in range(D):
+            j = k * D + d
+            for t in range(nt):
+                XM[j, t] = -TT[k, t] * XM[j, t]  # -r z / sigma
+        if iso:
+            for t in range(nt):
+                XS[k, t] = TT[k, t] * (fd - XS[k, t])  # r (D - sum z^2)
+        else:
+            for d in range(D):
+                j = k * D + d
+                for t in range(nt):
+                    z = XS[j, t]
+                    XS[j, t] = TT[k, t] * (one - z * z)  # r (1 - z^2)
+
+
+# one compiled function for callers that make one call per large block (training),
+# and the same code inlined at Numba level into the per-tile loop of head_kernel,
+# where a call's reference counting of its 16 arrays would cost ~3 ns per sample
+head_soa_inline = njit(fastmath=FASTMATH, error_model="numpy", inline="always")(head_soa)
+head_soa = njit(fastmath=FASTMATH, error_model="numpy")(head_soa)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
+    """``out[i] = log p(y_i)``; with ``grad``, ``out[i] = -log p(y_i)`` and the
+    gradient of that NLL into ``GL, GM, GS`` (which are not touched otherwise).
+
+    ``tile`` must be a multiple of 8.
+    """
+    n, K = L.shape
+    D = Y.shape[1]
+    KS = LS.shape[1]
+    iso = KS == K and D > 1
+    n_tiles = (n + tile - 1) // tile
+    n_chunks = max(1, min(n_tiles, n_chunks))
+    for c in prange(n_chunks):
+        prefer_wide_vectors()
+        zero = as_type(0.0, L)
+        XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
+        XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then z / sigma, then d_mu
+        XS = np.empty((pad8(KS), tile), L.dtype)  # s, then z or sum z^2, then d_s
+        XY = np.empty((pad8(D), tile), L.dtype)  # y
+        EA = np.empty((K, tile), L.dtype)  # exp(a_k - max a)
+        TT = np.empty((K, tile), L.dtype)  # t_k, then exp(t_k - max t), then r_k
+        va = np.empty(tile, L.dtype)
+        vb = np.empty(tile, L.dtype)
+        vc = np.empty(tile, L.dtype)
+        vd = np.empty(tile, L.dtype)
+        vq = np.empty(tile, L.dtype)
+        for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
+            i0 = b * tile
+            nt = min(tile, n - i0)
+            full = nt - nt % 8  # rows moved by 8 x 8 blocks; the rest one by one
+
+            # ---- load: X[j, t] = A[i0 + t, j]
+            for g in range(0, full, 8):
+                for j in range(0, K, 8):
+                    tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
+                for j in range(0, K * D, 8):
+                    tr_load8(M, i0 + g, j, min(8, K * D - j), XM, j, g)
+                for j in range(0, KS, 8):
+                    tr_load8(LS, i0 + g, j, min(8, KS - j), XS, j, g)
+                for j in range(0, D, 8):
+                    tr_load8(Y, i0 + g, j, min(8, D - j), XY, j, g)
+            for t in range(full, nt):
+                for j in range(K):
+                    XA[j, t] = L[i0 + t, j]
+                for j in range(K * D):
+                    XM[j, t] = M[i0 + t, j]
+                for j in range(KS):
+                    XS[j, t] = LS[i0 + t, j]
+                for j in range(D):
+                    XY[j, t] = Y[i0 + t, j]
+
+            head_soa_inline(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
+            o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
+            if not grad:
+                for t in range(nt):
+                    o[t] = vd[t]
+                continue
+            for t in range(nt):
+                o[t] = -vd[t]
+
+            # ---- store: G[i0 + t, j] = X[j, t]
+            for g in range(0, full, 8):
+                for j in range(0, K, 8):
+                    tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
+                for j in range(0, K * D, 8):
+                    tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
+                for j in range(0, KS, 8):
+                    tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
+            for t in range(full, nt):
+                for j in range(K):
+                    GL[i0 + t, j] = XA[j, t]
+                for j in range(K * D):
+                    GM[i0 + t, j] = XM[j, t]
+                for j in range(KS):
+                    GS[i0 + t, j] = XS[j, t]

@@ -1,0 +1,294 @@
+r"""Sampling kernel: Philox4x32-10 inside the kernel, the npmdn stream layout.
+
+Draw ``j`` of global row ``i`` is a pure function of (seed, i, j) exactly as
+in :mod:`npmdn.philox` and :func:`npmdn.mixture.sample` (the reference this
+kernel is tested against): the same 32-bit words, hence the same uniforms,
+the same component choices and, to rounding, the same normals.
+
+Draws are flattened, ``f = i * J + j``, and processed in tiles of ``T``
+draws; the innermost loops run over the tile's lanes so that LLVM vectorises
+the Philox rounds (32 x 32 -> 64-bit multiplies), the float64 logs of the
+Gumbel keys and the Box-Muller transform. What depends on the row only
+(``a / T``, the cumulative weights) is computed once per row of the tile.
+Component choices and normals are float64, as in the reference; the value
+``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype.
+
+Gumbel-max needs two logs per component and draw, the bulk of the work.
+The choice is first screened in float32 through the same argmax written as
+an exponential race: ``argmax_k a_k / T - log(-log u_k)`` is
+``argmin_k (-log u_k) exp((max a - a_k) / T)``, one cheap log per component
+(``neglog_word32``, 16 lanes, no division) and a per-row factor. A draw
+whose two smallest screened keys are within a relative ``GUMBEL_MARGIN``
+(far above the screen's error) is redone in float64 with the reference's
+formula, so the screen never changes a choice; about 1e-4 of the draws take
+that path.
+
+No fast-math here: the float64 Gumbel keys ``a_k / T - log(-log u_k)`` and
+the cumulative weights decide discrete choices, so they follow the
+reference's order of operations (``a / T`` a true division, no FMA
+contraction). They can still differ from NumPy's by an ulp (NumPy's log and
+exp are not ours), so a choice can differ from the reference's only when
+two keys, or ``u`` and a cumulative weight, are within a few ulp of each
+other: about 1e-15 per draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._nb_vmath import (
+    NEGLOG32_REL,
+    always_inline,
+    cos_sin_2pi,
+    exp64,
+    log64,
+    neglog_word32,
+    prefer_wide_vectors,
+    vexp,
+)
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_MASK = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_TWO_M32 = 2.0**-32
+NORMAL_BLOCK = 2**31
+# A screened race key E_k c_k is within ~NEGLOG32_REL + 2**-22 of its exact value
+# (relative: the log, the float32 factor c_k, the product); a draw is redone in
+# float64 unless the runner-up exceeds the winner by GUMBEL_MARGIN (relative),
+# which covers both keys' errors with a factor of four to spare.
+GUMBEL_MARGIN = 8 * NEGLOG32_REL
+
+
+@njit(error_model="numpy")
+def _round(c0, c1, c2, c3, k0, k1):
+    always_inline()
+    p0 = _M0 * c0  # 32 x 32 -> 64-bit product, exact in uint64
+    p1 = _M1 * c2
+    return (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
+
+
+@njit(error_model="numpy")
+def philox10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of one counter; uint64 values holding 32-bit words."""
+    always_inline()
+    c0, c1, c2, c3 = _round(c0, c1, c2, c3, k0, k1)
+    for _ in range(9):
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, k0, k1)
+    return c0, c1, c2, c3
+
+
+@njit(error_model="numpy")
+def uniform(x):
+    """A 32-bit word -> (x + 0.5) 2**-32, exact in float64, strictly inside (0, 1)."""
+    always_inline()
+    return (np.float64(x) + 0.5) * _TWO_M32
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
+                  out, tile, n_chunks, margin):
+    """``out[i * J + j, :]`` = draw j of row i; ``out`` is [N * J, D] C-contiguous.
+
+    ``key0, key1, row_offset`` are uint64 (the seed's key halves and the
+    global index of row 0); ``temperature`` is a float64 >= 0; ``margin`` is
+    the Gumbel screen's margin (``GUMBEL_MARGIN``; tests raise it to send
+    every draw down the float64 path).
+    """
+    n, K = L.shape
+    D = out.shape[1]
+    S = LS.shape[1] // K
+    total = n * J
+    n_tiles = (total + tile - 1) // tile
+    n_chunks = max(1, min(n_tiles, n_chunks))
+    n_pairs = (D + 1) // 2  # normal pair p: block 2**31 + p // 2, lanes 2 (p % 2) and +1
+    ss = out.dtype.type(sigma_scale)
+    max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
+    for c in prange(n_chunks):
+        prefer_wide_vectors()
+        vi = np.empty(tile, np.int64)  # row of each lane (in the batch)
+        vr = np.empty(tile, np.int64)  # row of each lane, counted from the tile's first row
+        r0 = np.empty(tile, np.uint64)  # counter words: global row lo, hi, draw
+        r1 = np.empty(tile, np.uint64)
+        dj = np.empty(tile, np.uint64)
+        W = np.empty((4, tile), np.uint64)  # one Philox block per lane
+        W32 = np.empty((4, tile), np.uint32)  # the same, narrow: the screen runs 16 lanes wide
+        comp32 = np.empty(tile, np.int32)
+        RA = np.empty((K, max_rows), np.float64)  # per row: a_k / T, or cumulative weights
+        rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
+        AT32 = np.empty((K, tile), np.float32)  # race factor c_k per lane, for the screen
+        CT = np.empty((K, max_rows), np.float32)  # race factor c_k per row
+        best32 = np.empty(tile, np.float32)
+        second32 = np.empty(tile, np.float32)
+        comp = np.empty(tile, np.int64)
+        EPS = np.empty((2 * n_pairs, tile), np.float64)
+        MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
+        SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma
+        RV = np.empty(max_rows, np.float64)  # per row: max a / T, then the running sum c_k
+        RT = np.empty(max_rows, np.float64)  # per row: sum_k exp(a_k / T - max)
+        for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
+            f0 = b * tile
+            nt = min(tile, total - f0)
+            ra = f0 // J  # first and last row of the tile
+            rb = (f0 + nt - 1) // J
+            for r in range(rb - ra + 1):  # (row, draw) of each lane, row by row
+                i = ra + r
+                t_lo = max(i * J - f0, 0)
+                t_hi = min((i + 1) * J - f0, nt)
+                g = row_offset + np.uint64(i)
+                lo = g & _MASK
+                hi = g >> _S32
+                j0 = f0 + t_lo - i * J
+                for t in range(t_lo, t_hi):
+                    vi[t] = i
+                    vr[t] = r
+                    r0[t] = lo
+                    r1[t] = hi
+                    dj[t] = np.uint64(j0 + (t - t_lo))
+
+            # ---- per row of the tile, component-major tables [k, row]: every loop
+            # below runs over the rows (or lanes), so it vectorises even when J = 1
+            nr = rb - ra + 1
+            for j in range(K * D):
+                for r in range(nr):
+                    MUT[j, r] = M[ra + r, j]
+            for j in range(K * S):
+                for r in range(nr):
+                    SGT[j, r] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
+
+            # ---- component choice (float64, the reference's arithmetic)
+            if temperature == 0.0:
+                for r in range(nr):  # argmax a, ties to the lowest k; no randomness
+                    RV[r] = L[ra + r, 0]
+                    rlast[r] = 0
+                for k in range(1, K):
+                    for r in range(nr):
+                        v = L[ra + r, k]
+                        better = v > RV[r]
+                        RV[r] = v if better else RV[r]
+                        rlast[r] = k if better else rlast[r]
+                for t in range(nt):
+                    comp[t] = rlast[vr[t]]
+            else:
+                for k in range(K):
+                    for r in range(nr):
+                        RA[k, r] = np.float64(L[ra + r, k]) / temperature
+                for r in range(nr):
+                    RV[r] = RA[0, r]
+                for k in range(1, K):
+                    for r in range(nr):
+                        RV[r] = max(RV[r], RA[k, r])  # max_k a_k / T
+            if temperature != 0.0 and gumbel:
+                # the race factors c_k = exp((max a - a_k) / T) >= 1 per row (inf: never wins)
+                for k in range(K):
+                    for r in range(nr):
+                        CT[k, r] = np.float32(exp64(RV[r] - RA[k, r]))
+                ct_flat = CT.reshape(-1)
+                for k in range(K):
+                    for t in range(nt):  # unsigned index: no wraparound branch, a gather
+                        AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
+                for t in range(nt):
+                    best32[t] = np.inf
+                    second32[t] = np.inf
+                    comp32[t] = 0
+                # screen: the two smallest race keys (-log u_k) c_k per lane
+                for blk in range((K + 3) // 4):
+                    bb = np.uint64(blk)
+                    for t in range(nt):
+                        x0, x1, x2, x3 = philox10(r0[t], r1[t], dj[t], bb, key0, key1)
+                        W32[0, t] = np.uint32(x0)
+                        W32[1, t] = np.uint32(x1)
+                        W32[2, t] = np.uint32(x2)
+                        W32[3, t] = np.uint32(x3)
+                    for w in range(min(4, K - 4 * blk)):
+                        k = np.int32(4 * blk + w)
+                        for t in range(nt):
+                            key = neglog_word32(W32[w, t]) * AT32[k, t]
+                            b1 = best32[t]
+                            first = key < b1
+                            second32[t] = b1 if first else min(key, second32[t])
+                            best32[t] = key if first else b1
+                            comp32[t] = k if first else comp32[t]
+                # too close to call: the reference's float64 keys, ties to the lowest k
+                for t in range(nt):
+                    comp[t] = comp32[t]
+                    if not (second32[t] > best32[t] * (1.0 + margin)):
+                        r = vr[t]
+                        kbest = 0
+                        kmax = -np.inf
+                        for blk in range((K + 3) // 4):
+                            x = philox10(r0[t], r1[t], dj[t], np.uint64(blk), key0, key1)
+                            for w in range(min(4, K - 4 * blk)):
+                                key = RA[4 * blk + w, r] - log64(-log64(uniform(x[w])))
+                                if key > kmax:
+                                    kmax = key
+                                    kbest = 4 * blk + w
+                        comp[t] = kbest
+            elif temperature != 0.0:
+                # as the reference: pi = softmax(a / T) with the max shifted out,
+                # c_k = pi_0 + ... + pi_k, and the last k with pi_k > 0
+                for r in range(nr):
+                    RT[r] = 0.0
+                for k in range(K):
+                    for r in range(nr):
+                        e = exp64(RA[k, r] - RV[r])
+                        RA[k, r] = e
+                        RT[r] += e
+                for r in range(nr):
+                    RV[r] = 0.0  # running sum c_k
+                    rlast[r] = 0
+                for k in range(K):
+                    for r in range(nr):
+                        p = RA[k, r] / RT[r]
+                        RV[r] += p
+                        RA[k, r] = RV[r]
+                        rlast[r] = k if p > 0.0 else rlast[r]
+                for t in range(nt):
+                    W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                        r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                ra_flat = RA.reshape(-1)
+                for t in range(nt):
+                    comp[t] = 0
+                for k in range(K):  # the first k with u < c_k = the number of c_k <= u
+                    for t in range(nt):
+                        comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= uniform(W[0, t])
+                for t in range(nt):
+                    comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
+
+            # ---- normals: Box-Muller on the normal blocks, float64, only those used
+            for p in range(n_pairs):
+                if p % 2 == 0:
+                    bb = np.uint64(NORMAL_BLOCK + p // 2)
+                    for t in range(nt):
+                        W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                            r0[t], r1[t], dj[t], bb, key0, key1)
+                lane = 2 * (p % 2)
+                if 2 * p + 1 < D:
+                    for t in range(nt):
+                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
+                        cs, sn = cos_sin_2pi(uniform(W[lane + 1, t]))
+                        EPS[2 * p, t] = rad * cs
+                        EPS[2 * p + 1, t] = rad * sn
+                else:  # the last pair of an odd D: its cosine branch only
+                    for t in range(nt):
+                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
+                        cs, _ = cos_sin_2pi(uniform(W[lane + 1, t]))
+                        EPS[2 * p, t] = rad * cs
+
+            # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
+            ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
+            mu_flat = MUT.reshape(-1)
+            sg_flat = SGT.reshape(-1)
+            for d in range(D):
+                ds = d if S > 1 else 0
+                for t in range(nt):
+                    # unsigned indices: Numba adds no wraparound branch, LLVM can gather
+                    im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
+                    isg = np.uint64((comp[t] * S + ds) * max_rows + vr[t])
+                    eps = out.dtype.type(EPS[d, t])
+                    ov[t, d] = mu_flat[im] + sg_flat[isg] * eps

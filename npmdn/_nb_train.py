@@ -1,0 +1,524 @@
+r"""Fused training epochs for :meth:`npmdn.MDN.fit` on the numba backend.
+
+A small MDN spends most of a NumPy training step in Python: a dozen array
+calls per layer, each a few microseconds, against a few microseconds of
+arithmetic. Here a whole epoch (every minibatch step: forward pass, mixture
+head, backward pass, gradient norm and clipping, optimizer update) is one
+compiled call, and the model's ``fit`` keeps everything else: argument
+checks, shuffling, the learning-rate schedule, validation, history, early
+stopping, callbacks, progress and the errors it raises.
+
+The math is that of the NumPy path (``nn.py``, ``mixture.py``, ``optim.py``),
+which stays the reference; ``tests/test_backends.py`` trains both and
+compares. Only the order of floating-point sums differs.
+
+Layout: activations are feature-major, ``A[unit, row]``, so every inner loop
+runs over the rows of a chunk of the batch, contiguous and vectorised, and
+the head output is already the structure-of-arrays layout of
+``_nb_head.head_soa``. A batch is cut into chunks of ``CHUNK`` rows (the
+chunk's activations stay in cache); the chunks are shared out to the
+threads, each accumulating its own gradient, summed before the update.
+
+Shapes: ``P [n_params]`` flat parameters (``W`` row-major ``[n_in, n_out]``
+then ``b``, layer by layer, as ``nn.MLP``); ``xs [N, in]``, ``ys [N, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types as types_
+
+import numpy as np
+from numba import get_num_threads, njit, prange, set_num_threads, types
+
+from ._nb_head import head_soa
+from ._nb_vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
+
+# reassociation lets LLVM vectorise the row sums of the weight gradients;
+# the exp/log/tanh code keeps its own flags (LLVM flags are per instruction)
+FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+ACTIVATIONS = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3, "softplus": 4, "elu": 5}
+CHUNK = 256  # rows per chunk of a batch
+# Below this many rows per thread a step runs on one thread: a step of a small
+# model lasts tens of microseconds, and a parallel region's barrier waits for
+# the slowest thread, which on a busy machine may be waiting for a time slice
+# (measured here: 60 us steps became 5 ms with two threads and one other
+# busy process).
+MIN_ROWS_PER_THREAD = 4096
+ENV_VAR = "NPMDN_FUSED_FIT"  # "0" turns the fused path off (the NumPy loop runs instead)
+
+# status codes returned by the epoch kernel
+OK, BAD_LOSS, BAD_GRAD_NORM = 0, 1, 2
+
+
+# --------------------------------------------------------------------------
+# activations, forward and backward over a contiguous block
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _act_forward(code, Z, A, n):
+    """``A[:n] = f(Z[:n])`` (npmdn.nn.activation_forward)."""
+    zero = as_type(0.0, Z)
+    half = as_type(0.5, Z)
+    one = as_type(1.0, Z)
+    if code == 1:
+        for i in range(n):
+            A[i] = vtanh(Z[i])
+    elif code == 2:
+        for i in range(n):
+            A[i] = max(Z[i], zero)
+    elif code == 3:
+        for i in range(n):
+            A[i] = half * (vtanh(half * Z[i]) + one)  # 1 / (1 + e^-x) without overflow
+    elif code == 4:
+        for i in range(n):
+            x = Z[i]
+            A[i] = max(x, zero) + vlog1p(vexp(-abs(x)))  # log(1 + e^x), as np.logaddexp(0, x)
+    elif code == 5:
+        for i in range(n):
+            x = Z[i]
+            e = vexpm1(min(x, zero))
+            A[i] = x if x > zero else e
+    else:
+        for i in range(n):
+            A[i] = Z[i]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _act_backward(code, Z, A, dA, n):
+    """``dA[:n] *= f'(x)``, from ``Z = x`` or ``A = f(x)`` (npmdn.nn.activation_backward)."""
+    zero = as_type(0.0, Z)
+    half = as_type(0.5, Z)
+    one = as_type(1.0, Z)
+    if code == 1:
+        for i in range(n):
+            a = A[i]
+            dA[i] *= one - a * a  # tanh' = 1 - tanh^2
+    elif code == 2:
+        for i in range(n):
+            dA[i] = dA[i] if Z[i] > zero else zero
+    elif code == 3:
+        for i in range(n):
+            a = A[i]
+            dA[i] *= a * (one - a)  # s' = s (1 - s)
+    elif code == 4:
+        for i in range(n):
+            dA[i] *= half * (vtanh(half * Z[i]) + one)  # softplus' = sigmoid
+    elif code == 5:
+        for i in range(n):
+            dA[i] *= one if Z[i] > zero else A[i] + one  # elu' = 1 or e^x = out + 1
+
+
+# --------------------------------------------------------------------------
+# one chunk of rows: forward, head, backward, gradient accumulated into g
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", inline="always")
+def _layer(buf, aoffs, sizes, layer, C):
+    """Layer ``layer``'s block of a feature-major buffer, as a [units, C] view.
+
+    Every index below is a loop counter into such a view: an index that Numba
+    cannot prove non-negative gets a wraparound check, which turns the
+    vectorised loads into gathers (12x slower on these loops).
+    """
+    o = aoffs[layer]
+    return buf[o:o + sizes[layer] * C].reshape(sizes[layer], C)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
+           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq):
+    """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
+    prefer_wide_vectors()
+    n_layers = sizes.shape[0] - 1
+    n_in = sizes[0]
+    shuffled = order.shape[0] > 0
+    # inputs and targets, feature-major
+    X0 = _layer(A, aoffs, sizes, 0, C)
+    for i in range(nc):
+        row = order[r0 + i] if shuffled else r0 + i
+        for k in range(n_in):
+            X0[k, i] = xs[row, k]
+        for d in range(D):
+            XY[d, i] = ys[row, d]
+    # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
+    for layer in range(n_layers):
+        ni, no = sizes[layer], sizes[layer + 1]
+        W = P[offs[layer]:offs[layer] + ni * no].reshape(ni, no)
+        bias = P[offs[layer] + ni * no:offs[layer] + ni * no + no]
+        Ain = _layer(A, aoffs, sizes, layer, C)
+        Zo = _layer(Z, aoffs, sizes, layer + 1, C)
+        j = 0
+        while j + 4 <= no:  # four output units per pass: each input row is loaded once for four
+            z0, z1, z2, z3 = Zo[j], Zo[j + 1], Zo[j + 2], Zo[j + 3]
+            b0, b1, b2, b3 = bias[j], bias[j + 1], bias[j + 2], bias[j + 3]
+            for i in range(nc):
+                z0[i] = b0
+                z1[i] = b1
+                z2[i] = b2
+                z3[i] = b3
+            for k in range(ni):
+                a = Ain[k]
+                w0, w1, w2, w3 = W[k, j], W[k, j + 1], W[k, j + 2], W[k, j + 3]
+                for i in range(nc):
+                    ai = a[i]
+                    z0[i] += w0 * ai
+                    z1[i] += w1 * ai
+                    z2[i] += w2 * ai
+                    z3[i] += w3 * ai
+            j += 4
+        for jj in range(j, no):
+            zj = Zo[jj]
+            bj = bias[jj]
+            for i in range(nc):
+                zj[i] = bj
+            for k in range(ni):
+                a = Ain[k]
+                w = W[k, jj]
+                for i in range(nc):
+                    zj[i] += w * a[i]
+        if layer < n_layers - 1:
+            Ao = _layer(A, aoffs, sizes, layer + 1, C)
+            for j in range(no):
+                _act_forward(act, Zo[j], Ao[j], nc)
+    # the mixture head on the last layer's output, in place: Z becomes dNLL/dZ
+    H = _layer(Z, aoffs, sizes, n_layers, C)
+    XA = H[0:K]
+    XM = H[K:K + K * D]
+    XS = H[K + K * D:K + K * D + K * S]
+    iso = S == 1 and D > 1
+    head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
+    nll = 0.0
+    for i in range(nc):
+        nll -= vd[i]
+    for j in range(H.shape[0]):
+        for i in range(nc):
+            H[j, i] *= inv_b  # d(mean NLL) = d(sum NLL) / B
+    # backward, layer by layer from the head
+    dz = H
+    for layer in range(n_layers - 1, -1, -1):
+        ni, no = sizes[layer], sizes[layer + 1]
+        wo = offs[layer]
+        W = P[wo:wo + ni * no].reshape(ni, no)
+        gW = g[wo:wo + ni * no].reshape(ni, no)
+        gb = g[wo + ni * no:wo + ni * no + no]
+        Ain = _layer(A, aoffs, sizes, layer, C)
+        # out = x W + b:  db = sum_rows dout
+        for j in range(no):
+            s = as_type(0.0, P)
+            d = dz[j]
+            for i in range(nc):
+                s += d[i]
+            gb[j] += s
+        if layer == 0:
+            # dW = x^T dout
+            for k in range(ni):
+                a = Ain[k]
+                for j in range(no):
+                    s = as_type(0.0, P)
+                    d = dz[j]
+                    for i in range(nc):
+                        s += a[i] * d[i]
+                    gW[k, j] += s
+            break
+        # dW = x^T dout and dx = dout W^T in one pass over dout, then dx through
+        # the activation of the layer below
+        buf = dA if (n_layers - 1 - layer) % 2 == 0 else dB
+        nxt = buf[:ni * C].reshape(ni, C)
+        Zin = _layer(Z, aoffs, sizes, layer, C)
+        for k in range(ni):
+            a = Ain[k]
+            nx = nxt[k]
+            for i in range(nc):
+                nx[i] = as_type(0.0, P)
+            for j in range(no):
+                w = W[k, j]
+                d = dz[j]
+                s = as_type(0.0, P)
+                for i in range(nc):
+                    di = d[i]
+                    s += a[i] * di
+                    nx[i] += w * di
+                gW[k, j] += s
+            _act_backward(act, Zin[k], a, nx, nc)
+        dz = nxt
+    return nll
+
+
+# --------------------------------------------------------------------------
+# optimizer updates (npmdn.optim, the same formulas, one pass over the buffer)
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", inline="always")
+def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd):
+    n = P.shape[0]
+    if wd != 0.0:
+        c = as_type(lr * wd, P)
+        for i in range(n):
+            P[i] -= (P[i] * c) * mask[i]  # decoupled weight decay, weights only
+    if opt_kind == 0:
+        # Adam: m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+        # p <- p - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        cb1 = as_type(b1, P)
+        cg1 = as_type(1.0 - b1, P)
+        cb2 = as_type(b2, P)
+        cg2 = as_type(1.0 - b2, P)
+        cv = as_type(1.0 / math.sqrt(1.0 - b2**t), P)
+        ce = as_type(eps, P)
+        cs = as_type(lr / (1.0 - b1**t), P)
+        for i in range(n):
+            gi = G[i]
+            mi = m[i] * cb1 + gi * cg1
+            vi = v[i] * cb2 + (gi * gi) * cg2
+            m[i] = mi
+            v[i] = vi
+            P[i] -= (mi / (np.sqrt(vi) * cv + ce)) * cs
+    else:
+        # SGD: v <- momentum v + g; p <- p - lr (g + momentum v) (Nesterov) or p - lr v
+        cm = as_type(momentum, P)
+        cl = as_type(lr, P)
+        for i in range(n):
+            gi = G[i]
+            if momentum != 0.0:
+                vi = v[i] * cm + gi
+                v[i] = vi
+                step = vi * cm + gi if nesterov else vi
+            else:
+                step = gi
+            P[i] -= step * cl
+
+
+# --------------------------------------------------------------------------
+# one epoch
+# --------------------------------------------------------------------------
+
+
+def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
+                order, bs, steps, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd, clip,
+                scratch, C, status):
+    """Every step of one epoch. ``status`` (float64 [5]) comes back as
+    ``[code, step, value, loss_total, steps_done]``: code ``OK``, or
+    ``BAD_LOSS`` / ``BAD_GRAD_NORM`` with the failing step and its value;
+    ``loss_total`` is the sum of the steps' NLL sums. On a bad loss the
+    parameters are those after the previous step (``last_good`` holds the ones
+    before it, as in ``MDN.fit``); on a bad gradient norm, those of the step.
+    """
+    n = xs.shape[0]
+    n_threads = GT.shape[0]
+    n_par = P.shape[0]
+    p_head = sizes[sizes.shape[0] - 1]
+    width = aoffs[aoffs.shape[0] - 1] + p_head * C  # activations of one chunk
+    max_w = 0
+    for w in sizes:
+        max_w = max(max_w, w)
+    loss_t = np.zeros(n_threads)
+    total = 0.0
+    status[0] = OK
+    for step in range(steps):
+        r0 = step * bs
+        b = min(bs, n - r0)
+        inv_b = as_type(1.0 / b, P)
+        n_chunks = (b + C - 1) // C
+        for th in prange(n_threads):
+            g = GT[th]
+            for i in range(n_par):
+                g[i] = 0.0
+            sc = scratch[th]
+            A = sc[:width]
+            Z = sc[width:2 * width]
+            dA = sc[2 * width:2 * width + max_w * C]
+            dB = sc[2 * width + max_w * C:2 * width + 2 * max_w * C]
+            o = 2 * width + 2 * max_w * C
+            XY = sc[o:o + D * C].reshape(D, C)
+            o += D * C
+            EA = sc[o:o + K * C].reshape(K, C)
+            o += K * C
+            TT = sc[o:o + K * C].reshape(K, C)
+            o += K * C
+            va = sc[o:o + C]
+            vb = sc[o + C:o + 2 * C]
+            vc = sc[o + 2 * C:o + 3 * C]
+            vd = sc[o + 3 * C:o + 4 * C]
+            vq = sc[o + 4 * C:o + 5 * C]
+            s = 0.0
+            for ch in range(th * n_chunks // n_threads, (th + 1) * n_chunks // n_threads):
+                c0 = ch * C
+                nc = min(C, b - c0)
+                s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
+                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq)
+            loss_t[th] = s
+        loss_sum = 0.0
+        for th in range(n_threads):
+            loss_sum += loss_t[th]
+        for i in range(n_par):
+            acc = GT[0, i]
+            for th in range(1, n_threads):
+                acc += GT[th, i]
+            G[i] = acc
+        status[4] = step
+        if not math.isfinite(loss_sum):
+            status[0] = BAD_LOSS
+            status[1] = step
+            status[2] = loss_sum / b
+            status[3] = total
+            return
+        g2 = 0.0
+        for i in range(n_par):
+            g2 += np.float64(G[i]) * np.float64(G[i])
+        gnorm = math.sqrt(g2)
+        if clip > 0.0 and gnorm > clip:
+            c = as_type(clip / (gnorm + 1e-12), P)
+            for i in range(n_par):
+                G[i] *= c
+        if not math.isfinite(gnorm):
+            status[0] = BAD_GRAD_NORM
+            status[1] = step
+            status[2] = gnorm
+            status[3] = total
+            return
+        for i in range(n_par):
+            last_good[i] = P[i]
+        _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t + step + 1, momentum,
+                nesterov, wd)
+        total += loss_sum
+    status[3] = total
+    status[4] = steps
+
+
+def _renamed(fn, name):
+    """A copy of ``fn`` under another name: Numba's disk cache files are named
+    after the function, so two compilations of one function would overwrite
+    (and load) each other's machine code."""
+    out = types_.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__,
+                              fn.__closure__)
+    out.__qualname__ = name
+    out.__doc__ = fn.__doc__
+    return out
+
+
+# Two compilations of the same code: threads for large batches; none for small
+# ones, whose steps last tens of microseconds and would otherwise pay for a
+# parallel launch and for switching the thread count around every epoch.
+train_epoch_parallel = njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")(
+    _renamed(train_epoch, "train_epoch_parallel"))
+train_epoch_serial = njit(cache=True, fastmath=FASTMATH, error_model="numpy")(
+    _renamed(train_epoch, "train_epoch_serial"))
+
+
+# --------------------------------------------------------------------------
+# the Python side: when the fused path applies, and one epoch
+# --------------------------------------------------------------------------
+
+
+def _sig(dtype):
+    f = types.float32 if dtype == np.float32 else types.float64
+    a1, a2 = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    i1 = types.Array(types.int64, 1, "C")
+    return ((a1, a1, a2, a1, a1, a1, a1, i1, i1, i1, types.int64, types.int64, types.int64,
+             types.int64, types.Array(f, 2, "A"), types.Array(f, 2, "A"), i1, types.int64,
+             types.int64, types.int64)
+            + (types.float64,) * 4 + (types.int64, types.float64, types.boolean,
+                                      types.float64, types.float64, a2, types.int64,
+                                      types.Array(types.float64, 1, "C")))
+
+
+_entries: dict = {}
+
+
+def _entry(dtype, parallel):
+    key = (np.dtype(dtype), parallel)
+    fn = _entries.get(key)
+    if fn is None:
+        disp = train_epoch_parallel if parallel else train_epoch_serial
+        fn = _entries[key] = disp.compile(_sig(key[0]))
+    return fn
+
+
+class FusedFit:
+    """One compiled call per epoch for :meth:`npmdn.MDN.fit`; see :func:`plan`."""
+
+    def __init__(self, model, opt, xs, ys, bs, steps, clip_norm):
+        from .optim import Adam
+
+        net = model.net
+        self.model, self.opt, self.net = model, opt, net
+        self.xs, self.ys = xs, ys
+        self.bs, self.steps = bs, steps
+        self.clip = -1.0 if clip_norm is None else float(clip_norm)
+        self.adam = isinstance(opt, Adam)
+        dt = model.dtype
+        self.sizes = np.asarray(net.sizes, dtype=np.int64)
+        self.offs = np.asarray([off for off, _, _ in net.shapes], dtype=np.int64)
+        self.chunk = CHUNK
+        self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * CHUNK
+        self.act = ACTIVATIONS[model.activation]
+        self.K, self.D, self.S = model.n_components, model.out_dim, model.scale_dim
+        rows = min(bs, xs.shape[0])
+        self.n_threads = max(1, min(get_num_threads(), rows // MIN_ROWS_PER_THREAD))
+        width = int(self.aoffs[-1] + self.sizes[-1] * CHUNK)
+        need = 2 * width + 2 * int(self.sizes.max()) * CHUNK + (self.D + 2 * self.K + 5) * CHUNK
+        self.scratch = np.zeros((self.n_threads, need), dt)
+        self.GT = np.zeros((self.n_threads, net.n_params), dt)
+        mask = opt.decay_mask if opt.decay_mask is not None else np.ones(net.n_params, dt)
+        self.mask = np.ascontiguousarray(mask, dtype=dt)
+        if self.adam:
+            self.m, self.v = opt.m, opt.v
+        else:
+            self.m, self.v = np.zeros(1, dt), opt.v
+        self.status = np.zeros(5)
+        self.empty_order = np.zeros(0, dtype=np.int64)
+        self.fn = _entry(dt, self.n_threads > 1)
+
+    def epoch(self, order, lr, epoch, last_good, history):
+        """All steps of one epoch; returns the sum of the steps' NLL sums.
+
+        A NaN or infinite loss or gradient norm raises through the model's
+        ``_diverged``, with the same message and weights as the NumPy loop.
+        """
+        opt = self.opt
+        order = self.empty_order if order is None else np.ascontiguousarray(order, np.int64)
+        if self.adam:
+            hyper = (0, float(lr), opt.b1, opt.b2, opt.eps, int(opt.t), 0.0, False)
+        else:
+            hyper = (1, float(lr), 0.0, 0.0, 0.0, int(opt.t), opt.momentum, opt.nesterov)
+        st = self.status
+        threads = get_num_threads()
+        switch = self.n_threads > 1 and threads != self.n_threads
+        if switch:
+            set_num_threads(self.n_threads)
+        try:
+            self.fn(self.net.params, self.net.grads, self.GT, self.m, self.v, self.mask,
+                    last_good, self.sizes, self.offs, self.aoffs, self.act, self.K, self.D,
+                    self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
+                    opt.weight_decay, self.clip, self.scratch, self.chunk, st)
+        finally:
+            if switch:
+                set_num_threads(threads)
+        code, step = int(st[0]), int(st[1])
+        opt.t += int(st[4]) if code == OK else step
+        if code == BAD_LOSS:
+            self.model._diverged(epoch, step, self.steps, "loss", float(st[2]), last_good,
+                                 history)
+        if code == BAD_GRAD_NORM:
+            self.model._diverged(epoch, step, self.steps, "gradient norm", float(st[2]), None,
+                                 history)
+        return float(st[3])
+
+
+def plan(model, opt, xs, ys, bs, steps, clip_norm):
+    """A :class:`FusedFit` when ``fit`` can run fused here, else None.
+
+    It can when the model is on the numba backend with a NumPy optimizer this
+    module mirrors (Adam, SGD) and ``NPMDN_FUSED_FIT`` is not ``0``.
+    """
+    from .optim import SGD, Adam
+
+    if model.backend.name != "numba" or os.environ.get(ENV_VAR, "1") == "0":
+        return None
+    if type(opt) not in (Adam, SGD) or model.activation not in ACTIVATIONS:
+        return None
+    return FusedFit(model, opt, xs, ys, bs, steps, clip_norm)

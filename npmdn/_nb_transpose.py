@@ -1,0 +1,179 @@
+"""8 x 8 block transposes between row-major data and tile scratch.
+
+The head kernels work on structure-of-arrays scratch ``X[param, sample]``
+while the data arrive row-major (one row per sample, any row stride). A
+scalar transpose costs ~1 ns per element, as much as the mixture math, so
+these emit LLVM IR directly: eight (masked) vector loads of eight columns,
+a three-stage ``shufflevector`` transpose, eight vector stores. LLVM lowers
+the shuffles to unpack/shuffle/permute instructions of the host ISA.
+
+``tr_load8(A, i0, c0, nv, X, r0, t0)``:
+    ``X[r0 + k, t0 + t] = A[i0 + t, c0 + k]`` for ``t < 8`` and ``k < nv``.
+``tr_store8(X, r0, t0, nv, A, i0, c0)``:
+    ``A[i0 + t, c0 + k] = X[r0 + k, t0 + t]`` for ``t < 8`` and ``k < nv``;
+    reads rows ``r0 .. r0 + 7`` of X (pad X so they exist).
+
+The caller guarantees: ``1 <= nv <= 8``, rows ``i0 .. i0 + 7`` and columns
+``c0 .. c0 + nv - 1`` exist in A, A's column stride is its itemsize, and X
+is C-contiguous (both checked by the Python wrappers and the tile loops).
+Only the ``nv`` valid columns of A are touched (masked loads and stores), so
+no element outside A's columns is read or written.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_W = 8
+
+# the three-stage 8 x 8 transpose (verified by the tests through the kernels)
+_S1 = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
+_S2 = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+_S3 = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+
+
+def _shuffle(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), _W), mask))
+
+
+def _transpose(builder, r):
+    t = [None] * 8
+    for p in range(4):
+        t[2 * p] = _shuffle(builder, r[2 * p], r[2 * p + 1], _S1[0])
+        t[2 * p + 1] = _shuffle(builder, r[2 * p], r[2 * p + 1], _S1[1])
+    u = [None] * 8
+    for q in range(2):
+        a, b, c, d = t[4 * q : 4 * q + 4]
+        u[4 * q + 0] = _shuffle(builder, a, c, _S2[0])
+        u[4 * q + 1] = _shuffle(builder, a, c, _S2[1])
+        u[4 * q + 2] = _shuffle(builder, b, d, _S2[0])
+        u[4 * q + 3] = _shuffle(builder, b, d, _S2[1])
+    out = [None] * 8
+    for j in range(4):
+        out[j] = _shuffle(builder, u[j], u[j + 4], _S3[0])
+        out[j + 4] = _shuffle(builder, u[j], u[j + 4], _S3[1])
+    return out
+
+
+def _lane_mask(builder, nv, intp):
+    """<8 x i1>: lane k < nv."""
+    vty = ir.VectorType(intp, _W)
+    zero = ir.Constant(ir.IntType(32), 0)
+    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), nv, zero)
+    splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), _W), [0] * _W))
+    return builder.icmp_signed("<", ir.Constant(vty, list(range(_W))), splat)
+
+
+def _masked_fns(module, vty):
+    ptr = ir.PointerType()
+    m1 = ir.VectorType(ir.IntType(1), _W)
+    ename = "f32" if isinstance(vty.element, ir.FloatType) else "f64"
+    load = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vty, [ptr, ir.IntType(32), m1, vty]),
+        f"llvm.masked.load.v{_W}{ename}.p0")
+    store = cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [vty, ptr, ir.IntType(32), m1]),
+        f"llvm.masked.store.v{_W}{ename}.p0")
+    return load, store
+
+
+def _addr(builder, data, byte_off):
+    i8p = ir.IntType(8).as_pointer()
+    return builder.gep(builder.bitcast(data, i8p), [byte_off])
+
+
+def _check(A, X):
+    ok = (isinstance(A, types.Array) and isinstance(X, types.Array) and A.ndim == 2
+          and X.ndim == 2 and A.dtype == X.dtype and isinstance(A.dtype, types.Float))
+    return ok
+
+
+@intrinsic
+def tr_load8(typingctx, A, i0, c0, nv, X, r0, t0):
+    if not _check(A, X):
+        return None
+    sig = types.void(A, i0, c0, nv, X, r0, t0)
+
+    def codegen(context, builder, signature, args):
+        aty, xty = signature.args[0], signature.args[4]
+        intp_t = types.intp
+        intp = context.get_value_type(intp_t)
+        A_, i0_, c0_, nv_, X_, r0_, t0_ = args
+        i0_, c0_, nv_, r0_, t0_ = (
+            context.cast(builder, v, ty, intp_t)
+            for v, ty in zip((i0_, c0_, nv_, r0_, t0_), (signature.args[1], signature.args[2],
+                             signature.args[3], signature.args[5], signature.args[6]), strict=True)
+        )
+        a = context.make_array(aty)(context, builder, A_)
+        x = context.make_array(xty)(context, builder, X_)
+        fty = context.get_value_type(aty.dtype)
+        vty = ir.VectorType(fty, _W)
+        size = ir.Constant(intp, aty.dtype.bitwidth // 8)
+        a_s0 = cgutils.unpack_tuple(builder, a.strides, 2)[0]
+        x_s0 = cgutils.unpack_tuple(builder, x.strides, 2)[0]
+        mload, _ = _masked_fns(builder.module, vty)
+        mask = _lane_mask(builder, nv_, intp)
+        align = ir.Constant(ir.IntType(32), aty.dtype.bitwidth // 8)
+        zero = ir.Constant(vty, [0.0] * _W)
+        col = builder.mul(c0_, size)
+        rows = []
+        for t in range(_W):
+            off = builder.add(builder.mul(builder.add(i0_, ir.Constant(intp, t)), a_s0), col)
+            rows.append(builder.call(mload, [_addr(builder, a.data, off), align, mask, zero]))
+        cols = _transpose(builder, rows)
+        tcol = builder.mul(t0_, size)
+        for k in range(_W):
+            kk = ir.Constant(intp, k)
+            with builder.if_then(builder.icmp_signed("<", kk, nv_), likely=True):
+                off = builder.add(builder.mul(builder.add(r0_, kk), x_s0), tcol)
+                p = builder.bitcast(_addr(builder, x.data, off), vty.as_pointer())
+                builder.store(cols[k], p, align=aty.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tr_store8(typingctx, X, r0, t0, nv, A, i0, c0):
+    if not _check(A, X):
+        return None
+    sig = types.void(X, r0, t0, nv, A, i0, c0)
+
+    def codegen(context, builder, signature, args):
+        xty, aty = signature.args[0], signature.args[4]
+        intp_t = types.intp
+        intp = context.get_value_type(intp_t)
+        X_, r0_, t0_, nv_, A_, i0_, c0_ = args
+        r0_, t0_, nv_, i0_, c0_ = (
+            context.cast(builder, v, ty, intp_t)
+            for v, ty in zip((r0_, t0_, nv_, i0_, c0_), (signature.args[1], signature.args[2],
+                             signature.args[3], signature.args[5], signature.args[6]), strict=True)
+        )
+        a = context.make_array(aty)(context, builder, A_)
+        x = context.make_array(xty)(context, builder, X_)
+        fty = context.get_value_type(aty.dtype)
+        vty = ir.VectorType(fty, _W)
+        size = ir.Constant(intp, aty.dtype.bitwidth // 8)
+        a_s0 = cgutils.unpack_tuple(builder, a.strides, 2)[0]
+        x_s0 = cgutils.unpack_tuple(builder, x.strides, 2)[0]
+        _, mstore = _masked_fns(builder.module, vty)
+        mask = _lane_mask(builder, nv_, intp)
+        align = ir.Constant(ir.IntType(32), aty.dtype.bitwidth // 8)
+        tcol = builder.mul(t0_, size)
+        rows = []
+        for k in range(_W):
+            off = builder.add(builder.mul(builder.add(r0_, ir.Constant(intp, k)), x_s0), tcol)
+            p = builder.bitcast(_addr(builder, x.data, off), vty.as_pointer())
+            rows.append(builder.load(p, align=aty.dtype.bitwidth // 8))
+        cols = _transpose(builder, rows)
+        col = builder.mul(c0_, size)
+        for t in range(_W):
+            off = builder.add(builder.mul(builder.add(i0_, ir.Constant(intp, t)), a_s0), col)
+            builder.call(mstore, [cols[t], _addr(builder, a.data, off), align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen

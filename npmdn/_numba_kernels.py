@@ -1,0 +1,162 @@
+"""The ``numba`` backend: fused CPU kernels with the reference's signatures.
+
+Importing this module imports Numba but compiles nothing; each kernel is
+compiled on first use for the dtypes it meets and cached on disk
+(``cache=True``), so a later process loads machine code instead of
+compiling. ``import npmdn`` does not import this module at all; the backend
+switch does, when the numba backend is first asked for.
+
+The modules behind it, each with the why of its layout in its docstring:
+``_nb_vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
+``_nb_transpose`` (8 x 8 register transposes between rows and tiles),
+``_nb_head`` (NLL + gradient and log-density), ``_nb_sample`` (Philox
+sampling), ``_nb_train`` (fused training epochs for ``MDN.fit``).
+
+Caching caveat for whoever edits these files: Numba checks only the source
+file of the cached function itself, so after changing ``_nb_vmath.py`` or
+``_nb_transpose.py`` delete ``npmdn/__pycache__/*.nb*`` (an install or
+upgrade rewrites every file and so invalidates everything). Builds made with
+``NUMBA_DEBUGINFO=1`` are cached under the same names as optimised ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, set_num_threads, types
+
+from . import _nb_head as _head
+from . import _nb_sample as _sample
+
+TILE = 64  # samples per tile of the head kernels (see _nb_head.py)
+
+
+_A1 = {dt: types.Array(types.float32 if dt == np.float32 else types.float64, 1, "A")
+       for dt in (np.dtype(np.float32), np.dtype(np.float64))}
+_A2 = {dt: types.Array(_A1[dt].dtype, 2, "A") for dt in _A1}
+_SIGS = {
+    "head_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
+    + (types.boolean, types.intp, types.intp),
+    "sample_kernel": lambda dt: (_A2[dt],) * 3
+    + (types.intp, types.uint64, types.uint64, types.uint64, types.boolean, types.float64,
+       types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
+       types.float64),
+}
+_MODULES = {"head_kernel": _head, "sample_kernel": _sample}
+SAMPLE_TILE = 256  # draws per tile of the sampling kernel
+GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see _nb_sample; tests raise it to force the float64 path
+_entries: dict = {}
+
+
+def _entry(name, dtype):
+    """The compiled kernel for ``dtype``, called without Numba's dispatcher.
+
+    Every array argument is typed as any-layout ('A'), so one compilation per
+    dtype serves contiguous arrays and strided views alike (the kernels read
+    the strides), and the call skips the dispatcher's type matching.
+    ``compile`` loads from the on-disk cache when it can.
+    """
+    key = (name, dtype)
+    fn = _entries.get(key)
+    if fn is None:
+        fn = _entries[key] = getattr(_MODULES[name], name).compile(_SIGS[name](dtype))
+    return fn
+
+
+# Work below this per thread runs on one thread: a parallel region's barrier
+# waits for the slowest thread, and on a busy machine that one may be waiting
+# for a time slice, so short calls gain nothing and can lose milliseconds.
+MIN_ROWS_PER_THREAD = 8192  # head kernel, ~20-100 ns per row
+MIN_DRAWS_PER_THREAD = 4096  # sampling, ~20-150 ns per draw
+
+
+def _n_chunks():
+    # a few chunks per thread so that a slow thread does not hold up the rest
+    return 4 * get_num_threads()
+
+
+def _call(fn, work, per_thread, *args):
+    """``fn(*args)`` on at most ``work // per_thread`` threads (at least one)."""
+    threads = get_num_threads()
+    use = max(1, min(threads, work // per_thread))
+    if use == threads:
+        return fn(*args)
+    set_num_threads(use)
+    try:
+        return fn(*args)
+    finally:
+        set_num_threads(threads)
+
+
+def _rows2d(a, n, width):
+    """A [n, width] view of ``a`` (no copy) with unit inner stride, or None."""
+    try:
+        v = a.reshape(n, width, copy=False)
+    except ValueError:
+        return None
+    if width > 1 and v.strides[1] != v.itemsize:
+        return None
+    return v
+
+
+def _in2d(a, n, width):
+    v = _rows2d(a, n, width)
+    return np.ascontiguousarray(a).reshape(n, width) if v is None else v
+
+
+def _head_args(logits, mu, log_sigma, y):
+    n, k = logits.shape
+    d = mu.shape[2]
+    s = log_sigma.shape[2]
+    return (n, k, d, s), (
+        _in2d(logits, n, k), _in2d(mu, n, k * d), _in2d(log_sigma, n, k * s), _in2d(y, n, d),
+    )
+
+
+def nll_grad(logits, mu, log_sigma, y, out=None):
+    """Per-row NLL and its gradient; see :func:`npmdn.mixture.nll_grad`."""
+    (n, k, d, s), ins = _head_args(logits, mu, log_sigma, y)
+    dtype = logits.dtype
+    if out is None:
+        out = (np.empty(n, dtype), np.empty((n, k), dtype), np.empty((n, k, d), dtype),
+               np.empty((n, k, s), dtype))
+    nll, dl, dm, ds = out
+    outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
+    tmp = [np.empty((n, w), dtype) if v is None else v
+           for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
+    _call(_entry("head_kernel", dtype), n, MIN_ROWS_PER_THREAD,
+          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, TILE, _n_chunks())
+    for dst, v, t in zip(out, outs2d, tmp, strict=True):
+        if v is None:  # an output the kernel could not write in place
+            dst[...] = t.reshape(dst.shape)
+    return tuple(out)
+
+
+def log_prob(logits, mu, log_sigma, y):
+    """Per-row ``log p(y)``; see :func:`npmdn.mixture.log_prob`."""
+    (n, _, _, _), ins = _head_args(logits, mu, log_sigma, y)
+    out = np.empty(n, logits.dtype)
+    unused = np.empty((1, 1), logits.dtype)
+    _call(_entry("head_kernel", logits.dtype), n, MIN_ROWS_PER_THREAD,
+          *ins, out, unused, unused, unused, False, TILE, _n_chunks())
+    return out
+
+
+def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel",
+           temperature=1.0, sigma_scale=1.0):
+    """Draws [N, n_samples, D]; the same stream as :func:`npmdn.mixture.sample`."""
+    if method not in ("gumbel", "cumulative"):
+        raise ValueError(f"method must be 'gumbel' or 'cumulative', got {method!r}")
+    n, k = logits.shape
+    d = mu.shape[2]
+    s = log_sigma.shape[2]
+    dtype = mu.dtype
+    ins = (_in2d(logits, n, k), _in2d(mu, n, k * d), _in2d(log_sigma, n, k * s))
+    out = np.empty((n, n_samples, d), dtype)
+    seed = int(seed)
+    _call(
+        _entry("sample_kernel", dtype), n * n_samples, MIN_DRAWS_PER_THREAD,
+        *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
+        np.uint64(row_offset), method == "gumbel", float(temperature), float(sigma_scale),
+        out.reshape(n * n_samples, d), SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
+    )
+    return out

@@ -1,0 +1,174 @@
+"""The whole MDN on the numpy and numba backends: the same initial weights give
+the same loss and gradients, training gives the same weights and history
+(the numba backend runs fit's epochs fused, npmdn._nb_train, with the NumPy
+loop as the reference), failures raise the same errors, and a model trained
+on one backend saves, loads on the other and answers the same.
+"""
+
+import numpy as np
+import pytest
+
+import npmdn
+from npmdn import _nb_train
+from npmdn.model import NonFiniteLossError
+
+
+def _data(n=300, d_in=2, d_out=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d_in))
+    y = np.sin(x @ rng.normal(size=(d_in, d_out))) + 0.3 * rng.normal(size=(n, d_out))
+    return x, y
+
+
+def _pair(dtype="float64", **kw):
+    opts = dict(in_dim=2, out_dim=2, n_components=3, hidden=(8, 6), seed=3, dtype=dtype)
+    opts.update(kw)
+    return npmdn.MDN(**opts, backend="numpy"), npmdn.MDN(**opts, backend="numba")
+
+
+def _tol(dtype):
+    return dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
+def test_same_weights_same_loss_and_gradient(dtype, cov):
+    x, y = _data()
+    a, b = _pair(dtype, covariance=cov)
+    np.testing.assert_array_equal(a.params, b.params)
+    for m in (a, b):
+        m._set_standardization(x, y)
+    out = []
+    for m in (a, b):
+        xs, ys = m._std_x(x), m._std_y(y)
+        nll = np.empty(len(x), m.dtype)
+        grad = np.empty((len(x), m.head_size), m.dtype)
+        loss, g2 = m._loss_grad_norm_std(xs, ys, nll, grad)
+        out.append((loss, g2, m.net.grads.copy()))
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[1][0], out[0][0], **tol)
+    np.testing.assert_allclose(out[1][2], out[0][2], **tol)
+
+
+FIT_CASES = [
+    dict(activation="tanh"),
+    dict(activation="relu", optimizer="sgd", lr=0.05),
+    dict(activation="sigmoid", weight_decay=0.01, clip_norm=0.5),
+    dict(activation="softplus", lr_schedule="cosine", batch_size=None),
+    dict(activation="elu", optimizer="sgd", lr=0.02, optimizer_options=dict(nesterov=True)),
+    dict(activation="identity", covariance="isotropic", batch_size=50),
+    dict(hidden=(), n_components=2),
+    dict(hidden=(16,), covariance="isotropic", validation_split=0.2, patience=3),
+]
+
+
+def _fit_kw(case):
+    fit = {k: case[k] for k in ("optimizer", "lr", "weight_decay", "clip_norm", "lr_schedule",
+                                "batch_size", "optimizer_options", "validation_split", "patience")
+           if k in case}
+    model = {k: case[k] for k in ("activation", "covariance", "hidden", "n_components")
+             if k in case}
+    fit.setdefault("batch_size", 64)
+    fit.setdefault("lr", 0.01)
+    return model, fit
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", FIT_CASES,
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_training_matches_numpy_path(dtype, case):
+    x, y = _data()
+    model_kw, fit_kw = _fit_kw(case)
+    a, b = _pair(dtype, **model_kw)
+    ha = a.fit(x, y, epochs=12, seed=5, verbose=False, **fit_kw)
+    hb = b.fit(x, y, epochs=12, seed=5, verbose=False, **fit_kw)
+    tol = _tol(dtype)
+    np.testing.assert_allclose(hb.train_nll, ha.train_nll, **tol)
+    np.testing.assert_allclose(hb.val_nll, ha.val_nll, **tol)
+    assert (hb.best_epoch, hb.stopped_early, hb.epochs) == (ha.best_epoch, ha.stopped_early,
+                                                            ha.epochs)
+    np.testing.assert_allclose(b.params, a.params, **tol)
+    np.testing.assert_allclose(b.log_prob(x, y), a.log_prob(x, y), **tol)
+
+
+def test_fused_path_is_taken_and_can_be_turned_off(monkeypatch):
+    x, y = _data()
+    calls = []
+    real = _nb_train.FusedFit.epoch
+
+    def spy(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(_nb_train.FusedFit, "epoch", spy)
+    _, b = _pair()
+    b.fit(x, y, epochs=3, verbose=False)
+    assert len(calls) == 3
+    monkeypatch.setenv(_nb_train.ENV_VAR, "0")
+    _, c = _pair()
+    c.fit(x, y, epochs=3, verbose=False)
+    assert len(calls) == 3  # the NumPy loop ran
+    np.testing.assert_allclose(c.params, b.params, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_parallel_steps_match(monkeypatch, dtype):
+    """Batches split over threads (here forced at 64 rows per thread) sum to
+    the same gradient as the NumPy loop."""
+    monkeypatch.setattr(_nb_train, "MIN_ROWS_PER_THREAD", 64)
+    monkeypatch.setattr(_nb_train, "CHUNK", 32)
+    x, y = _data(n=700)
+    a, b = _pair(dtype)
+    a.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False)
+    b.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False)
+    np.testing.assert_allclose(b.params, a.params, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_divergence_raises_the_same_error(dtype):
+    x, y = _data()
+    errors, weights = [], []
+    for m in _pair(dtype, activation="relu"):
+        with pytest.raises(NonFiniteLossError) as exc:
+            m.fit(x, y, epochs=50, batch_size=32, lr=1e6, optimizer="sgd", seed=2,
+                  verbose=False)
+        errors.append(str(exc.value))
+        weights.append(m.params)
+    where = [e.split(": the")[0] for e in errors]
+    assert where[0] == where[1] and "epoch" in where[0]
+    assert errors[0].split(";")[1] == errors[1].split(";")[1]  # which weights were kept
+    np.testing.assert_allclose(weights[1], weights[0], **_tol(dtype))
+    assert np.isfinite(weights[1]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("trained_on,loaded_on", [("numba", "numpy"), ("numpy", "numba")])
+def test_save_on_one_backend_load_on_the_other(tmp_path, dtype, trained_on, loaded_on):
+    x, y = _data()
+    m = npmdn.MDN(2, 2, 3, hidden=(8,), seed=0, dtype=dtype, backend=trained_on)
+    m.fit(x, y, epochs=5, verbose=False)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    other = npmdn.load(path, backend=loaded_on)
+    assert other.backend.name == loaded_on
+    np.testing.assert_array_equal(other.params, m.params)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(other.log_prob(x, y), m.log_prob(x, y), **tol)
+    np.testing.assert_allclose(other.predict(x), m.predict(x), **tol)
+    for method in ("gumbel", "cumulative"):
+        s1 = m.sample(x, 4, seed=77, method=method)
+        s2 = other.sample(x, 4, seed=77, method=method)
+        np.testing.assert_allclose(s2, s1, **tol)
+    np.testing.assert_array_equal(other.sample(x, 3, seed=5, sigma_scale=0.0),
+                                  m.sample(x, 3, seed=5, sigma_scale=0.0))
+
+
+def test_serial_and_parallel_epochs_cache_apart():
+    """Numba names its disk cache after the function: the two compilations of the
+    epoch kernel must not share a name, or one loads the other's machine code
+    (this happened: the parallel path ran serially)."""
+    names = {_nb_train.train_epoch_parallel.py_func.__qualname__,
+             _nb_train.train_epoch_serial.py_func.__qualname__}
+    assert len(names) == 2
+    assert _nb_train.train_epoch_parallel.targetoptions.get("parallel")
+    assert not _nb_train.train_epoch_serial.targetoptions.get("parallel")
