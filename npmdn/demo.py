@@ -10,9 +10,8 @@ from .model import MDN
 # Per problem: training points, components, hidden widths, epochs, peak learning rate
 # (cosine schedule, batch 256). Chosen so that each demo trains in seconds on 2 CPU cores
 # and lands close to the true conditional NLL where one is known (README.md has the
-# timings and gaps measured with these settings). The two unimodal problems need one
-# Gaussian: on the sinusoid, extra components gave worse fits in the same time (K = 3 once
-# stalled with straight-line means and wide sigmas covering the curve).
+# timings and gaps measured with these settings). The two unimodal problems need only
+# one Gaussian, which the figures then show plainly.
 SETTINGS = {
     "sinusoid": dict(n_train=20_000, n_components=1, hidden=(64, 64), epochs=150, lr=5e-3),
     "inverted": dict(n_train=20_000, n_components=8, hidden=(64, 64), epochs=150, lr=5e-3),
