@@ -2,9 +2,10 @@
 
     python bench/profile_sampling.py [--n 65536] [--k 5] [--draws 16]
 
-A draw on the npmdn stream needs ceil(K / 4) Philox4x32-10 blocks for the
-Gumbel choice words (one for the cumulative method) and ceil(D / 4) blocks
-for the normal words, then a float64 Box-Muller transform per normal pair.
+A draw on the npmdn stream reads C choice words (C = K for Gumbel-max, 1 for
+the cumulative method), then 2 ceil(D / 2) normal words from the next even
+word: ceil((C + (C & 1) + 2 ceil(D / 2)) / 4) Philox4x32-10 blocks in all
+(see npmdn.philox), and a float64 Box-Muller transform per normal pair.
 This times, on the same data and threads:
 
 1. those Philox blocks alone (vectorised, results summed so nothing is
@@ -25,11 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _machine  # noqa: E402
 
 from npmdn import _numba_kernels as nk  # noqa: E402
-from npmdn._nb_sample import NORMAL_BLOCK, philox10, prefer_wide_vectors  # noqa: E402
+from npmdn._nb_sample import philox10, prefer_wide_vectors  # noqa: E402
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def philox_only(n, J, choice_blocks, normal_blocks, n_chunks):
+def philox_only(n, J, n_blocks, n_chunks):
     """Every Philox block n rows x J draws need, in lanes of 256 draws as the
     sampler computes them (vectorised); returns a checksum."""
     total = n * J
@@ -48,8 +49,8 @@ def philox_only(n, J, choice_blocks, normal_blocks, n_chunks):
             for t in range(nt):
                 r0[t] = np.uint64((f0 + t) // J)
                 dj[t] = np.uint64((f0 + t) % J)
-            for blk in range(choice_blocks + normal_blocks):
-                bb = np.uint64(blk if blk < choice_blocks else NORMAL_BLOCK + blk - choice_blocks)
+            for blk in range(n_blocks):
+                bb = np.uint64(blk)
                 for t in range(nt):
                     W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
                         r0[t], np.uint64(0), dj[t], bb, np.uint64(5), np.uint64(9))
@@ -74,11 +75,10 @@ def main():
     draws = n * j
     rows = []
     chunks = 4 * get_num_threads()
-    for label, cb in (("Philox blocks of Gumbel-max", -(-k // 4)),
-                      ("Philox blocks of cumulative", 1)):
-        nb = -(-d // 4)
-        t = _machine.median_time(lambda cb=cb, nb=nb: philox_only(n, j, cb, nb, chunks), args.runs)
-        rows.append((f"{label} ({cb} + {nb} per draw)", t["median_s"]))
+    for label, c in (("Philox blocks of Gumbel-max", k), ("Philox blocks of cumulative", 1)):
+        nb = -(-(c + (c & 1) + 2 * (-(-d // 2))) // 4)
+        t = _machine.median_time(lambda nb=nb: philox_only(n, j, nb, chunks), args.runs)
+        rows.append((f"{label} ({nb} per draw)", t["median_s"]))
     for label, method, temp in (("sampler, temperature 0 (normals + output)", "gumbel", 0.0),
                                 ("sampler, cumulative", "cumulative", 1.0),
                                 ("sampler, Gumbel-max (default)", "gumbel", 1.0)):

@@ -90,37 +90,71 @@ MDN_HD Block block(const Stream& s, u32 b) {
   return philox4x32_10(s.r0, s.r1, s.draw, b, s.k0, s.k1);
 }
 
-const u32 NORMAL_BLOCK = 0x80000000u;  // 2**31: first block of the normal words
-
 // word -> (x + 0.5) * 2**-32: exact in float64, strictly inside (0, 1)
 MDN_HD double to_uniform(u32 x) { return ((double)x + 0.5) * (1.0 / 4294967296.0); }
 
-// Choice word w: lane w % 4 of block w // 4.
+// The sample's word stream: word w is lane w % 4 of block w // 4. Words are
+// read in increasing order, so one cached block serves four of them: the
+// normals reuse the block of the last choice words when they share it.
+struct Words {
+  Stream s;
+  u32 idx;  // which block b holds; 0xFFFFFFFF before the first
+  Block b;
+};
+
+MDN_HD Words make_words(const Stream& s) {
+  Words w = {s, 0xFFFFFFFFu, {0u, 0u, 0u, 0u}};
+  return w;
+}
+
+MDN_HD u32 word(Words& w, u32 i) {
+  if ((i >> 2) != w.idx) {
+    w.idx = i >> 2;
+    w.b = block(w.s, w.idx);
+  }
+  return lane(w.b, (int)(i & 3u));
+}
+
+// Choice word w as a uniform.
 MDN_HD double choice_uniform(const Stream& s, int w) {
   return to_uniform(lane(block(s, (u32)(w >> 2)), w & 3));
 }
 
-// Box-Muller on normal pair p = d // 2: lanes (0, 1) of block 2**31 + p // 2
-// for even p, (2, 3) for odd p; cosine branch for even d, sine for odd d.
-MDN_HD double normal_from_block(const Block& b, int d) {
-  const int lo = ((d >> 1) & 1) * 2;
-  const double u1 = to_uniform(lane(b, lo));
-  const double u2 = to_uniform(lane(b, lo + 1));
+// The normals start at the first even word after the C choice words
+// (C = K for Gumbel-max, 1 for the cumulative method): pair p takes words
+// first + 2p (u1) and first + 2p + 1 (u2), never split between blocks.
+MDN_HD u32 normal_offset(u32 n_choice) { return n_choice + (n_choice & 1u); }
+
+// Box-Muller on pair p: z0 = r cos(2 pi u2), z1 = r sin(2 pi u2), r = sqrt(-2 log u1).
+MDN_HD void normal_pair(Words& w, u32 first, int p, double* z0, double* z1) {
+  const u32 i = first + 2u * (u32)p;
+  const double u1 = to_uniform(word(w, i));
+  const double u2 = to_uniform(word(w, i + 1u));
   const double r = sqrt(-2.0 * log(u1));
   const double theta = (2.0 * 3.141592653589793) * u2;
-  return (d & 1) ? r * sin(theta) : r * cos(theta);
+  *z0 = r * cos(theta);
+  *z1 = r * sin(theta);
 }
 
-MDN_HD double normal(const Stream& s, int d) {
-  return normal_from_block(block(s, NORMAL_BLOCK + (u32)(d >> 2)), d);
+// Normal d: the cosine branch of pair d // 2 for even d, the sine branch for odd d.
+MDN_HD double normal(Words& w, u32 first, int d) {
+  double z0, z1;
+  normal_pair(w, first, d >> 1, &z0, &z1);
+  return (d & 1) ? z1 : z0;
+}
+
+MDN_HD double normal(const Stream& s, u32 first, int d) {
+  Words w = make_words(s);
+  return normal(w, first, d);
 }
 
 // ---------------------------------------------------------------------------
 // component choice (npmdn.mixture.choose_components), all in float64
 // ---------------------------------------------------------------------------
 
+// Reads the choice words through w, which keeps the last block for the normals.
 template <typename T>
-MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, double temperature) {
+MDN_HD int choose_component(const T* a, int K, Words& w, int method, double temperature) {
   if (temperature == 0.0) {  // argmax a_k, ties to the lowest k
     int best = 0;
     for (int k = 1; k < K; ++k)
@@ -131,10 +165,8 @@ MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, doub
     // k = argmax_k (a_k / T - log(-log u_k)), ties to the lowest k
     int best = 0;
     double best_key = 0.0;
-    Block b = {0u, 0u, 0u, 0u};
     for (int k = 0; k < K; ++k) {
-      if ((k & 3) == 0) b = block(s, (u32)(k >> 2));
-      const double u = to_uniform(lane(b, k & 3));
+      const double u = to_uniform(word(w, (u32)k));
       const double key = (double)a[k] / temperature - log(-log(u));
       if (k == 0 || key > best_key) {
         best = k;
@@ -145,7 +177,7 @@ MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, doub
   }
   // cumulative: pi = softmax(a / T); idx = #{k : c_k <= u} with c the running
   // sums; if rounding leaves u >= c_{K-1}, the last k with pi_k > 0
-  const double u = choice_uniform(s, 0);
+  const double u = to_uniform(word(w, 0u));
   double m = (double)a[0] / temperature;
   for (int k = 1; k < K; ++k) m = nan_max(m, (double)a[k] / temperature);
   double sum = 0.0;
@@ -160,6 +192,12 @@ MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, doub
   }
   if (idx < K) return idx;
   return last >= 0 ? last : K - 1;
+}
+
+template <typename T>
+MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, double temperature) {
+  Words w = make_words(s);
+  return choose_component(a, K, w, method, temperature);
 }
 
 // ---------------------------------------------------------------------------
@@ -294,16 +332,17 @@ MDN_HD void sample_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda, 
                       double temperature, double sigma_scale, T* out) {
   const i64 n = idx / J;
   const u32 j = (u32)(idx - n * J);
-  const Stream st = make_stream(seed, row_offset + (u64)n, j);
-  const int k = choose_component(a + n * lda, K, st, method, temperature);
+  Words w = make_words(make_stream(seed, row_offset + (u64)n, j));
+  const int k = choose_component(a + n * lda, K, w, method, temperature);
+  const u32 first = normal_offset(method == METHOD_GUMBEL ? (u32)K : 1u);
   const T* mk = mu + n * ldmu + (i64)k * D;
   const T* sk = s + n * lds + (i64)k * S;
   const T scale = (T)sigma_scale;
   T* o = out + idx * D;
-  Block b = {0u, 0u, 0u, 0u};
+  double z0 = 0.0, z1 = 0.0;
   for (int d = 0; d < D; ++d) {
-    if ((d & 3) == 0) b = block(st, NORMAL_BLOCK + (u32)(d >> 2));  // 4 normals per block
-    const T eps = (T)normal_from_block(b, d);
+    if (!(d & 1)) normal_pair(w, first, d >> 1, &z0, &z1);
+    const T eps = (T)((d & 1) ? z1 : z0);
     const T sigma = mexp(sk[S == 1 ? 0 : d]);
     o[d] = mk[d] + (scale * sigma) * eps;
   }

@@ -55,7 +55,6 @@ _W1 = np.uint64(0xBB67AE85)
 _MASK = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _TWO_M32 = 2.0**-32
-NORMAL_BLOCK = 2**31
 # A screened race key E_k c_k is within ~NEGLOG32_REL + 2**-22 of its exact value
 # (relative: the log, the float32 factor c_k, the product); a draw is redone in
 # float64 unless the runner-up exceeds the winner by GUMBEL_MARGIN (relative),
@@ -106,7 +105,11 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     total = n * J
     n_tiles = (total + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
-    n_pairs = (D + 1) // 2  # normal pair p: block 2**31 + p // 2, lanes 2 (p % 2) and +1
+    n_pairs = (D + 1) // 2
+    # normal pair p: words first + 2p and first + 2p + 1 of the sample's word stream,
+    # after the choice words (K for Gumbel-max, 1 for the cumulative method), see npmdn.philox
+    n_choice = K if gumbel else 1
+    first = n_choice + (n_choice & 1)
     ss = out.dtype.type(sigma_scale)
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
     for c in prange(n_chunks):
@@ -161,6 +164,10 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for r in range(nr):
                     SGT[j, r] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
 
+            # which block W (uint64) and W32 (the Gumbel screen's) hold for every lane
+            have = -1
+            have32 = -1
+
             # ---- component choice (float64, the reference's arithmetic)
             if temperature == 0.0:
                 for r in range(nr):  # argmax a, ties to the lowest k; no randomness
@@ -210,10 +217,11 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         for t in range(nt):
                             key = neglog_word32(W32[w, t]) * AT32[k, t]
                             b1 = best32[t]
-                            first = key < b1
-                            second32[t] = b1 if first else min(key, second32[t])
-                            best32[t] = key if first else b1
-                            comp32[t] = k if first else comp32[t]
+                            wins = key < b1
+                            second32[t] = b1 if wins else min(key, second32[t])
+                            best32[t] = key if wins else b1
+                            comp32[t] = k if wins else comp32[t]
+                have32 = (K + 3) // 4 - 1
                 # too close to call: the reference's float64 keys, ties to the lowest k
                 for t in range(nt):
                     comp[t] = comp32[t]
@@ -251,6 +259,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for t in range(nt):
                     W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
                         r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                have = 0
                 ra_flat = RA.reshape(-1)
                 for t in range(nt):
                     comp[t] = 0
@@ -260,14 +269,23 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for t in range(nt):
                     comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
 
-            # ---- normals: Box-Muller on the normal blocks, float64, only those used
+            # ---- normals: Box-Muller on the words after the choice words, float64; a
+            # pair never straddles blocks, and the choice's last block is reused
             for p in range(n_pairs):
-                if p % 2 == 0:
-                    bb = np.uint64(NORMAL_BLOCK + p // 2)
-                    for t in range(nt):
-                        W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
-                            r0[t], r1[t], dj[t], bb, key0, key1)
-                lane = 2 * (p % 2)
+                w0 = first + 2 * p
+                blk = w0 // 4
+                if blk != have:
+                    if blk == have32:
+                        for q in range(4):
+                            for t in range(nt):
+                                W[q, t] = np.uint64(W32[q, t])
+                    else:
+                        bb = np.uint64(blk)
+                        for t in range(nt):
+                            W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
+                                r0[t], r1[t], dj[t], bb, key0, key1)
+                    have = blk
+                lane = w0 % 4
                 if 2 * p + 1 < D:
                     for t in range(nt):
                         rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))

@@ -288,7 +288,8 @@ def sample(
     n_words = k if method == "gumbel" else 1
     u = philox.choice_uniforms(seed, rows, draws, n_words)
     comp = choose_components(logits, u, method, temperature)  # [N, J]
-    eps = philox.normals(seed, rows, draws, d).astype(dtype)  # [N, J, D]
+    first = philox.normal_offset(n_words)  # the normals follow the choice words
+    eps = philox.normals(seed, rows, draws, d, first).astype(dtype)  # [N, J, D]
     mu_k = np.take_along_axis(mu, comp[..., None], axis=1)  # [N, J, D]
     sigma_k = np.exp(np.take_along_axis(log_sigma, comp[..., None], axis=1))  # [N, J, S]
     return mu_k + (dtype.type(sigma_scale) * sigma_k) * eps

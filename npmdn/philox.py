@@ -13,22 +13,25 @@ Seed ``s`` (an integer in [0, 2**64)) is the key::
     key = (s & 0xFFFFFFFF, s >> 32)
 
 A sample is addressed by its global row ``i`` (``row_offset`` + position in
-the batch) and its draw ``j`` (0 <= j < n_samples). Block ``b`` of that
-sample is the Philox output for the counter::
+the batch) and its draw ``j`` (0 <= j < n_samples). It owns one stream of
+32-bit words: word ``w`` is lane ``w % 4`` of the Philox output for the
+counter::
 
-    counter = (i & 0xFFFFFFFF, i >> 32, j, b)
+    counter = (i & 0xFFFFFFFF, i >> 32, j, w // 4)
 
-and yields four 32-bit words. Two families of blocks are used:
+The stream starts with the ``C`` choice words, ``C = K`` for Gumbel-max (one
+per component) and ``C = 1`` for the cumulative method. The normals follow
+from the next even word, ``F = C + (C & 1)``: normal pair ``p`` takes words
+``F + 2p`` (u1) and ``F + 2p + 1`` (u2), which always lie in one block, and
+normal ``d`` comes from pair ``d // 2`` by Box-Muller, the cosine branch for
+even ``d`` and the sine branch for odd ``d``::
 
-* choice words, blocks ``b = 0, 1, ...``: word ``w`` is lane ``w % 4`` of
-  block ``w // 4``. Gumbel-max uses words ``0 .. K-1`` (one per component);
-  the cumulative method uses word 0 alone.
-* normal words, blocks ``b = 2**31 + p // 2`` for normal pair ``p``: the
-  pair uses lanes ``(0, 1)`` if ``p`` is even, ``(2, 3)`` if odd. Normal
-  ``d`` of the sample comes from pair ``d // 2`` by Box-Muller, the cosine
-  branch for even ``d`` and the sine branch for odd ``d``::
+    r = sqrt(-2 log u1),  eps_{2p} = r cos(2 pi u2),  eps_{2p+1} = r sin(2 pi u2)
 
-      r = sqrt(-2 log u1),  eps_{2p} = r cos(2 pi u2),  eps_{2p+1} = r sin(2 pi u2)
+So a draw costs ``ceil((F + 2 ceil(D / 2)) / 4)`` Philox blocks: one for the
+cumulative method with D <= 2, two for Gumbel-max with K = 5 and D = 1.
+The layout does not depend on the temperature (at T = 0 the choice words
+are skipped, not reused).
 
 A word ``x`` becomes the float64 uniform ``u = (x + 0.5) * 2**-32``, exact in
 float64 and strictly inside (0, 1), so ``log u`` is always finite.
@@ -42,7 +45,6 @@ PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
 PHILOX_W1 = 0xBB67AE85
-NORMAL_BLOCK = 2**31  # first block of the normal-word family
 _MASK32 = np.uint64(0xFFFFFFFF)
 _TWO_M32 = 2.0**-32
 
@@ -110,24 +112,34 @@ def to_uniform(words) -> np.ndarray:
     return (np.asarray(words, dtype=np.float64) + 0.5) * _TWO_M32
 
 
+def words(seed: int, rows, draws, first: int, count: int) -> np.ndarray:
+    """Words ``first .. first + count - 1`` of each sample's stream, uint32 (R, J, count)."""
+    key = seed_key(seed)
+    b0, b1 = first // 4, (first + count + 3) // 4
+    blocks = [philox4x32(sample_counters(rows, draws, b), key) for b in range(b0, b1)]
+    return np.concatenate(blocks, axis=-1)[..., first - 4 * b0 : first - 4 * b0 + count]
+
+
 def choice_uniforms(seed: int, rows, draws, n_words: int) -> np.ndarray:
     """Choice uniforms ``u[i, j, w]`` for ``w < n_words``: shape (R, J, n_words)."""
-    key = seed_key(seed)
-    n_blocks = -(-n_words // 4)
-    blocks = [philox4x32(sample_counters(rows, draws, b), key) for b in range(n_blocks)]
-    words = np.concatenate(blocks, axis=-1)[..., :n_words]
-    return to_uniform(words)
+    return to_uniform(words(seed, rows, draws, 0, n_words))
 
 
-def normals(seed: int, rows, draws, n_normals: int) -> np.ndarray:
-    """Standard normals ``eps[i, j, d]`` for ``d < n_normals`` (float64), shape (R, J, n_normals)."""
-    key = seed_key(seed)
+def normal_offset(n_choice_words: int) -> int:
+    """The first normal word: the first even word after the choice words."""
+    return n_choice_words + (n_choice_words & 1)
+
+
+def normals(seed: int, rows, draws, n_normals: int, first_word: int = 0) -> np.ndarray:
+    """Standard normals ``eps[i, j, d]`` for ``d < n_normals`` (float64), shape (R, J, n_normals),
+    from the stream's words starting at ``first_word`` (even; see :func:`normal_offset`)."""
+    if first_word % 2:
+        raise ValueError(f"normal pairs start at an even word, got {first_word}")
     n_pairs = -(-n_normals // 2)
-    out = []
-    for b in range(-(-n_pairs // 2)):
-        u = to_uniform(philox4x32(sample_counters(rows, draws, NORMAL_BLOCK + b), key))
-        for lane in (0, 2):
-            r = np.sqrt(-2.0 * np.log(u[..., lane]))
-            theta = 2.0 * np.pi * u[..., lane + 1]
-            out += [r * np.cos(theta), r * np.sin(theta)]
-    return np.stack(out[:n_normals], axis=-1)
+    u = to_uniform(words(seed, rows, draws, first_word, 2 * n_pairs))
+    r = np.sqrt(-2.0 * np.log(u[..., 0::2]))
+    theta = 2.0 * np.pi * u[..., 1::2]
+    out = np.empty(u.shape[:-1] + (2 * n_pairs,))
+    out[..., 0::2] = r * np.cos(theta)
+    out[..., 1::2] = r * np.sin(theta)
+    return out[..., :n_normals]

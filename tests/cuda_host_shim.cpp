@@ -54,11 +54,11 @@ void host_choice_uniforms(mdn::u64 seed, mdn::i64 R, const mdn::u64* rows, mdn::
 }
 
 void host_normals(mdn::u64 seed, mdn::i64 R, const mdn::u64* rows, mdn::i64 J, int D,
-                  double* out) {
+                  mdn::u32 first, double* out) {
   for (mdn::i64 r = 0; r < R; ++r)
     for (mdn::i64 j = 0; j < J; ++j) {
       const mdn::Stream s = mdn::make_stream(seed, rows[r], (mdn::u32)j);
-      for (int d = 0; d < D; ++d) out[(r * J + j) * D + d] = mdn::normal(s, d);
+      for (int d = 0; d < D; ++d) out[(r * J + j) * D + d] = mdn::normal(s, first, d);
     }
 }
 

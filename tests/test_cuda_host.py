@@ -54,6 +54,7 @@ def lib(tmp_path_factory):
 
 
 _CTYPES = {np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint64: ctypes.c_uint64,
+           np.uint32: ctypes.c_uint32,
            np.float64: ctypes.c_double}
 
 
@@ -121,13 +122,14 @@ def test_choice_uniforms_identical(lib, seed, n_words):
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 8, 11])
-def test_normals_match(lib, seed, d):
+@pytest.mark.parametrize("first", [0, 2, 6])
+def test_normals_match(lib, seed, d, first):
     j = 6
     out = np.empty((len(ROWS), j, d))
     call(lib, "host_normals", np.uint64(seed), np.int64(len(ROWS)), ROWS, np.int64(j),
-         np.int32(d), out)
+         np.int32(d), np.uint32(first), out)
     # libm (here) and NumPy's log/cos/sin may differ in the last bit
-    np.testing.assert_allclose(out, philox.normals(seed, ROWS, np.arange(j), d),
+    np.testing.assert_allclose(out, philox.normals(seed, ROWS, np.arange(j), d, first),
                                rtol=1e-13, atol=1e-14)
 
 

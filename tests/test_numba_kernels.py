@@ -355,7 +355,8 @@ def test_sample_normals_are_the_stream(rng, dtype, d):
     zeros = np.zeros((n, 3, d), dtype)
     got = nk.sample(logits, zeros, zeros, j, seed, 2**33 + 1, "gumbel", 1.0, 1.0)
     rows = 2**33 + 1 + np.arange(n, dtype=np.uint64)
-    eps = philox.normals(seed, rows, np.arange(j, dtype=np.uint64), d).astype(dtype)
+    first = philox.normal_offset(3)  # after the K = 3 Gumbel choice words
+    eps = philox.normals(seed, rows, np.arange(j, dtype=np.uint64), d, first).astype(dtype)
     if dtype == np.float64:
         np.testing.assert_allclose(got, eps, rtol=1e-13, atol=1e-14)
     else:

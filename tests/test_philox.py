@@ -31,8 +31,8 @@ def test_vectorized_matches_single_calls():
 
 def test_counter_layout_and_key():
     assert philox.seed_key(0x0123456789ABCDEF).tolist() == [0x89ABCDEF, 0x01234567]
-    c = philox.sample_counters(np.array([2**32 + 7]), np.array([5]), philox.NORMAL_BLOCK + 1)
-    assert c[0, 0].tolist() == [7, 1, 5, 2**31 + 1]
+    c = philox.sample_counters(np.array([2**32 + 7]), np.array([5]), 3)
+    assert c[0, 0].tolist() == [7, 1, 5, 3]
     with pytest.raises(ValueError):
         philox.seed_key(2**64)
 
@@ -62,3 +62,28 @@ def test_normals_prefix_consistent():
     a = philox.normals(3, rows, draws, 7)
     b = philox.normals(3, rows, draws, 2)
     np.testing.assert_array_equal(a[..., :2], b)
+
+
+def test_word_stream_layout():
+    """Word w of sample (row, draw) is lane w % 4 of the block at counter (row, draw, w // 4)."""
+    rows, draws = np.array([3, 2**32 + 1], np.uint64), np.array([0, 7], np.uint64)
+    key = philox.seed_key(2**40 + 9)
+    w = philox.words(2**40 + 9, rows, draws, 0, 12)
+    for b in range(3):
+        np.testing.assert_array_equal(
+            w[..., 4 * b : 4 * b + 4], philox.philox4x32(philox.sample_counters(rows, draws, b), key))
+    np.testing.assert_array_equal(philox.words(2**40 + 9, rows, draws, 5, 6), w[..., 5:11])
+
+
+@pytest.mark.parametrize("first", [0, 2, 6, 8])
+def test_normals_are_box_muller_of_the_words_after_the_choice(first):
+    rows, draws = np.arange(5), np.arange(3)
+    u = philox.to_uniform(philox.words(4, rows, draws, first, 4))
+    r = np.sqrt(-2 * np.log(u[..., [0, 2]]))
+    th = 2 * np.pi * u[..., [1, 3]]
+    want = np.stack([r[..., 0] * np.cos(th[..., 0]), r[..., 0] * np.sin(th[..., 0]),
+                     r[..., 1] * np.cos(th[..., 1])], axis=-1)
+    np.testing.assert_allclose(philox.normals(4, rows, draws, 3, first), want, rtol=1e-15)
+    assert [philox.normal_offset(c) for c in (1, 2, 5, 8)] == [2, 2, 6, 8]
+    with pytest.raises(ValueError, match="even"):
+        philox.normals(4, rows, draws, 2, 3)
