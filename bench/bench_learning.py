@@ -28,10 +28,11 @@ def main():
     for problem in _learning.SETUPS:
         for seed in args.seeds:
             rows.append(_learning.run(problem, seed, backend=args.backend))
-    print(f"npmdn {npmdn.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"npmdn {npmdn.__version__}, numpy {np.__version__}, {cpu}, "
           f"fit {_learning.FIT}, tanh trunk\n")
-    print("| problem | K | hidden | epochs | seed | backend | train s | held-out NLL | true NLL | gap | "
-          "sigma err (central max / full max / full mean) |")
+    print("| problem | K | hidden | epochs | seed | backend | train s | held-out NLL | true NLL "
+          "| gap | sigma err (central max / full max / full mean) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sig = ""

@@ -25,8 +25,8 @@ turns vertical and no closed form, so none is given.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -136,7 +136,8 @@ def inverted_sinusoid(n: int = 1000, seed=None, noise: float = 1.0) -> Dataset:
     def log_prob(xq, yq):
         xq, yq = np.broadcast_arrays(xq, yq)
         inside = np.abs(yq) <= _T_RANGE
-        lp = _gauss_logpdf(xq, _sin_curve(yq), noise) - _inverted_log_z(xq.ravel(), noise).reshape(xq.shape)
+        log_z = _inverted_log_z(xq.ravel(), noise).reshape(xq.shape)
+        lp = _gauss_logpdf(xq, _sin_curve(yq), noise) - log_z
         return np.where(inside, lp, -np.inf)
 
     return Dataset("inverted", x[:, None], t[:, None], log_prob)

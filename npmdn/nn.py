@@ -161,7 +161,8 @@ class MLP:
             else:
                 lim_w = lim_b
             host[off : off + n_in * n_out] = rng.uniform(-lim_w, lim_w, n_in * n_out)
-            host[off + n_in * n_out : off + n_in * n_out + n_out] = rng.uniform(-lim_b, lim_b, n_out)
+            b = off + n_in * n_out
+            host[b : b + n_out] = rng.uniform(-lim_b, lim_b, n_out)
         self.set_params(host)
 
     def set_params(self, values):

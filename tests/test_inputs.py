@@ -130,7 +130,8 @@ def test_ints_and_lists_are_accepted(model):
 
 def _args(n=4, k=3, d=2, s=2, dtype=np.float64):
     rng = np.random.default_rng(0)
-    return [rng.normal(size=shape).astype(dtype) for shape in ((n, k), (n, k, d), (n, k, s), (n, d))]
+    shapes = ((n, k), (n, k, d), (n, k, s), (n, d))
+    return [rng.normal(size=shape).astype(dtype) for shape in shapes]
 
 
 @pytest.mark.parametrize("mutate,exc,msg", [

@@ -71,7 +71,8 @@ def test_word_stream_layout():
     w = philox.words(2**40 + 9, rows, draws, 0, 12)
     for b in range(3):
         np.testing.assert_array_equal(
-            w[..., 4 * b : 4 * b + 4], philox.philox4x32(philox.sample_counters(rows, draws, b), key))
+            w[..., 4 * b : 4 * b + 4],
+            philox.philox4x32(philox.sample_counters(rows, draws, b), key))
     np.testing.assert_array_equal(philox.words(2**40 + 9, rows, draws, 5, 6), w[..., 5:11])
 
 
