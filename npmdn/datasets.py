@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks as C
+from .mixture import logsumexp
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _T_RANGE = 10.5
@@ -117,8 +118,7 @@ def _inverted_log_z(x, noise: float) -> np.ndarray:
     for a in range(0, x.shape[0], 1024):
         xa = x[a : a + 1024, None]
         terms = _gauss_logpdf(xa, _F_NODES[None, :], noise) + log_w[None, :]
-        m = terms.max(axis=1, keepdims=True)
-        out[a : a + 1024] = m[:, 0] + np.log(np.exp(terms - m).sum(axis=1))
+        out[a : a + 1024] = logsumexp(terms)
     return out
 
 
