@@ -47,6 +47,7 @@ import sys
 
 import numpy as np
 
+from . import mixture
 from ._io import atomic_open
 
 PROBLEMS = ("sinusoid", "inverted", "heteroscedastic", "spiral")
@@ -521,13 +522,14 @@ def _predict(args) -> int:
     model = _load_model(args.model, args.backend)
     data = DataFile(args.data)
     x, x_names, _ = _model_columns(data, model, _spec(args.x), None, need_y=False)
-    mean, std = model.predict(x), model.predict_std(x)
+    raw = model.mixture_raw(x)  # one pass through the network for every column below
+    mean, std = mixture.mean(raw[0], raw[1]), np.sqrt(mixture.variance(*raw))
     d = model.out_dim
     sfx = [""] if d == 1 else [f"_{j}" for j in range(d)]
     names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
     cols = list(x.T) + list(mean.T) + list(std.T)
     if args.mixture:
-        pi, mu, sigma = model.mixture(x)
+        pi, mu, sigma = mixture.params(*raw)
         k_range = range(model.n_components)
         names += [f"pi_{k}" for k in k_range]
         cols += list(pi.T)

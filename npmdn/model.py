@@ -590,8 +590,9 @@ class MDN:
         best_val = math.inf
         wait = 0
         progress = Progress(epochs, verbose)
-        nll_buf = xp.empty(bs, dtype=self.dtype)
-        grad_buf = xp.empty((bs, self.head_size), dtype=self.dtype)
+        if fused is None:  # scratch for the step loop
+            nll_buf = xp.empty(bs, dtype=self.dtype)
+            grad_buf = xp.empty((bs, self.head_size), dtype=self.dtype)
         t0 = time.perf_counter()
         monitor_val = xv is not None
         try:
@@ -602,27 +603,29 @@ class MDN:
                 else:
                     lr_now = lr
                 order = xp.asarray(rng.permutation(n)) if steps > 1 else None
-                total = 0.0
                 if fused is not None:
                     total = fused.epoch(order, lr_now, epoch, last_good, history)
-                for step in range(steps if fused is None else 0):
-                    if order is None:
-                        xb, yb = xs, ys
-                    else:
-                        idx = order[step * bs : (step + 1) * bs]
-                        xb, yb = xs[idx], ys[idx]
-                    b = xb.shape[0]
-                    loss, g2 = self._loss_grad_norm_std(xb, yb, nll_buf[:b], grad_buf[:b])
-                    if not math.isfinite(loss):
-                        self._diverged(epoch, step, steps, "loss", loss, last_good, history)
-                    gnorm = math.sqrt(g2)
-                    if clip_norm is not None:
-                        clip_by_global_norm(net.grads, clip_norm, xp, norm=gnorm)
-                    if not math.isfinite(gnorm):
-                        self._diverged(epoch, step, steps, "gradient norm", gnorm, None, history)
-                    last_good[...] = net.params
-                    opt.step(net.params, net.grads, lr_now)
-                    total += loss * b
+                else:
+                    total = 0.0
+                    for step in range(steps):
+                        if order is None:
+                            xb, yb = xs, ys
+                        else:
+                            idx = order[step * bs : (step + 1) * bs]
+                            xb, yb = xs[idx], ys[idx]
+                        b = xb.shape[0]
+                        loss, g2 = self._loss_grad_norm_std(xb, yb, nll_buf[:b], grad_buf[:b])
+                        if not math.isfinite(loss):
+                            self._diverged(epoch, step, steps, "loss", loss, last_good, history)
+                        gnorm = math.sqrt(g2)
+                        if clip_norm is not None:
+                            clip_by_global_norm(net.grads, clip_norm, xp, norm=gnorm)
+                        if not math.isfinite(gnorm):
+                            self._diverged(epoch, step, steps, "gradient norm", gnorm, None,
+                                           history)
+                        last_good[...] = net.params
+                        opt.step(net.params, net.grads, lr_now)
+                        total += loss * b
                 train_nll = total / n + jac
                 history.train_nll.append(train_nll)
                 history.lr.append(lr_now)
