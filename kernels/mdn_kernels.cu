@@ -1,4 +1,4 @@
-// npmdn: the mixture-head CUDA kernels, loaded by npmdn/_cupy_kernels.py
+// npmdn: the mixture-head CUDA kernels, loaded by npmdn/_cuda/kernels.py
 // through CuPy RawModule (NVRTC), which inlines mdn_math.cuh into this source.
 //
 // Build check (what tests/test_cuda_compile.py runs, per architecture):
@@ -9,7 +9,7 @@
 // with the host build that the tests compare against the NumPy reference; a
 // row stores nothing per component, so any K and D run in the same kernel.
 // Parameter lists (MDN_*_PARAMS) are in the header too, shared with the host
-// build; npmdn/_kernel_args.py builds the arguments in that order.
+// build; npmdn/_cuda/plan.py builds the arguments in that order.
 //
 // Kernel names are extern "C", so NVRTC and nvcc give the same symbols:
 // mdn_<op>_f32 and mdn_<op>_f64.

@@ -353,7 +353,7 @@ MDN_HD void sample_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda, 
 // ---------------------------------------------------------------------------
 // The kernels' parameter lists, in one place: the CUDA kernels and the host
 // build's entry points are declared with these, so both take exactly the
-// arguments that npmdn/_kernel_args.py builds (strides in elements).
+// arguments that npmdn/_cuda/plan.py builds (strides in elements).
 // ---------------------------------------------------------------------------
 
 #define MDN_NLL_GRAD_PARAMS(T)                                                                  \

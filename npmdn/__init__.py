@@ -12,12 +12,11 @@ the mixture head runs in fused kernels behind one backend switch.
 (3, 4, 1)
 """
 
-__version__ = "0.1.0"
-
 from . import datasets, metrics
+from ._version import __version__
 from .backend import BackendUnavailable, available_backends, get_backend, set_backend
+from .distribution import Modes
 from .functional import (
-    Modes,
     mixture_cdf,
     mixture_covariance,
     mixture_interval,
@@ -29,7 +28,8 @@ from .functional import (
     mixture_quantile,
     mixture_sample,
 )
-from .model import MDN, History, NonFiniteLossError, load
+from .model import MDN, load
+from .training import History, NonFiniteLossError
 
 __all__ = [
     "MDN",

@@ -10,17 +10,14 @@ import numbers
 
 import numpy as np
 
+from ._arrays import array_module, is_device_array
+
 
 class InputDTypeError(TypeError, ValueError):
     """A wrong dtype. Both a ``TypeError`` and a ``ValueError``, so either catches it."""
 
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def is_device_array(a) -> bool:
-    """True for a CuPy array, found without importing CuPy."""
-    return type(a).__module__.startswith("cupy")
 
 
 def as_dtype(dtype, name: str = "dtype") -> np.dtype:
@@ -150,9 +147,7 @@ def mixture_args(logits, mu, log_sigma, y=None):
     check_nonempty(n, "the batch (N)")
     if k == 0 or d == 0:
         raise ValueError(f"need K >= 1 components and D >= 1 dimensions, got K={k}, D={d}")
-    xp = np
-    if kinds == {True}:
-        import cupy as xp  # noqa: F811  (only reached with CuPy arrays in hand)
+    xp = array_module(logits)
     for nm, a in arrays:
         check_finite(a, nm, xp)
     return n, k, d, s
@@ -165,10 +160,8 @@ def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):
         raise InputDTypeError(
             f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
         )
-    if on_device:
-        import cupy as xp
-    else:
-        xp = np
+    xp = array_module(y)
+    if not on_device:
         try:
             y = np.asarray(y)
         except (TypeError, ValueError) as exc:

@@ -12,6 +12,14 @@ The kernels take arrays already checked (see :mod:`npmdn._checks`); the
 head's arrays may be row-strided views of one ``[N, P]`` head output, with
 contiguous trailing axes.
 
+A backend may also offer a fused training epoch, ``fused_fit(net, head, opt,
+xs, ys, batch_size, steps, clip_norm)``, returning an object with the
+interface of :class:`npmdn.training.StepLoop` (or None where it does not
+apply); the numba backend does (:mod:`npmdn._numba.train`).
+
+Where each backend lives: ``numpy`` is :mod:`npmdn.mixture` itself;
+``numba`` is :mod:`npmdn._numba.kernels`; ``cupy`` is :mod:`npmdn._cuda.kernels`.
+
 Which backend runs, first match wins:
 
 1. the ``backend=`` argument of the call or model;
@@ -35,8 +43,10 @@ from types import ModuleType
 
 import numpy as np
 
+from . import config
+from ._arrays import is_device_array
+
 BACKENDS = ("numpy", "numba", "cupy")
-ENV_VAR = "NPMDN_BACKEND"
 
 
 class BackendUnavailable(RuntimeError):
@@ -51,6 +61,7 @@ class Backend:
     log_prob: Callable
     sample: Callable
     on_device: bool = False
+    fused_fit: Callable | None = None
 
     def asarray(self, a, dtype=None):
         """Move a host array to this backend's memory (no copy when already there)."""
@@ -82,10 +93,11 @@ def _load_numba() -> Backend:
             "(pip install numba)"
         )
     try:
-        from . import _numba_kernels as nk
+        from ._numba import kernels as nk
+        from ._numba import train as nt
     except ImportError as exc:  # e.g. numba present but llvmlite broken
         raise BackendUnavailable(f"backend 'numba' could not load: {exc}") from exc
-    return Backend("numba", np, nk.nll_grad, nk.log_prob, nk.sample)
+    return Backend("numba", np, nk.nll_grad, nk.log_prob, nk.sample, fused_fit=nt.plan)
 
 
 def _load_cupy() -> Backend:
@@ -117,7 +129,7 @@ def _load_cupy() -> Backend:
             "'cupy-cuda13x[ctk]' (or nvidia-cuda-nvrtc for your CUDA version)"
         ) from exc
     try:
-        from . import _cupy_kernels as ck
+        from ._cuda import kernels as ck
     except ImportError as exc:
         raise BackendUnavailable(f"backend 'cupy' could not load its kernels: {exc}") from exc
     return Backend("cupy", cupy, ck.nll_grad, ck.log_prob, ck.sample, on_device=True)
@@ -172,7 +184,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     if isinstance(name, Backend):
         return name
     if name is None:
-        name = _selected or os.environ.get(ENV_VAR) or _auto()
+        name = _selected or os.environ.get(config.ENV_BACKEND) or _auto()
     name = _check_name(name)
     if name not in _cache:
         _cache[name] = _LOADERS[name]()
@@ -212,10 +224,8 @@ def backend_for_arrays(arrays, name=None) -> Backend:
     usual. Otherwise the arrays do: CuPy arrays run on ``cupy``, NumPy arrays
     on the fastest CPU backend (``numba``, else ``numpy``).
     """
-    from ._checks import is_device_array
-
     if name is None:
-        name = _selected or os.environ.get(ENV_VAR)
+        name = _selected or os.environ.get(config.ENV_BACKEND)
     if name is not None:
         return get_backend(name)
     if any(is_device_array(a) for a in arrays):

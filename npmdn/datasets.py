@@ -179,12 +179,17 @@ PROBLEMS = {
     "heteroscedastic": heteroscedastic,
     "spiral": spiral,
 }
-_ALIASES = {"inverted_sinusoid": "inverted", "quadratic": "heteroscedastic"}
+ALIASES = {"inverted_sinusoid": "inverted", "quadratic": "heteroscedastic"}
+
+
+def problem_name(name: str) -> str:
+    """The key in :data:`PROBLEMS` for ``name`` or one of its :data:`ALIASES`."""
+    key = ALIASES.get(name, name)
+    if key not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    return key
 
 
 def load(name: str, n: int = 1000, seed=None, **kwargs) -> Dataset:
     """One of :data:`PROBLEMS` by name (``inverted_sinusoid`` and ``quadratic`` are aliases)."""
-    key = _ALIASES.get(name, name)
-    if key not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
-    return PROBLEMS[key](n, seed, **kwargs)
+    return PROBLEMS[problem_name(name)](n, seed, **kwargs)

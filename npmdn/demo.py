@@ -32,15 +32,13 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     a callable returning it once the figure is drawn; the figure is written
     when matplotlib is installed. Returns ``(model, result dict)``.
     """
-    key = datasets._ALIASES.get(problem, problem)
-    if key not in SETTINGS:
-        raise ValueError(f"unknown problem {problem!r}; choose one of {', '.join(SETTINGS)}")
+    key = datasets.problem_name(problem)
     cfg = SETTINGS[key]
     if png is not None:
         try:  # before training, so that a missing matplotlib costs nothing
-            from .plot import _plt
+            from .plot import pyplot
 
-            _plt()
+            pyplot()
         except ImportError as exc:
             print(f"no figure: {exc}", file=out)
             png = None
@@ -69,7 +67,7 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
         line += f"   true conditional NLL: {result['true_nll']:.4f}   gap {result['gap']:+.4f}"
     print(line, file=out)
     if png is not None:
-        from .plot import _plt, plot_fit, save_figure
+        from .plot import plot_fit, pyplot, save_figure
 
         title = (f"npmdn demo: {key}, K={cfg['n_components']}, held-out NLL "
                  f"{result['heldout_nll']:.3f}")
@@ -79,7 +77,7 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
                        true_log_prob=test.log_prob_fn)
         path = png() if callable(png) else png
         save_figure(fig, path)
-        _plt().close(fig)
+        pyplot().close(fig)
         result["png"] = str(path)
         print(f"figure written to {path}", file=out)
     return model, result

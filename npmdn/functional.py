@@ -7,13 +7,13 @@ in the kind they went in (NumPy in, NumPy out; CuPy in, CuPy out).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from . import _checks as C
-from . import mixture
+from . import distribution, mixture
+from ._arrays import array_module
 from .backend import backend_for_arrays
+from .distribution import Modes
 from .mixture import SAMPLE_METHODS
 
 
@@ -133,29 +133,9 @@ def mixture_params(logits, mu, log_sigma):
 # the mixture as a distribution: CDF, quantiles, intervals, modes, moments
 # --------------------------------------------------------------------------
 # These run on the arrays' own device (NumPy or CuPy) with the float64 math of
-# npmdn.mixture, whatever the input dtype, and return float64 arrays there.
+# npmdn.distribution, whatever the input dtype, and return float64 arrays there.
 # For D > 1 they act on each output dimension's marginal and keep a trailing
 # D axis; for D = 1 that axis is dropped, so 1-D targets give [N] and [N, Q].
-
-
-class Modes(NamedTuple):
-    """Local modes of each row's mixture, highest density first (float64).
-
-    ``locations [N, K, D]`` and ``log_density [N, K]``: row n's ``count[n]``
-    modes fill its first slots; the other slots hold NaN and ``-inf``.
-    """
-
-    locations: object
-    log_density: object
-    count: object
-
-    @property
-    def density(self):
-        return mixture._xp(self.log_density).exp(self.log_density)
-
-    def best(self):
-        """The highest mode of each row, [N, D]."""
-        return self.locations[:, 0, :]
 
 
 def _drop_d(a, d):
@@ -170,7 +150,7 @@ def mixture_cdf(logits, mu, log_sigma, y):
     """
     n, _, d, _ = C.mixture_args(logits, mu, log_sigma)
     y = C.mixture_targets(y, n, d, C.is_device_array(logits))
-    return _drop_d(mixture.cdf(logits, mu, log_sigma, y), d)
+    return _drop_d(distribution.cdf(logits, mu, log_sigma, y), d)
 
 
 def mixture_quantile(logits, mu, log_sigma, q):
@@ -180,11 +160,11 @@ def mixture_quantile(logits, mu, log_sigma, q):
     Returns [N, len(q)] for D = 1 (per-dimension marginals [N, len(q), D]
     for D > 1); a scalar ``q`` drops the level axis. Found by bracketed,
     safeguarded Newton root finding on the mixture CDF in log space, to a
-    relative accuracy of about 1e-12 (see :func:`npmdn.mixture.quantile`).
+    relative accuracy of about 1e-12 (see :func:`npmdn.distribution.quantile`).
     """
     _, _, d, _ = C.mixture_args(logits, mu, log_sigma)
     levels = C.probabilities(q, "q")
-    out = mixture.quantile(logits, mu, log_sigma, mixture._xp(mu).asarray(levels))
+    out = distribution.quantile(logits, mu, log_sigma, array_module(mu).asarray(levels))
     out = _drop_d(out, d)
     return out[:, 0] if levels.ndim == 0 else out
 
@@ -199,9 +179,9 @@ def mixture_interval(logits, mu, log_sigma, coverage=0.9):
     """
     _, _, d, _ = C.mixture_args(logits, mu, log_sigma)
     c = C.probabilities(coverage, "coverage")
-    xp = mixture._xp(mu)
+    xp = array_module(mu)
     lv = xp.asarray(np.concatenate([np.ravel(0.5 - 0.5 * c), np.ravel(0.5 + 0.5 * c)]))
-    out = _drop_d(mixture.quantile(logits, mu, log_sigma, lv), d)
+    out = _drop_d(distribution.quantile(logits, mu, log_sigma, lv), d)
     m = c.size
     lower, upper = out[:, :m], out[:, m:]
     if c.ndim == 0:
@@ -215,12 +195,12 @@ def mixture_modes(logits, mu, log_sigma, *, tol: float = 1e-10, max_iter: int = 
 
     Found by mean-shift (fixed-point) ascent from every component mean, with
     Newton steps where the log-density is concave nearby, then merged; see
-    :func:`npmdn.mixture.modes` for the rules. Works in any D, for diagonal
+    :func:`npmdn.distribution.modes` for the rules. Works in any D, for diagonal
     and isotropic scales; the densities are joint densities of y.
     """
     C.mixture_args(logits, mu, log_sigma)
     options = mode_options(tol, max_iter, merge_tol)
-    return Modes(*mixture.modes(logits, mu, log_sigma, *options))
+    return Modes(*distribution.modes(logits, mu, log_sigma, *options))
 
 
 def mode_options(tol, max_iter, merge_tol):

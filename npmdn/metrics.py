@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from . import mixture
+from . import distribution, mixture
 
 DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -41,7 +41,7 @@ def _drop_d(a, d):
 def log_score(logits, mu, log_sigma, y):
     """``log p(y)`` per row [N] (float64): the joint density of all D dimensions."""
     y, _ = _args(logits, mu, log_sigma, y)
-    f = mixture._f64(logits, mu, log_sigma)
+    f = distribution.f64(logits, mu, log_sigma)
     return mixture.log_prob(*f, y)
 
 
@@ -55,11 +55,11 @@ def crps(logits, mu, log_sigma, y):
 
     ``CRPS(F, y) = int (F(t) - 1{t >= y})^2 dt = E|X - y| - E|X - X'| / 2``, in
     the closed form for Gaussian mixtures of Grimit et al. (2006); see
-    :func:`npmdn.mixture.crps`. In the units of y; lower is better; for a
+    :func:`npmdn.distribution.crps`. In the units of y; lower is better; for a
     point forecast it reduces to the absolute error.
     """
     y, d = _args(logits, mu, log_sigma, y)
-    return _drop_d(mixture.crps(logits, mu, log_sigma, y), d)
+    return _drop_d(distribution.crps(logits, mu, log_sigma, y), d)
 
 
 def pit(logits, mu, log_sigma, y):
@@ -68,7 +68,7 @@ def pit(logits, mu, log_sigma, y):
     For a calibrated model the PIT values of held-out targets are uniform on (0, 1).
     """
     y, d = _args(logits, mu, log_sigma, y)
-    return _drop_d(mixture.cdf(logits, mu, log_sigma, y), d)
+    return _drop_d(distribution.cdf(logits, mu, log_sigma, y), d)
 
 
 def _level_key(level: float) -> str:

@@ -27,7 +27,8 @@ from ._io import atomic_open
 MIN_WEIGHT = 0.02  # below this mixing weight a component is drawn faint, without its band
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot``, or an ImportError that says how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -81,7 +82,7 @@ def _span(v, pad=0.08):
 def _colors(k):
     """k distinct colours; the greys of the tab palettes are skipped, as the data is grey.
     Past nine, tab20's dark shades come first and its light ones after."""
-    plt = _plt()
+    plt = pyplot()
     if k <= 9:
         cmap, order = plt.get_cmap("tab10"), [i for i in range(10) if i != 7]
     else:
@@ -96,7 +97,7 @@ def _masked(values, keep):
 
 def plot_data(x, y, ax=None, **kwargs):
     """A scatter of the data in the seeds' style (small, translucent points)."""
-    plt = _plt()
+    plt = pyplot()
     x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
     style = dict(s=4, c="black", alpha=0.2, lw=0, label="data")
@@ -112,7 +113,7 @@ def plot_components(model, x, y, ax=None, grid=None, min_weight=MIN_WEIGHT):
     its mean is drawn as a faint dotted line and its band is left out, so
     unused components do not hide the ones that matter.
     """
-    plt = _plt()
+    plt = pyplot()
     _check_1d(model)
     x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
@@ -139,7 +140,7 @@ def plot_parameters(model, x, axes=None, grid=None, min_weight=MIN_WEIGHT, y=Non
     elsewhere; the mu and sigma axes are scaled to the solid parts (and the
     mu axis to the data, when ``y`` is given).
     """
-    plt = _plt()
+    plt = pyplot()
     _check_1d(model)
     x = _column(x, "x")
     if axes is None:
@@ -171,7 +172,7 @@ def plot_parameters(model, x, axes=None, grid=None, min_weight=MIN_WEIGHT, y=Non
 
 def plot_samples(model, x, y, ax=None, n_samples=1, seed=0):
     """The data (blue) and draws from ``p(y | x)`` at the same x (red), as in the seeds."""
-    plt = _plt()
+    plt = pyplot()
     _check_1d(model)
     x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
@@ -193,7 +194,7 @@ def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
     ``true_log_prob(x, y) -> log p`` (e.g. a data set's ``log_prob_fn``)
     the true density is drawn dashed beside each slice.
     """
-    plt = _plt()
+    plt = pyplot()
     _check_1d(model)
     x, y = _xy(x, y)
     ax = ax if ax is not None else plt.gca()
@@ -223,7 +224,7 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
     At most ``max_points`` rows (a seeded random subset) are scattered. Writes
     the figure to ``path`` when given (then closes it); returns the figure.
     """
-    plt = _plt()
+    plt = pyplot()
     _check_1d(model)
     x, y = _xy(x, y)
     if x.size > max_points:  # keep the scatter readable and the file small

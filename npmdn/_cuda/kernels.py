@@ -6,7 +6,7 @@ arrays. The source (``mdn_kernels.cu`` with ``mdn_math.cuh`` inlined) is
 compiled by NVRTC once per device and cached (in memory per process, and by
 CuPy on disk across processes, keyed by the source text).
 
-Argument checks and layouts are in :mod:`npmdn._kernel_args`, shared with
+Argument checks and layouts are in :mod:`npmdn._cuda.plan`, shared with
 the host-build tests; this module only launches.
 
 CuPy compiles with ``-ftz=true``: float32 results below the smallest normal
@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import cupy
 
-from . import _kernel_args as ka
-from . import _kernel_sources as ks
-from ._checks import InputDTypeError, is_device_array
+from .. import config
+from .._arrays import is_device_array
+from .._checks import InputDTypeError
+from . import plan as ka
+from . import sources as ks
 
 # Pinned because NVRTC's default C++ dialect differs between CUDA versions.
 NVRTC_OPTIONS = ("--std=c++17",)
 THREADS = ks.threads_per_block()  # must equal MDN_THREADS (the kernels' launch bounds)
-_MAX_BLOCKS = 1 << 16  # grid-stride loops cover the rest; this already fills any GPU
 
 
 @cupy.memoize(for_each_device=True)
@@ -56,7 +57,7 @@ def _run(make_plan, device):
     with device:
         plan = make_plan()
         if plan.total > 0:
-            blocks = min(_MAX_BLOCKS, -(-plan.total // THREADS))
+            blocks = min(config.CUDA_MAX_BLOCKS, -(-plan.total // THREADS))
             _function(plan.name)((blocks,), (THREADS,), plan.args)
         return plan.finish()
 

@@ -1,20 +1,25 @@
-"""The ``numba`` backend: fused CPU kernels with the reference's signatures.
+"""The ``numba`` backend's face: fused CPU kernels with the reference's signatures.
+
+:mod:`npmdn.backend` takes ``nll_grad``, ``log_prob`` and ``sample`` from
+here (and the fused training epoch from :mod:`npmdn._numba.train`); each has
+the signature and results of its NumPy reference in :mod:`npmdn.mixture`.
 
 Importing this module imports Numba but compiles nothing; each kernel is
 compiled on first use for the dtypes it meets and cached on disk
 (``cache=True``), so a later process loads machine code instead of
-compiling. ``import npmdn`` does not import this module at all; the backend
+compiling. ``import npmdn`` does not import this package at all; the backend
 switch does, when the numba backend is first asked for.
 
-The modules behind it, each with the why of its layout in its docstring:
-``_nb_vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
-``_nb_transpose`` (8 x 8 register transposes between rows and tiles),
-``_nb_head`` (NLL + gradient and log-density), ``_nb_sample`` (Philox
-sampling), ``_nb_train`` (fused training epochs for ``MDN.fit``).
+The modules of ``npmdn/_numba``, each with the why of its layout in its docstring:
+``vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
+``transpose`` (8 x 8 register transposes between rows and tiles),
+``head`` (NLL + gradient and log-density), ``sample`` (Philox sampling),
+``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file).
+Their tunables (tile sizes, rows per thread) are in :mod:`npmdn.config`.
 
 Caching caveat for whoever edits these files: Numba checks only the source
-file of the cached function itself, so after changing ``_nb_vmath.py`` or
-``_nb_transpose.py`` delete ``npmdn/__pycache__/*.nb*`` (an install or
+file of the cached function itself, so after changing ``vmath.py`` or
+``transpose.py`` delete ``npmdn/_numba/__pycache__/*.nb*`` (an install or
 upgrade rewrites every file and so invalidates everything). Builds made with
 ``NUMBA_DEBUGINFO=1`` are cached under the same names as optimised ones.
 """
@@ -24,11 +29,9 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, set_num_threads, types
 
-from . import _nb_head as _head
-from . import _nb_sample as _sample
-
-TILE = 64  # samples per tile of the head kernels (see _nb_head.py)
-
+from .. import config
+from . import head as _head
+from . import sample as _sample
 
 _A1 = {dt: types.Array(types.float32 if dt == np.float32 else types.float64, 1, "A")
        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
@@ -42,8 +45,7 @@ _SIGS = {
        types.float64),
 }
 _MODULES = {"head_kernel": _head, "sample_kernel": _sample}
-SAMPLE_TILE = 256  # draws per tile of the sampling kernel
-GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see _nb_sample; tests raise it to force the float64 path
+GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
 
 
@@ -62,16 +64,8 @@ def _entry(name, dtype):
     return fn
 
 
-# Work below this per thread runs on one thread: a parallel region's barrier
-# waits for the slowest thread, and on a busy machine that one may be waiting
-# for a time slice, so short calls gain nothing and can lose milliseconds.
-MIN_ROWS_PER_THREAD = 8192  # head kernel, ~20-100 ns per row
-MIN_DRAWS_PER_THREAD = 4096  # sampling, ~20-150 ns per draw
-
-
 def _n_chunks():
-    # a few chunks per thread so that a slow thread does not hold up the rest
-    return 4 * get_num_threads()
+    return config.CHUNKS_PER_THREAD * get_num_threads()
 
 
 def _call(fn, work, per_thread, *args):
@@ -123,8 +117,8 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
-    _call(_entry("head_kernel", dtype), n, MIN_ROWS_PER_THREAD,
-          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, TILE, _n_chunks())
+    _call(_entry("head_kernel", dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
+          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, config.HEAD_TILE, _n_chunks())
     for dst, v, t in zip(out, outs2d, tmp, strict=True):
         if v is None:  # an output the kernel could not write in place
             dst[...] = t.reshape(dst.shape)
@@ -136,8 +130,8 @@ def log_prob(logits, mu, log_sigma, y):
     (n, _, _, _), ins = _head_args(logits, mu, log_sigma, y)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
-    _call(_entry("head_kernel", logits.dtype), n, MIN_ROWS_PER_THREAD,
-          *ins, out, unused, unused, unused, False, TILE, _n_chunks())
+    _call(_entry("head_kernel", logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
+          *ins, out, unused, unused, unused, False, config.HEAD_TILE, _n_chunks())
     return out
 
 
@@ -154,9 +148,9 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
     out = np.empty((n, n_samples, d), dtype)
     seed = int(seed)
     _call(
-        _entry("sample_kernel", dtype), n * n_samples, MIN_DRAWS_PER_THREAD,
+        _entry("sample_kernel", dtype), n * n_samples, config.SAMPLE_MIN_DRAWS_PER_THREAD,
         *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
         np.uint64(row_offset), method == "gumbel", float(temperature), float(sigma_scale),
-        out.reshape(n * n_samples, d), SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
+        out.reshape(n * n_samples, d), config.SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
     )
     return out

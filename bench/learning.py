@@ -1,4 +1,4 @@
-"""The learning check of the core issue, shared by the test and bench/bench_learning.py.
+"""The learning check of the core issue, shared by tests/app/test_learning.py and bench.learn.
 
 Train on 20,000 points of a seed problem, score 20,000 fresh ones, and compare
 with the true conditional NLL (the best any model can do on those rows).
@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from . import datasets
-from .model import MDN
+from npmdn import datasets
+from npmdn.model import MDN
 
 # problem -> model and fit settings (tanh trunk, Adam, cosine decay, batch 256)
 SETUPS = {

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._nb_vmath import (
+from .vmath import (
     NEGLOG32_REL,
     always_inline,
     cos_sin_2pi,

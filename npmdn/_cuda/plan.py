@@ -1,7 +1,7 @@
 """Argument plans for the CUDA kernels: checks, layouts, and the argument tuples.
 
 Written against an array module ``xp`` (CuPy for the GPU launches in
-:mod:`npmdn._cupy_kernels`; NumPy for the tests, which hand the same tuples
+:mod:`npmdn._cuda.kernels`; NumPy for the tests, which hand the same tuples
 to a host build of the kernels through ctypes), so everything but the launch
 itself is exercised on machines without a GPU.
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import FLOAT_DTYPES, InputDTypeError, is_device_array
-from .mixture import SAMPLE_METHODS
+from .._arrays import is_device_array
+from .._checks import FLOAT_DTYPES, InputDTypeError
+from ..mixture import SAMPLE_METHODS
 
 
 def _address(a) -> int:

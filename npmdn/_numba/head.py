@@ -4,10 +4,10 @@ The math is :func:`npmdn.mixture.nll_grad` (the reference this kernel is
 tested against). The layout is what makes it fast:
 
 * rows are processed in tiles of ``T`` samples; each tile is transposed
-  (8 x 8 register blocks, ``_nb_transpose``) into structure-of-arrays scratch
+  (8 x 8 register blocks, :mod:`npmdn._numba.transpose`) into structure-of-arrays scratch
   ``X[param, t]`` so that every innermost loop runs over the samples of the
   tile, contiguous and independent, and LLVM vectorises it, exp and log
-  included (``_nb_vmath``);
+  included (:mod:`npmdn._numba.vmath`);
 * exactly ``K (S + 2)`` exps and 2 logs per sample: ``K`` for the softmax of
   the logits, ``K S`` for ``1 / sigma = exp(-s)``, ``K`` for the
   responsibilities; ``pi`` and ``r`` come from those exps and one reciprocal
@@ -29,8 +29,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._nb_transpose import tr_load8, tr_store8
-from ._nb_vmath import as_type, prefer_wide_vectors, vexp, vlog
+from .transpose import tr_load8, tr_store8
+from .vmath import as_type, prefer_wide_vectors, vexp, vlog
 
 # no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
 # (the hard inputs and the divergence checks need inf and NaN to mean what

@@ -13,9 +13,10 @@ import os
 import re
 from pathlib import Path
 
+from .. import config
+
 KERNEL_FILE = "mdn_kernels.cu"
 HEADER_FILE = "mdn_math.cuh"
-ENV_VAR = "NPMDN_KERNEL_DIR"  # overrides the search, for trying edited sources
 
 # (base name, what it computes); each exists as <base>_f32 and <base>_f64.
 KERNELS = ("mdn_nll_grad", "mdn_log_prob", "mdn_sample")
@@ -25,11 +26,11 @@ _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILI
 
 
 def _candidates():
-    env = os.environ.get(ENV_VAR)
+    env = os.environ.get(config.ENV_KERNEL_DIR)  # edited sources to try
     if env:
         yield Path(env)
         return
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parent.parent  # npmdn/
     yield pkg / "kernels"  # installed wheel: npmdn/kernels
     yield pkg.parent / "kernels"  # source checkout or editable install: <repo>/kernels
 

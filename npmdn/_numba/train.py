@@ -4,18 +4,22 @@ A small MDN spends most of a NumPy training step in Python: a dozen array
 calls per layer, each a few microseconds, against a few microseconds of
 arithmetic. Here a whole epoch (every minibatch step: forward pass, mixture
 head, backward pass, gradient norm and clipping, optimizer update) is one
-compiled call, and the model's ``fit`` keeps everything else: argument
+compiled call, and :mod:`npmdn.training` keeps everything else: argument
 checks, shuffling, the learning-rate schedule, validation, history, early
-stopping, callbacks, progress and the errors it raises.
+stopping, callbacks, progress and the errors it raises. The kernel reports a
+failed step as a status; it never calls back into the model.
 
-The math is that of the NumPy path (``nn.py``, ``mixture.py``, ``optim.py``),
-which stays the reference; ``tests/test_backends.py`` trains both and
-compares. Only the order of floating-point sums differs.
+The math is that of the NumPy step loop (``nn.py``, ``mixture.py``,
+``optim.py``, ``training.StepLoop``), which stays the reference;
+``tests/backends/test_training_backends.py`` trains both and compares. Only
+the order of floating-point sums differs. The activations and the Adam/SGD
+update are fused copies of ``nn.activation_forward``/``activation_backward``
+and ``optim.Adam.step``/``SGD.step``; ``docs/derivation.md`` maps each.
 
 Layout: activations are feature-major, ``A[unit, row]``, so every inner loop
 runs over the rows of a chunk of the batch, contiguous and vectorised, and
 the head output is already the structure-of-arrays layout of
-``_nb_head.head_soa``. A batch is cut into chunks of ``CHUNK`` rows (the
+``head.head_soa``. A batch is cut into chunks of ``config.TRAIN_CHUNK`` rows (the
 chunk's activations stay in cache); the chunks are shared out to the
 threads, each accumulating its own gradient, summed before the update.
 
@@ -32,21 +36,15 @@ import types as types_
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads, types
 
-from ._nb_head import head_soa
-from ._nb_vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
+from .. import config
+from ..optim import SGD, Adam
+from .head import head_soa
+from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
 
 # reassociation lets LLVM vectorise the row sums of the weight gradients;
 # the exp/log/tanh code keeps its own flags (LLVM flags are per instruction)
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 ACTIVATIONS = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3, "softplus": 4, "elu": 5}
-CHUNK = 256  # rows per chunk of a batch
-# Below this many rows per thread a step runs on one thread: a step of a small
-# model lasts tens of microseconds, and a parallel region's barrier waits for
-# the slowest thread, which on a busy machine may be waiting for a time slice
-# (measured here: 60 us steps became 5 ms with two threads and one other
-# busy process).
-MIN_ROWS_PER_THREAD = 4096
-ENV_VAR = "NPMDN_FUSED_FIT"  # "0" turns the fused path off (the NumPy loop runs instead)
 
 # status codes returned by the epoch kernel
 OK, BAD_LOSS, BAD_GRAD_NORM = 0, 1, 2
@@ -439,28 +437,32 @@ def _entry(dtype, parallel):
 
 
 class FusedFit:
-    """One compiled call per epoch for :meth:`npmdn.MDN.fit`; see :func:`plan`."""
+    """One compiled call per epoch, with the interface of :class:`npmdn.training.StepLoop`.
 
-    def __init__(self, model, opt, xs, ys, bs, steps, clip_norm):
-        from .optim import Adam
+    ``net`` is the model's :class:`npmdn.nn.MLP` (its flat ``params`` and
+    ``grads`` are updated in place), ``head = (K, D, S)`` the mixture head's
+    sizes, ``opt`` an :class:`npmdn.optim.Adam` or :class:`~npmdn.optim.SGD`
+    whose documented state (``m``, ``v``, ``t`` and hyper-parameters) the
+    kernel updates as ``opt.step`` would.
+    """
 
-        net = model.net
-        self.model, self.opt, self.net = model, opt, net
+    def __init__(self, net, head, opt, xs, ys, bs, steps, clip_norm):
+        self.opt, self.net = opt, net
         self.xs, self.ys = xs, ys
         self.bs, self.steps = bs, steps
         self.clip = -1.0 if clip_norm is None else float(clip_norm)
         self.adam = isinstance(opt, Adam)
-        dt = model.dtype
+        dt = net.dtype
+        chunk = self.chunk = config.TRAIN_CHUNK
         self.sizes = np.asarray(net.sizes, dtype=np.int64)
         self.offs = np.asarray([off for off, _, _ in net.shapes], dtype=np.int64)
-        self.chunk = CHUNK
-        self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * CHUNK
-        self.act = ACTIVATIONS[model.activation]
-        self.K, self.D, self.S = model.n_components, model.out_dim, model.scale_dim
+        self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
+        self.act = ACTIVATIONS[net.activation]
+        self.K, self.D, self.S = head
         rows = min(bs, xs.shape[0])
-        self.n_threads = max(1, min(get_num_threads(), rows // MIN_ROWS_PER_THREAD))
-        width = int(self.aoffs[-1] + self.sizes[-1] * CHUNK)
-        need = 2 * width + 2 * int(self.sizes.max()) * CHUNK + (self.D + 2 * self.K + 5) * CHUNK
+        self.n_threads = max(1, min(get_num_threads(), rows // config.TRAIN_MIN_ROWS_PER_THREAD))
+        width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
+        need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
         self.scratch = np.zeros((self.n_threads, need), dt)
         self.GT = np.zeros((self.n_threads, net.n_params), dt)
         mask = opt.decay_mask if opt.decay_mask is not None else np.ones(net.n_params, dt)
@@ -473,12 +475,10 @@ class FusedFit:
         self.empty_order = np.zeros(0, dtype=np.int64)
         self.fn = _entry(dt, self.n_threads > 1)
 
-    def epoch(self, order, lr, epoch, last_good, history):
-        """All steps of one epoch; returns the sum of the steps' NLL sums.
-
-        A NaN or infinite loss or gradient norm raises through the model's
-        ``_diverged``, with the same message and weights as the NumPy loop.
-        """
+    def epoch(self, order, lr, last_good):
+        """All steps of one epoch: ``(loss_sum, failed)`` as
+        :class:`npmdn.training.EpochResult` describes, the weights left as the
+        step loop would leave them."""
         opt = self.opt
         order = self.empty_order if order is None else np.ascontiguousarray(order, np.int64)
         if self.adam:
@@ -500,25 +500,20 @@ class FusedFit:
                 set_num_threads(threads)
         code, step = int(st[0]), int(st[1])
         opt.t += int(st[4]) if code == OK else step
-        if code == BAD_LOSS:
-            self.model._diverged(epoch, step, self.steps, "loss", float(st[2]), last_good,
-                                 history)
-        if code == BAD_GRAD_NORM:
-            self.model._diverged(epoch, step, self.steps, "gradient norm", float(st[2]), None,
-                                 history)
-        return float(st[3])
+        if code == OK:
+            return float(st[3]), None
+        what = "loss" if code == BAD_LOSS else "gradient norm"
+        return float(st[3]), (step, what, float(st[2]))
 
 
-def plan(model, opt, xs, ys, bs, steps, clip_norm):
-    """A :class:`FusedFit` when ``fit`` can run fused here, else None.
+def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
+    """A :class:`FusedFit` when an epoch can run fused here, else None (the step loop runs).
 
-    It can when the model is on the numba backend with a NumPy optimizer this
-    module mirrors (Adam, SGD) and ``NPMDN_FUSED_FIT`` is not ``0``.
+    It can when the optimizer is one this module mirrors (Adam, SGD), the
+    activation one it has, and ``NPMDN_FUSED_FIT`` is not ``0``.
     """
-    from .optim import SGD, Adam
-
-    if model.backend.name != "numba" or os.environ.get(ENV_VAR, "1") == "0":
+    if os.environ.get(config.ENV_FUSED_FIT, "1") == "0":
         return None
-    if type(opt) not in (Adam, SGD) or model.activation not in ACTIVATIONS:
+    if type(opt) not in (Adam, SGD) or net.activation not in ACTIVATIONS:
         return None
-    return FusedFit(model, opt, xs, ys, bs, steps, clip_norm)
+    return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm)

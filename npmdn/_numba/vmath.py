@@ -6,9 +6,9 @@ not built with the SVML patch (``numba -s``: "SVML Operational: False").
 A scalar libm ``exp`` costs ~4-5 ns, which would make the fused kernels no
 faster than PyTorch. The functions here are plain arithmetic and bit casts,
 so LLVM inlines them and vectorises the loops that call them (innermost loop
-over a tile of samples, see ``_nb_head.py``).
+over a tile of samples, see ``head.py``).
 
-Accuracy (checked against NumPy in ``tests/test_numba_kernels.py``):
+Accuracy (checked against NumPy in ``tests/backends/test_numba_internals.py``):
 float64 within 2 ulp, float32 within 4 ulp, overflow to inf, exp(-inf) = 0,
 log(0) = -inf, log of a subnormal, and NaN in -> NaN out.
 
@@ -340,7 +340,7 @@ def neglog_word32(x):
     exactly from the word, ``(2**32 - 1 - x + 0.5) 2**-32``): the series
     ``v + v^2/2 + ... + v^9/9`` (``v < 1/4``), so that ``-log u ~ v`` keeps
     its relative precision down to ``v = 2**-33``. Used to pre-screen the
-    Gumbel choice (see ``_nb_sample``), which only needs relative accuracy.
+    Gumbel choice (see ``sample.py``), which only needs relative accuracy.
     """
     always_inline()
     f32 = np.float32

@@ -1,0 +1,46 @@
+"""The ``npmdn`` command (also ``python -m npmdn``).
+
+``main.py`` is the parser and the entry point, ``commands.py`` the
+subcommands, ``files.py`` the data files and outputs.
+
+Subcommands
+-----------
+``demo``     train on a seed problem, print held-out NLL, draw the figure
+``fit``      train on your data (CSV, ``.npz``, ``.npy``) and save the model
+``predict``  conditional mean and standard deviation (and the mixture) as CSV
+``sample``   draws from p(y | x) as CSV
+``score``    held-out NLL and every other metric ``MDN.score`` returns
+``plot``     the demo's figure for a saved model with 1-D x and y
+
+Data files
+----------
+* CSV with a header row (``.tsv``: tab-separated). ``--x``/``--y`` take a
+  comma-separated list of columns; each entry is a header name or, when no
+  column has that name, a 0-based column index. Only the chosen columns are
+  parsed, so other columns may hold text.
+* ``.npz``: ``--x``/``--y`` name arrays (1-D: one column; 2-D: all columns).
+* ``.npy``: one 1-D or 2-D array; columns by 0-based index.
+
+``fit`` needs ``--x`` and ``--y``. The other subcommands take the model's
+widths from the model: without ``--x``/``--y`` an ``.npz`` uses its arrays
+``x`` and ``y``, and a CSV or ``.npy`` file must hold exactly the x columns
+(or, where y is not needed, x then y columns) in that order.
+
+Outputs
+-------
+A file you name with ``--out`` is replaced if it exists (written to a
+temporary file first and renamed, so a failed run leaves it as it was); it
+may not be one of the inputs. A default name (``model.npz``, the figure of
+``demo`` and ``plot``) never replaces anything: the first free name
+``stem-2.ext``, ``stem-3.ext``, ... is used. ``predict`` and ``sample``
+write to standard output unless given ``--out``.
+
+Exit status: 0 success; 2 bad input (one line on stderr, nothing written);
+1 training diverged (NaN loss); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from .main import build_parser, main
+
+__all__ = ["main", "build_parser"]

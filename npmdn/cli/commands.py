@@ -1,0 +1,173 @@
+"""The subcommands: each takes the parsed arguments and returns the exit status.
+
+Argument errors are :class:`~npmdn.cli.files.UsageError`; :func:`npmdn.cli.main.main`
+turns them (and the library's ``ValueError``) into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .. import mixture
+from .files import (
+    DataFile,
+    Output,
+    UsageError,
+    csv_text,
+    emit,
+    load_model,
+    model_columns,
+    spec,
+)
+
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def headless_matplotlib() -> None:
+    """The command only writes files: draw with Agg, whatever display there is."""
+    try:
+        import matplotlib
+    except ImportError:
+        return  # npmdn.plot (or the demo) says how to install it
+    matplotlib.use("Agg")
+
+
+def demo(args) -> int:
+    from ..demo import run_demo
+
+    headless_matplotlib()
+    out = Output(args.out, f"npmdn-demo-{args.problem}.png", formats=FIGURE_FORMATS)
+    run_demo(args.problem, n_train=args.n, seed=args.seed, png=out.final_path,
+             backend=args.backend, verbose=False if args.quiet else None)
+    return 0
+
+
+def fit(args) -> int:
+    from ..model import MDN
+
+    out = Output(args.out, "model.npz", inputs=[args.data])
+    if args.x is None or args.y is None:
+        raise UsageError("fit needs --x and --y: the columns (or .npz arrays) of x and of y")
+    data = DataFile(args.data)
+    x, x_names = data.select(spec(args.x))
+    y, y_names = data.select(spec(args.y))
+    overlap = set(x_names) & set(y_names)
+    if overlap:
+        raise UsageError(f"column(s) {', '.join(sorted(overlap))} chosen for both x and y")
+    model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
+                activation=args.activation, covariance=args.covariance,
+                backend=args.backend, dtype=args.dtype, seed=args.seed)
+    history = model.fit(
+        x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        lr_schedule=args.lr_schedule, validation_split=args.validation_split,
+        patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+        verbose=False if args.quiet else None,
+    )
+    path = out.final_path()
+    model.save(path)
+    n_train = x.shape[0] - int(round(args.validation_split * x.shape[0]))  # as fit splits
+    line = (f"trained {history.epochs} epochs on {n_train} rows in {history.seconds:.2f} s "
+            f"(backend {model.backend.name}): train NLL {history.train_nll[-1]:.4f}")
+    if history.val_nll:
+        best = history.best_epoch
+        line += (f", validation NLL {history.val_nll[-1]:.4f}"
+                 f" (best {history.val_nll[best - 1]:.4f} at epoch {best}")
+        line += ", weights of that epoch kept)" if history.restored_best else ")"
+    print(line)
+    print(f"x = {', '.join(x_names)}; y = {', '.join(y_names)}")
+    print(f"model saved to {path}")
+    return 0
+
+
+def predict(args) -> int:
+    out = Output(args.out, None, inputs=[args.model, args.data])
+    model = load_model(args.model, args.backend)
+    data = DataFile(args.data)
+    x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
+    raw = model.mixture_raw(x)  # one pass through the network for every column below
+    mean, std = mixture.mean(raw[0], raw[1]), np.sqrt(mixture.variance(*raw))
+    d = model.out_dim
+    sfx = [""] if d == 1 else [f"_{j}" for j in range(d)]
+    names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
+    cols = list(x.T) + list(mean.T) + list(std.T)
+    if args.mixture:
+        pi, mu, sigma = mixture.params(*raw)
+        k_range = range(model.n_components)
+        names += [f"pi_{k}" for k in k_range]
+        cols += list(pi.T)
+        names += [f"mu_{k}{s}" for k in k_range for s in sfx]
+        cols += [mu[:, k, j] for k in k_range for j in range(d)]
+        s_sfx = [""] if sigma.shape[2] == 1 else sfx
+        names += [f"sigma_{k}{s}" for k in k_range for s in s_sfx]
+        cols += [sigma[:, k, j] for k in k_range for j in range(sigma.shape[2])]
+    emit(out, csv_text(names, cols), f"predictions for {x.shape[0]} rows")
+    return 0
+
+
+def sample(args) -> int:
+    out = Output(args.out, None, inputs=[args.model, args.data])
+    model = load_model(args.model, args.backend)
+    data = DataFile(args.data)
+    x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
+    draws = model.sample(x, args.n_samples, seed=args.seed)  # [N, J, D]
+    n, j, d = draws.shape
+    row = np.repeat(np.arange(n), j)
+    draw = np.tile(np.arange(j), n)
+    names = ["row", "draw"] + list(x_names) + (["y"] if d == 1 else [f"y_{i}" for i in range(d)])
+    cols = [row, draw] + [np.repeat(c, j) for c in x.T] + list(draws.reshape(n * j, d).T)
+    emit(out, csv_text(names, cols), f"{n * j} draws")
+    return 0
+
+
+def score(args) -> int:
+    model = load_model(args.model, args.backend)
+    data = DataFile(args.data)
+    x, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    scores = model.score(x, y)
+    if args.json:
+        print(json.dumps({"rows": x.shape[0], **{k: _jsonable(v) for k, v in scores.items()}}))
+        return 0
+    width = max(len(k) for k in ["rows", *scores])
+    print(f"{'rows':<{width}}  {x.shape[0]}")
+    for key, value in scores.items():  # every metric the library returns, in its order
+        print(f"{key:<{width}}  {_fmt_value(value)}")
+    return 0
+
+
+def _jsonable(v):
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    return v
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    if isinstance(v, np.ndarray):
+        return np.array2string(v, precision=6, separator=", ", max_line_width=10**6)
+    return str(v)
+
+
+def plot(args) -> int:
+    headless_matplotlib()
+    from .. import plot
+
+    model = load_model(args.model, args.backend)
+    if model.in_dim != 1 or model.out_dim != 1:
+        raise UsageError(
+            f"plot draws models with 1-D x and 1-D y; {args.model} maps {model.in_dim}-D x "
+            f"to {model.out_dim}-D y"
+        )
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    out = Output(args.out, f"{stem}.png", inputs=[args.model, args.data],
+                  formats=FIGURE_FORMATS)
+    data = DataFile(args.data)
+    x, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    fig = plot.plot_fit(model, x, y, title=args.title or f"npmdn: {args.model}", seed=args.seed)
+    path = out.final_path()
+    plot.save_figure(fig, path)
+    print(f"figure written to {path}")
+    return 0

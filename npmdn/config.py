@@ -1,0 +1,48 @@
+"""Every tunable of npmdn, once: tile and chunk sizes, thread thresholds, env var names.
+
+These are performance settings, not semantics: none of them changes a result
+beyond the order of floating-point sums (the tests vary several of them to
+check exactly that). They are read where they are used, at call time, so a
+test or a benchmark may set them on this module.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------
+# environment variables
+# --------------------------------------------------------------------------
+
+ENV_BACKEND = "NPMDN_BACKEND"  # the default backend, see npmdn.backend
+ENV_FUSED_FIT = "NPMDN_FUSED_FIT"  # "0" turns the numba backend's fused training epoch off
+ENV_KERNEL_DIR = "NPMDN_KERNEL_DIR"  # a directory of edited CUDA sources to use instead
+
+# --------------------------------------------------------------------------
+# memory bounds of the NumPy-level code (any backend)
+# --------------------------------------------------------------------------
+
+INFERENCE_CHUNK = 1 << 16  # rows per network pass in MDN inference: bounds memory for any N
+DISTRIBUTION_BLOCK = 1 << 20  # float64 elements per temporary of the CDF/quantile/CRPS/modes
+
+# --------------------------------------------------------------------------
+# the numba backend (npmdn._numba)
+# --------------------------------------------------------------------------
+
+HEAD_TILE = 64  # samples per tile of the fused head kernel (a multiple of 8)
+SAMPLE_TILE = 256  # draws per tile of the sampling kernel
+# Work below these per thread runs on one thread: a parallel region's barrier
+# waits for the slowest thread, and on a busy machine that one may be waiting
+# for a time slice, so short calls gain nothing and can lose milliseconds.
+HEAD_MIN_ROWS_PER_THREAD = 8192  # head kernel, ~20-100 ns per row
+SAMPLE_MIN_DRAWS_PER_THREAD = 4096  # sampling, ~20-150 ns per draw
+CHUNKS_PER_THREAD = 4  # work items per thread, so that one slow thread does not hold the rest
+TRAIN_CHUNK = 256  # rows per chunk of a minibatch in the fused training epoch
+# A training step of a small model lasts tens of microseconds; below this many
+# rows per thread it runs on one thread (measured: 60 us steps became 5 ms with
+# two threads and one other busy process on a 2-core machine).
+TRAIN_MIN_ROWS_PER_THREAD = 4096
+
+# --------------------------------------------------------------------------
+# the cupy backend (npmdn._cuda)
+# --------------------------------------------------------------------------
+
+CUDA_MAX_BLOCKS = 1 << 16  # grid-stride loops cover the rest; this already fills any GPU

@@ -1,0 +1,371 @@
+r"""The predicted mixture as a distribution: marginal CDF, quantiles, CRPS, and modes.
+
+Everything here computes in float64 whatever the input dtype, works on NumPy
+or CuPy arrays (the array module is taken from the input), and takes the
+raw mixture parameters of :mod:`npmdn.mixture` (``logits [N,K]``,
+``mu [N,K,D]``, ``log_sigma [N,K,S]``); the public, checked versions are in
+:mod:`npmdn.functional`. Temporaries are bounded by
+``config.DISTRIBUTION_BLOCK`` elements, whatever N.
+
+The marginal of a diagonal (or isotropic) Gaussian mixture in dimension d is
+the 1-D mixture with weights pi_k, means mu_kd and scales sigma_kd. Shapes:
+y [N, D] -> [N, D]; levels q [Q] -> [N, Q, D].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import config
+from ._arrays import array_module as _xp
+from .mixture import LOG_2PI, log_softmax, logsumexp
+from .normal import erf, norm_cdf, norm_log_cdf_sf, norm_logcdf, norm_logpdf, norm_ppf
+
+_SQRT1_2 = math.sqrt(0.5)
+
+
+class Modes(NamedTuple):
+    """Local modes of each row's mixture, highest density first (float64).
+
+    ``locations [N, K, D]`` and ``log_density [N, K]``: row n's ``count[n]``
+    modes fill its first slots; the other slots hold NaN and ``-inf``.
+    """
+
+    locations: object
+    log_density: object
+    count: object
+
+    @property
+    def density(self):
+        return _xp(self.log_density).exp(self.log_density)
+
+    def best(self):
+        """The highest mode of each row, [N, D]."""
+        return self.locations[:, 0, :]
+
+
+# --------------------------------------------------------------------------
+# marginals: CDF, survival function, quantiles, CRPS
+# --------------------------------------------------------------------------
+
+# The marginal of a diagonal (or isotropic) Gaussian mixture in dimension d is
+# the 1-D mixture with weights pi_k, means mu_kd and scales sigma_kd. Shapes:
+# y [N, D] -> [N, D]; levels q [Q] -> [N, Q, D]. Everything below computes in
+# float64 whatever the input dtype, and works on NumPy or CuPy arrays.
+
+def f64(*arrays):
+    xp = _xp(arrays[0])
+    return [xp.asarray(a, dtype=xp.float64) for a in arrays]
+
+
+def _marginals(logits, mu, log_sigma):
+    """``(log_pi [N,K,1], mu [N,K,D], log_sigma [N,K,D])`` in float64 (S=1 broadcast)."""
+    logits, mu, log_sigma = f64(logits, mu, log_sigma)
+    return log_softmax(logits)[..., None], mu, log_sigma + _xp(mu).zeros_like(mu)
+
+
+def _row_blocks(n, per_row):
+    """Row slices whose temporaries hold about ``config.DISTRIBUTION_BLOCK`` elements."""
+    rows = max(1, config.DISTRIBUTION_BLOCK // max(1, per_row))
+    for a in range(0, n, rows):
+        yield slice(a, min(n, a + rows))
+
+
+def _lse_axis(t, axis):
+    return logsumexp(_xp(t).moveaxis(t, axis, -1))
+
+
+def cdf(logits, mu, log_sigma, y):
+    """Marginal CDFs ``F_d(y_d) = sum_k pi_k Phi((y_d - mu_kd) / sigma_kd)``: [N, D], float64.
+
+    A sum of positive terms, so it keeps its relative accuracy far into the
+    left tail; use :func:`sf` for ``1 - F`` in the right tail.
+    """
+    log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
+    (y,) = f64(y)
+    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    # the weights sum to 1 only to rounding: keep a probability a probability
+    return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(z)).sum(axis=1), 1.0)
+
+
+def sf(logits, mu, log_sigma, y):
+    """Marginal survival functions ``1 - F_d(y_d)`` [N, D], accurate where F is near 1."""
+    log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
+    (y,) = f64(y)
+    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(-z)).sum(axis=1), 1.0)
+
+
+def log_cdf(logits, mu, log_sigma, y):
+    """``log F_d(y_d)`` [N, D]: finite however deep in the left tail y lies."""
+    log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
+    (y,) = f64(y)
+    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    return _xp(mu).minimum(_lse_axis(log_pi + norm_logcdf(z), 1), 0.0)
+
+
+def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200):
+    """Marginal quantiles ``F_d^-1(q)`` for levels q [Q] in (0, 1): [N, Q, D], float64.
+
+    Each (row, level, dimension) is one 1-D problem, solved by
+    :func:`_solve_quantiles`; rows go in blocks that bound memory.
+    """
+    xp = _xp(mu)
+    (q,) = f64(xp.asarray(q).reshape(-1))
+    log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
+    n, k, d = mu.shape
+    nq = q.shape[0]
+    out = xp.empty((n, nq, d), dtype=xp.float64)
+    for r in _row_blocks(n, nq * k * d * 8):
+        b = mu[r].shape[0]
+        # problems [b, Q, D], components last: [b, Q, D, K]
+        shape = (b, nq, d, k)
+        lw = xp.broadcast_to(log_pi[r][:, None, :, 0][:, :, None, :], shape).reshape(-1, k)
+        m = xp.broadcast_to(mu[r].transpose(0, 2, 1)[:, None], shape).reshape(-1, k)
+        ls = xp.broadcast_to(log_sigma[r].transpose(0, 2, 1)[:, None], shape).reshape(-1, k)
+        qq = xp.broadcast_to(q[None, :, None], (b, nq, d)).reshape(-1)
+        out[r] = _solve_quantiles(lw, m, ls, qq, rtol, max_iter).reshape(b, nq, d)
+    return out
+
+
+def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
+    """Roots of ``F(y) = q`` for P independent 1-D mixtures (log weights, means and
+    log scales [P, K]; levels q [P]): y [P].
+
+    Bracket: with ``x_k = m_k + sigma_k Phi^-1(q)``, every ``Phi_k(min_k x_k) <= q``
+    and every ``Phi_k(max_k x_k) >= q``, so F crosses q between them. Inside it,
+    safeguarded Newton (rtsafe: bisect whenever Newton leaves the bracket or fails
+    to halve the step before last) on ``g = log F(y) - log q`` for ``q <= 1/2`` and
+    ``g = log(1 - q) - log S(y)`` above, which stays well scaled in both tails.
+    A problem stops when its step or bracket is below ``rtol * (|y| + min_k sigma_k)``;
+    only unfinished problems are evaluated.
+    """
+    xp = _xp(m)
+    sigma = xp.exp(ls)
+    comp_q = m + sigma * norm_ppf(q)[:, None]
+    lo, hi = comp_q.min(axis=1), comp_q.max(axis=1)
+    scale = sigma.min(axis=1)
+    upper = q > 0.5
+    target = xp.where(upper, xp.log1p(-q), xp.log(q))
+    # start from the quantile of the moment-matched normal, inside the bracket
+    w = xp.exp(lw)
+    mean = (w * m).sum(axis=1)
+    sd = xp.sqrt((w * (sigma**2 + (m - mean[:, None]) ** 2)).sum(axis=1))
+    y = xp.clip(mean + sd * norm_ppf(q), lo, hi)
+    y = xp.where(hi - lo <= rtol * (xp.abs(lo) + scale), lo, y)
+    out = y.copy()
+    step_old = hi - lo
+    act = xp.nonzero(hi - lo > rtol * (xp.abs(lo) + scale))[0]  # unfinished problems
+    for _ in range(max_iter):
+        if act.shape[0] == 0:
+            break
+        ya, loa, hia = y[act], lo[act], hi[act]
+        z = (ya[:, None] - m[act]) * xp.exp(-ls[act])
+        lc, lsf = norm_log_cdf_sf(z)
+        la = lw[act]
+        log_pdf = logsumexp(la + norm_logpdf(z) - ls[act])
+        log_c, log_s = logsumexp(la + lc), logsumexp(la + lsf)
+        up = upper[act]
+        g = xp.where(up, target[act] - log_s, log_c - target[act])  # increasing in y
+        loa = xp.where(g <= 0, ya, loa)
+        hia = xp.where(g >= 0, ya, hia)
+        with np.errstate(over="ignore", invalid="ignore"):  # far from the root: bisect
+            step = -g * xp.exp(xp.where(up, log_s, log_c) - log_pdf)  # g / g'
+        cand = ya + step
+        tol = rtol * (xp.abs(ya) + scale[act])
+        final = xp.abs(step) <= tol  # converged (also when the step is below one ulp)
+        newton = xp.isfinite(cand) & (cand > loa) & (cand < hia)
+        newton &= xp.abs(step) <= 0.5 * xp.abs(step_old[act])
+        new = xp.where(newton, cand, 0.5 * (loa + hia))
+        new = xp.where(final, xp.clip(cand, loa, hia), new)
+        moved = xp.abs(new - ya)
+        y[act], lo[act], hi[act], step_old[act] = new, loa, hia, moved
+        out[act] = new
+        act = act[~final & (moved > tol) & (hia - loa > tol)]
+    return out
+
+
+def _abs_normal_mean(m, s):
+    """``E|m + s Z|`` for ``Z ~ N(0, 1)``: ``2 s phi(m/s) + m erf(m / (s sqrt 2))``.
+
+    (Grimit et al. 2006's ``A(m, s^2)``; ``|m|`` when ``s`` underflows to 0.)
+    """
+    xp = _xp(m)
+    safe = xp.where(s > 0, s, 1.0)
+    z = m / safe
+    a = 2.0 * safe * xp.exp(norm_logpdf(z)) + m * erf(_SQRT1_2 * z)
+    return xp.where(s > 0, a, xp.abs(m))
+
+
+def crps(logits, mu, log_sigma, y):
+    r"""CRPS of each marginal at y [N, D], in closed form (Grimit et al. 2006): float64.
+
+    .. math::
+
+        \mathrm{CRPS}(F, y) = E|X - y| - \tfrac12 E|X - X'|
+          = \sum_k \pi_k A(y - \mu_k, \sigma_k^2)
+            - \tfrac12 \sum_{k,l} \pi_k \pi_l A(\mu_k - \mu_l, \sigma_k^2 + \sigma_l^2)
+
+    with ``A(m, s^2) = E|m + s Z|``. Lower is better; it has the units of y.
+    """
+    log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
+    (y,) = f64(y)
+    xp = _xp(mu)
+    n, k, d = mu.shape
+    out = xp.empty((n, d), dtype=xp.float64)
+    for r in _row_blocks(n, k * k * d * 4):
+        pi, m, sig = xp.exp(log_pi[r]), mu[r], xp.exp(log_sigma[r])  # [n,K,1], [n,K,D]
+        spread = (pi * _abs_normal_mean(y[r][:, None, :] - m, sig)).sum(axis=1)
+        pair_s = xp.hypot(sig[:, :, None], sig[:, None, :])  # no underflow in sigma^2
+        pair = _abs_normal_mean(m[:, :, None] - m[:, None, :], pair_s)  # [n,K,K,D]
+        within = (pi[:, :, None] * pi[:, None, :] * pair).sum(axis=(1, 2))
+        out[r] = spread - 0.5 * within
+    return out
+
+
+# --------------------------------------------------------------------------
+# modes: every local maximum of the mixture density
+# --------------------------------------------------------------------------
+# Shapes: start points / candidates x [N, M, D] (M = K, one per component mean).
+# Bound optimisation: by Jensen, log p(x) >= sum_k r_k log(pi_k N_k(x) / r_k)
+# with r the responsibilities at the current x; maximising the bound gives the
+# fixed point (mean shift) x' = (sum_k r_k P_k)^-1 sum_k r_k P_k mu_k, P_k the
+# diagonal precision, and p never decreases. It converges linearly, slowly on
+# flat tops, so a Newton step on log p is taken instead whenever the Hessian is
+# negative definite, the step stays within one local sigma, and it climbs at
+# least as high as the fixed-point step.
+
+
+def _mode_state(log_pi, mu, prec, log_norm, x):
+    """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D],
+    log_norm [A,K]) gives log p [A], responsibilities r [A,K], g_k = P_k (mu_k - x) [A,K,D]."""
+    diff = mu - x[:, None, :]
+    g_k = prec * diff
+    t = log_pi + log_norm - 0.5 * (diff * g_k).sum(axis=-1)
+    lp = logsumexp(t)
+    return lp, _xp(x).exp(t - lp[:, None]), g_k
+
+
+def _mode_derivs(r, g_k, prec):
+    """Gradient g [A,D], Hessian H [A,D,D] of log p, and P = sum_k r_k P_k [A,D].
+
+    ``H = sum_k r_k (g_k g_k^T - P_k) - g g^T``: minus P plus the
+    r-weighted covariance of the g_k, so ``-H <= diag(P)``.
+    """
+    xp = _xp(g_k)
+    p = (r[..., None] * prec).sum(axis=1)
+    g = (r[..., None] * g_k).sum(axis=1)
+    h = xp.einsum("ak,akd,ake->ade", r, g_k, g_k) - g[:, :, None] * g[:, None, :]
+    d = prec.shape[-1]
+    idx = xp.arange(d)
+    h[:, idx, idx] -= p
+    return g, h, p
+
+
+def _max_eig(h):
+    xp = _xp(h)
+    return h[..., 0, 0] if h.shape[-1] == 1 else xp.linalg.eigvalsh(h)[..., -1]
+
+
+def _solve(h, g):
+    xp = _xp(h)
+    if h.shape[-1] == 1:
+        return g / h[..., 0, :]
+    return xp.linalg.solve(h, g[..., None])[..., 0]
+
+
+def _quad(dx, a):
+    """``dx^T A dx`` for dx [..., D] and A [..., D, D] (broadcast)."""
+    return (dx[..., :, None] * a * dx[..., None, :]).sum(axis=(-1, -2))
+
+
+def modes(logits, mu, log_sigma, tol: float = 1e-10, max_iter: int = 500,
+          merge_tol: float = 1e-2):
+    """All local modes of each row's mixture, highest density first.
+
+    Returns ``(locations [N, K, D], log_density [N, K], count [N])`` in
+    float64: row n has ``count[n]`` modes in its first slots; the remaining
+    slots hold NaN and ``-inf``.
+
+    One ascent starts from every component mean (every mode of a Gaussian
+    mixture lies within the hull of the means, and in practice each has a
+    component whose ascent reaches it). An ascent stops when its step is
+    below ``tol`` local sigmas. Two end points are one mode when they are
+    within ``merge_tol`` of each other in the metric of the log-density's
+    curvature at both (the ``-H`` of :func:`_mode_derivs`) and within one local
+    sigma; the higher one is kept. End points where the Hessian has a positive
+    eigenvalue (saddles, met only from starts on their stable manifold) are
+    dropped unless nothing else is left.
+    """
+    logits, mu, log_sigma = f64(logits, mu, log_sigma)
+    xp = _xp(mu)
+    n, k, d = mu.shape
+    out_x = xp.empty((n, k, d))
+    out_lp = xp.empty((n, k))
+    count = xp.empty(n, dtype=xp.int64)
+    for r in _row_blocks(n, k * k * (d * d + 3 * d) * 2):
+        out_x[r], out_lp[r], count[r] = _modes_block(
+            logits[r], mu[r], log_sigma[r], tol, max_iter, merge_tol)
+    return out_x, out_lp, count
+
+
+def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
+    xp = _xp(mu)
+    n, k, d = mu.shape
+    ls = log_sigma + xp.zeros_like(mu)  # [N,K,D]
+    # one ascent per (row, component): P = N K start points, each with its row's mixture
+    row = xp.repeat(xp.arange(n), k)
+    mix = (log_softmax(logits), mu, xp.exp(-2.0 * ls), -ls.sum(axis=-1) - 0.5 * d * LOG_2PI)
+    x = mu.reshape(n * k, d).copy()
+    lp = xp.empty(n * k)
+    act = xp.arange(n * k)  # unfinished ascents
+    for it in range(max_iter + 1):
+        state = [v[row[act]] for v in mix]
+        xa = x[act]
+        lpa, r, g_k = _mode_state(*state, xa)
+        lp[act] = lpa
+        if it == max_iter or act.shape[0] == 0:
+            break
+        g, h, p = _mode_derivs(r, g_k, state[2])
+        x_fp = xa + g / p  # the mean-shift fixed point, written as a step
+        concave = _max_eig(h) < 0
+        step = -_solve(xp.where(concave[:, None, None], h, -xp.eye(d)), g)
+        x_nt = xa + step
+        near = (step * step * p).sum(axis=-1) <= 1.0
+        lp_fp = _mode_state(*state, x_fp)[0]
+        lp_nt = _mode_state(*state, x_nt)[0]
+        # on a flat top both climb less than rounding: prefer Newton, which converges there
+        use_nt = concave & near & (lp_nt >= lp_fp - 1e-14 * (1.0 + xp.abs(lp_fp)))
+        x_new = xp.where(use_nt[:, None], x_nt, x_fp)
+        moved = xp.sqrt(((x_new - xa) ** 2 * p).sum(axis=-1))
+        x[act] = x_new
+        act = act[moved > tol]
+    # curvature and local precision at every end point
+    _, r, g_k = _mode_state(*[v[row] for v in mix], x)
+    _, h, p = _mode_derivs(r, g_k, mix[2][row])
+    x, lp, h, p = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d), p.reshape(n, k, d)
+
+    # highest first; a saddle counts only when it is a row's best point
+    order = xp.argsort(-lp, axis=1)
+    x = xp.take_along_axis(x, order[..., None], axis=1)
+    lp = xp.take_along_axis(lp, order, axis=1)
+    h = xp.take_along_axis(h, order[..., None, None], axis=1)
+    p = xp.take_along_axis(p, order[..., None], axis=1)
+    kept = _max_eig(h) <= 1e-9 * p.max(axis=-1)
+    kept[:, 0] = True
+    neg_h = -h
+    for j in range(1, k):
+        dx = x[:, :j] - x[:, j : j + 1]  # [N, j, D]
+        curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
+        local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
+        same = (curv <= merge_tol**2) & (local <= 1.0) & kept[:, :j]
+        kept[:, j] &= ~same.any(axis=1)
+    # compact: kept modes first, still in order of density
+    order = xp.argsort(xp.where(kept, 0, k) + xp.arange(k), axis=1)  # unique keys: stable
+    kept = xp.take_along_axis(kept, order, axis=1)
+    x = xp.where(kept[..., None], xp.take_along_axis(x, order[..., None], axis=1), xp.nan)
+    lp = xp.where(kept, xp.take_along_axis(lp, order, axis=1), -xp.inf)
+    return x, lp, kept.sum(axis=1)

@@ -1,0 +1,423 @@
+"""Training an :class:`npmdn.MDN`: fit's loop, its history, the schedule and the progress line.
+
+:meth:`npmdn.MDN.fit` checks nothing itself and calls :func:`fit` here, which
+does the work in three steps:
+
+1. :class:`FitOptions` checks every argument, before anything changes;
+2. the validation rows are set aside and the optimizer is built;
+3. :class:`_Run` trains epoch by epoch: the learning-rate schedule, the
+   epoch's steps, validation, early stopping, the callback and the progress
+   display.
+
+An epoch's steps run either in the step loop here (forward, head kernel,
+backward, clipping, optimizer update: any backend) or, where the backend
+offers one (``Backend.fused_fit``), in one compiled call per epoch. Both
+report a failed step in the same way (:class:`EpochResult`), and the errors
+are raised here, never by a kernel.
+
+A step's loss and gradient is :func:`batch_loss_grad`: the network's
+forward pass, the backend's head kernel and the backward pass. This module
+knows the model through its network ``net``, its backend, the head layout
+(``_split``) and its standardization.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _checks as C
+from .optim import OPTIMIZERS, clip_by_global_norm
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a NaN or infinite loss; the model keeps its last finite weights."""
+
+
+@dataclass
+class History:
+    """Per-epoch mean NLL (nats per sample, user units) and how training ended."""
+
+    train_nll: list = field(default_factory=list)
+    val_nll: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    restored_best: bool = False
+    seconds: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_nll)
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def learning_rate(schedule: str, lr: float, epoch: int, epochs: int) -> float:
+    """The rate of ``epoch`` (1-based) of ``epochs``.
+
+    ``"constant"``: ``lr``. ``"cosine"``: from ``lr`` at the first epoch down to
+    ``lr / 100`` at the last, ``lr (0.01 + 0.99 (1 + cos(pi f)) / 2)`` with
+    ``f = (epoch - 1) / (epochs - 1)``.
+    """
+    if schedule == "cosine":
+        frac = (epoch - 1) / max(1, epochs - 1)
+        return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+    return lr
+
+
+# --------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The checked arguments of :func:`fit` (see :meth:`npmdn.MDN.fit` for their meaning)."""
+
+    epochs: int
+    batch_size: int | None
+    lr: float
+    optimizer: str
+    optimizer_options: dict
+    weight_decay: float
+    clip_norm: float | None
+    patience: int | None
+    min_delta: float
+    restore_best: bool
+    lr_schedule: str
+    validation_split: float
+    seed: int | None
+    verbose: bool | None
+    callback: object
+
+    @classmethod
+    def check(cls, *, epochs, batch_size, lr, optimizer, optimizer_options, weight_decay,
+              clip_norm, patience, min_delta, restore_best, lr_schedule, validation_split,
+              validation_data, seed, verbose, callback) -> FitOptions:
+        """Every argument checked, with a ValueError or TypeError naming the first bad one."""
+        epochs = C.int_arg(epochs, "epochs", 1)
+        if batch_size is not None:
+            batch_size = C.int_arg(batch_size, "batch_size", 1)
+        lr = C.float_arg(lr, "lr", 0.0, strict=True)
+        optimizer = C.choice_arg(optimizer, "optimizer", tuple(OPTIMIZERS))
+        weight_decay = C.float_arg(weight_decay, "weight_decay", 0.0)
+        if clip_norm is not None:
+            clip_norm = C.float_arg(clip_norm, "clip_norm", 0.0, strict=True)
+        if patience is not None:
+            patience = C.int_arg(patience, "patience", 1)
+        min_delta = C.float_arg(min_delta, "min_delta", 0.0)
+        lr_schedule = C.choice_arg(lr_schedule, "lr_schedule", LR_SCHEDULES)
+        validation_split = C.float_arg(validation_split, "validation_split", 0.0)
+        if validation_split >= 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if validation_data is not None and validation_split > 0:
+            raise ValueError("give validation_data or validation_split, not both")
+        if callback is not None and not callable(callback):
+            raise C.InputDTypeError("callback must be callable")
+        if seed is not None:
+            seed = C.int_arg(seed, "seed", 0)
+        return cls(epochs, batch_size, lr, optimizer, dict(optimizer_options or {}),
+                   weight_decay, clip_norm, patience, min_delta, bool(restore_best),
+                   lr_schedule, validation_split, seed, verbose, callback)
+
+
+def _validation(model, x, y, validation_data, split, rng):
+    """``(x, y, x_val, y_val)``: the training rows and the held-out ones (or None)."""
+    if validation_data is not None:
+        try:
+            xv, yv = validation_data
+        except (TypeError, ValueError) as exc:
+            raise ValueError("validation_data must be a pair (x_val, y_val)") from exc
+        xv, yv = model._xy(xv, yv, "validation x", "validation y")
+        return x, y, xv, yv
+    if split > 0:
+        n_val = int(round(split * x.shape[0]))
+        if n_val < 1 or n_val >= x.shape[0]:
+            raise ValueError(
+                f"validation_split={split} leaves {n_val} validation rows "
+                f"of {x.shape[0]}: need at least 1 in each part"
+            )
+        perm = rng.permutation(x.shape[0])
+        return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+    return x, y, None, None
+
+
+def _optimizer(model, opts: FitOptions):
+    net = model.net
+    try:
+        return OPTIMIZERS[opts.optimizer](
+            net.n_params, lr=opts.lr, weight_decay=opts.weight_decay,
+            decay_mask=net.weight_mask(), xp=model.backend.xp, dtype=model.dtype,
+            **opts.optimizer_options,
+        )
+    except TypeError as exc:
+        raise ValueError(f"optimizer_options do not fit {opts.optimizer!r}: {exc}") from exc
+
+
+def fit(model, x, y, *, validation_data=None, **kwargs) -> History:
+    """Train ``model`` in place; the arguments and the result are :meth:`npmdn.MDN.fit`'s."""
+    x, y = model._xy(x, y)
+    opts = FitOptions.check(validation_data=validation_data, **kwargs)
+    seed = model.seed if opts.seed is None else opts.seed
+    rng = np.random.default_rng(seed)
+    x, y, xv, yv = _validation(model, x, y, validation_data, opts.validation_split, rng)
+    opt = _optimizer(model, opts)
+    # all arguments are checked: from here on the model changes
+    if not model.fitted:
+        model._set_standardization(x, y)
+    return _Run(model, opt, opts, rng, x, y, xv, yv).train()
+
+
+# --------------------------------------------------------------------------
+# the steps of one epoch
+# --------------------------------------------------------------------------
+
+
+def batch_loss_grad(model, xb, yb, nll, grad):
+    """Mean NLL of a standardized batch and the squared norm of its gradient,
+    which it leaves in ``model.net.grads``.
+
+    ``nll`` [B] and ``grad`` [B, P] are scratch buffers: the head kernel
+    writes each row's NLL and its gradient with respect to the head output
+    straight into them, and the trunk's backward pass starts from ``grad``.
+    The gradient is computed even when the loss is not finite; callers check.
+    Both scalars come back to the host in one transfer: on a GPU that is the
+    step's only synchronisation.
+    """
+    b = xb.shape[0]
+    net, backend = model.net, model.backend
+    xp = backend.xp
+    head, cache = net.forward(xb)
+    backend.nll_grad(*model._split(head), yb, out=(nll, *model._split(grad)))
+    grad *= model.dtype.type(1.0 / b)  # d(mean NLL) = d(sum NLL) / B
+    net.backward(grad, cache)
+    g = net.grads
+    loss_sum, g2 = backend.to_host(xp.stack((nll.sum(), xp.dot(g, g))))
+    return float(loss_sum) / b, float(g2)
+
+
+def mean_nll(model, xs, ys) -> float:
+    """Mean NLL in standardized units of standardized (device) arrays, chunked."""
+    total = 0.0
+    for a, b in model._chunks(xs.shape[0]):
+        head, _ = model.net.forward(xs[a:b])
+        total -= float(model.backend.log_prob(*model._split(head), ys[a:b]).sum())
+    return total / xs.shape[0]
+
+
+class EpochResult(NamedTuple):
+    """What an epoch's steps report: the sum of the completed steps' NLL sums
+    (standardized units) and, when a step failed, which one and why.
+
+    ``failed`` is ``None`` or ``(step, what, value)`` with ``what`` one of
+    ``"loss"`` (the step's loss was NaN or infinite: no update was made, and
+    the weights of the last step with a finite loss are in ``last_good``) or
+    ``"gradient norm"`` (the loss was finite, its gradient not: the weights
+    are those that gave the finite loss).
+    """
+
+    loss_sum: float
+    failed: tuple | None = None
+
+
+class StepLoop:
+    """An epoch's steps one by one on any backend: forward, head kernel, backward,
+    clipping, optimizer update. The reference for every fused epoch."""
+
+    def __init__(self, model, opt, xs, ys, batch_size, steps, clip_norm):
+        xp = model.backend.xp
+        self.model, self.opt, self.xs, self.ys = model, opt, xs, ys
+        self.bs, self.steps, self.clip = batch_size, steps, clip_norm
+        self.nll = xp.empty(batch_size, dtype=model.dtype)  # scratch, reused every step
+        self.grad = xp.empty((batch_size, model.head_size), dtype=model.dtype)
+
+    def epoch(self, order, lr, last_good) -> EpochResult:
+        net, xp = self.model.net, self.model.backend.xp
+        total = 0.0
+        for step in range(self.steps):
+            if order is None:
+                xb, yb = self.xs, self.ys
+            else:
+                idx = order[step * self.bs : (step + 1) * self.bs]
+                xb, yb = self.xs[idx], self.ys[idx]
+            b = xb.shape[0]
+            loss, g2 = batch_loss_grad(self.model, xb, yb, self.nll[:b], self.grad[:b])
+            if not math.isfinite(loss):
+                return EpochResult(total, (step, "loss", loss))
+            gnorm = math.sqrt(g2)
+            if self.clip is not None:
+                clip_by_global_norm(net.grads, self.clip, xp, norm=gnorm)
+            if not math.isfinite(gnorm):
+                return EpochResult(total, (step, "gradient norm", gnorm))
+            last_good[...] = net.params
+            self.opt.step(net.params, net.grads, lr)
+            total += loss * b
+        return EpochResult(total)
+
+
+# --------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------
+
+
+class _Run:
+    """One call of :func:`fit`: the epoch loop and everything around it."""
+
+    def __init__(self, model, opt, opts: FitOptions, rng, x, y, xv, yv):
+        self.model, self.opt, self.opts, self.rng = model, opt, opts, rng
+        self.xs, self.ys = model._std_x(x), model._std_y(y)  # moved to the device once per fit
+        self.val = None if xv is None else (model._std_x(xv), model._std_y(yv))
+        self.n = x.shape[0]
+        self.bs = self.n if opts.batch_size is None else min(opts.batch_size, self.n)
+        self.steps = -(-self.n // self.bs)
+        net = model.net
+        self.last_good = net.params.copy()  # the weights of the last step with a finite loss
+        fused = model.backend.fused_fit
+        engine = None
+        if fused is not None:  # the backend's compiled epoch, where it applies
+            engine = fused(net, (model.n_components, model.out_dim, model.scale_dim), opt,
+                           self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
+        if engine is None:
+            engine = StepLoop(model, opt, self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
+        self.engine = engine
+        self.history = History()
+
+    def train(self) -> History:
+        opts, model, history = self.opts, self.model, self.history
+        net, xp = model.net, model.backend.xp
+        best = xp.empty_like(net.params)
+        best_val, wait = math.inf, 0
+        jac = model.log_jacobian
+        progress = Progress(opts.epochs, opts.verbose)
+        t0 = time.perf_counter()
+        try:
+            for epoch in range(1, opts.epochs + 1):
+                lr_now = learning_rate(opts.lr_schedule, opts.lr, epoch, opts.epochs)
+                train_nll = self._epoch(epoch, lr_now) / self.n + jac
+                history.train_nll.append(train_nll)
+                history.lr.append(lr_now)
+                val_nll = None
+                if self.val is not None:
+                    val_nll = mean_nll(model, *self.val) + jac
+                    if not math.isfinite(val_nll):
+                        self._diverged(epoch, None, "validation NLL", val_nll)
+                    history.val_nll.append(val_nll)
+                model.fitted = True
+                progress.update(epoch, train_nll, val_nll)
+                current = train_nll if val_nll is None else val_nll
+                if current < best_val - opts.min_delta:
+                    best_val, wait = current, 0
+                    history.best_epoch = epoch
+                    if val_nll is not None and opts.restore_best:
+                        best[...] = net.params
+                else:
+                    wait += 1
+                if opts.callback is not None and opts.callback(epoch, history):
+                    break
+                if opts.patience is not None and wait >= opts.patience:
+                    history.stopped_early = True
+                    break
+        finally:
+            history.seconds = time.perf_counter() - t0
+            progress.close()
+        if self.val is not None and opts.restore_best and history.best_epoch is not None:
+            net.params[...] = best
+            history.restored_best = history.best_epoch != history.epochs
+        return history
+
+    def _epoch(self, epoch, lr) -> float:
+        """One epoch's steps in a fresh seeded order; the sum of their NLL sums."""
+        order = self.model.backend.xp.asarray(self.rng.permutation(self.n)) \
+            if self.steps > 1 else None
+        loss_sum, failed = self.engine.epoch(order, lr, self.last_good)  # an EpochResult
+        if failed is not None:
+            step, what, value = failed
+            self._diverged(epoch, step, what, value)
+        return loss_sum
+
+    def _diverged(self, epoch, step, what, value):
+        if what == "loss":
+            self.model.net.params[...] = self.last_good
+        where = f"epoch {epoch}" + ("" if step is None else f", step {step + 1} of {self.steps}")
+        if step is None:
+            kept = "the model keeps the weights of that epoch's last step"
+        elif step == 0 and epoch == 1 and what == "loss":
+            kept = "the model keeps its initial weights"
+        else:
+            kept = "the model keeps the weights of the last step with a finite loss"
+        raise NonFiniteLossError(
+            f"training stopped at {where}: the {what} is {value}; {kept}. "
+            f"Completed epochs: {self.history.epochs}. Try a smaller lr, clip_norm, or check "
+            f"the scale of the data."
+        )
+
+
+# --------------------------------------------------------------------------
+# the progress display
+# --------------------------------------------------------------------------
+
+
+def _fmt_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class Progress:
+    """Report ``epoch``, train and validation NLL and the time left.
+
+    ``enabled=None`` shows the display only when ``stream`` is a terminal.
+    On a terminal the line is redrawn in place; otherwise about 10 lines are
+    written over the whole run so logs stay short.
+    """
+
+    def __init__(self, total: int, enabled: bool | None = None, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled = tty if enabled is None else bool(enabled)
+        self.tty = tty
+        self.total = total
+        self.start = time.perf_counter()
+        self.every = max(1, total // 10)
+
+    def update(self, epoch: int, train: float, val: float | None = None) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / epoch * (self.total - epoch) if epoch else 0.0
+        width = len(str(self.total))
+        msg = f"epoch {epoch:>{width}}/{self.total}  train NLL {train:9.4f}"
+        if val is not None:
+            msg += f"  val NLL {val:9.4f}"
+        msg += f"  {_fmt_seconds(elapsed)} elapsed, {_fmt_seconds(left)} left"
+        if self.tty:
+            filled = int(20 * epoch / self.total)
+            bar = "#" * filled + "-" * (20 - filled)
+            self.stream.write(f"\r[{bar}] {msg}")
+        elif epoch % self.every == 0 or epoch == self.total or epoch == 1:
+            self.stream.write(msg + "\n")
+        self.stream.flush()
+
+    def close(self, note: str | None = None) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write("\n")
+        if note:
+            self.stream.write(note + "\n")
+        self.stream.flush()
