@@ -1,14 +1,13 @@
+"""Fixtures for every test folder; shared inputs live in ``cases.py``, loop
+versions of the math in ``naive.py`` (both importable from any folder)."""
+
+import os
+import sys
+
 import numpy as np
 import pytest
 
-
-def random_mixture(rng, n, k, d, s, dtype=np.float64, spread=1.0):
-    """Random head output and targets, away from symmetric points."""
-    logits = rng.normal(0, 1.5, (n, k))
-    mu = rng.normal(0, 2 * spread, (n, k, d))
-    log_sigma = rng.normal(0, 0.5, (n, k, s))
-    y = rng.normal(0, 2 * spread, (n, d))
-    return tuple(a.astype(dtype) for a in (logits, mu, log_sigma, y))
+sys.path.insert(0, os.path.dirname(__file__))  # cases, naive
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import random_mixture
+from cases import random_mixture
 
 import npmdn
 from npmdn import backend as B
-from npmdn import mixture
+from npmdn import config, mixture
 
 
 @pytest.mark.parametrize("s", [1, 3])
@@ -40,9 +40,9 @@ def test_mixture_sample_and_params(rng):
 
 def test_backend_switch(monkeypatch):
     monkeypatch.setattr(B, "_selected", None)
-    monkeypatch.setenv(B.ENV_VAR, "numpy")
+    monkeypatch.setenv(config.ENV_BACKEND, "numpy")
     assert B.get_backend().name == "numpy"
-    monkeypatch.delenv(B.ENV_VAR)
+    monkeypatch.delenv(config.ENV_BACKEND)
     assert B.set_backend("numpy").name == "numpy"
     assert B.get_backend().name == "numpy"
     assert npmdn.MDN(1, 1, 1, hidden=()).backend.name == "numpy"

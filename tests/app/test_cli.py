@@ -16,7 +16,7 @@ import pytest
 
 import npmdn
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 N = 400  # rows of the small data set
 
 

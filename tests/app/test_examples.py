@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "examples").glob("[0-9]*.py"))
 PNG = b"\x89PNG\r\n\x1a\n"
 

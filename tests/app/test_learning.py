@@ -3,13 +3,13 @@
 Trained on 20,000 points and scored on 20,000 fresh ones, held-out NLL comes
 within 0.02 nats of the true conditional NLL on the heteroscedastic quadratic
 and within 0.1 nats on the inverted sinusoid; the predicted sigma(x) on the
-quadratic tracks 0.1 x within 5%. bench/bench_learning.py shows the same over
+quadratic tracks 0.1 x within 5%. python -m bench.learning shows the same over
 several seeds.
 """
 
 import pytest
 
-from npmdn import _learning
+from bench import learning as _learning
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from npmdn import _kernel_sources as ks
+from npmdn import config
+from npmdn._cuda import sources as ks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_source_inlines_the_header():
@@ -23,7 +24,7 @@ def test_source_inlines_the_header():
 
 
 def test_env_override_and_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv(ks.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(config.ENV_KERNEL_DIR, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="were not found; looked in: " + str(tmp_path)):
         ks.kernel_dir()
     shutil.copy(REPO / "kernels" / ks.KERNEL_FILE, tmp_path)
@@ -50,10 +51,13 @@ def test_wheel_ships_the_kernels(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     for f in ("mdn_kernels.cu", "mdn_math.cuh"):
         assert f"npmdn/kernels/{f}" in names, names
+    # every module of the package, its subpackages included
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "npmdn").rglob("*.py")}
+    assert modules <= set(names), sorted(modules - set(names))
     # installed layout: the loader finds the sources inside the package
     site = tmp_path / "site"
     zipfile.ZipFile(whl).extractall(site)
-    code = ("import npmdn._kernel_sources as k; d = k.kernel_dir(); "
+    code = ("import npmdn._cuda.sources as k; d = k.kernel_dir(); "
             "assert len(k.source()) > 1000; print(d)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from npmdn import plot  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def trapezoid(y, x):

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from npmdn import _kernel_sources as ks
+from npmdn._cuda import sources as ks
 
 ARCHS = ["sm_80", "sm_90"]
 NVCC_FLAGS = ["-std=c++17", "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror"]
@@ -88,12 +88,12 @@ def nvrtc():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_nvrtc_compiles_the_loader_source(nvrtc, arch):
-    """The exact text and options npmdn._cupy_kernels hands to CuPy's RawModule.
+    """The exact text and options npmdn._cuda.kernels hands to CuPy's RawModule.
 
     NVRTC has no system headers, so this catches what nvcc would not: an
     include or a host-only function reaching the device code.
     """
-    from npmdn._cupy_kernels import NVRTC_OPTIONS
+    from npmdn._cuda.kernels import NVRTC_OPTIONS
 
     src = ks.source()
     assert '#include "' not in src  # the header is inlined

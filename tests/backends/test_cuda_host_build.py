@@ -1,90 +1,29 @@
-"""The CUDA kernels' math, built for the CPU and checked against the NumPy reference.
+"""What only the CUDA code has, checked through its host build (cuda_host.py).
 
-``kernels/mdn_math.cuh`` holds the per-sample math as ``__host__ __device__``
-functions. Here it is compiled with the system C++ compiler together with
-``tests/cuda_host_shim.cpp``, whose entry points take exactly the kernels'
-parameter lists, and called through ctypes with the argument tuples that
-:mod:`npmdn._kernel_args` builds for the GPU launches. So everything but the
-launch itself runs on machines without a GPU: Philox, uniforms, component
-choices, normals, NLL and gradient, log-density, sampling, strided layouts.
+The contract every backend meets (NLL, gradient, log-density, sampling
+against the reference) is in test_contract.py, which runs the host build as
+the ``cuda-host`` backend. Here: Philox known answers and the stream's
+uniforms and normals through the header's own functions, the component
+choice function on its own, and :mod:`npmdn._cuda.plan`'s layouts (row
+strides, overlap detection, in-place views without copies, argument checks).
 """
-
-import ctypes
-import math
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_mixture
-from test_mixture import _hard_inputs
-from test_philox import KAT
+from cases import PHILOX_KAT as KAT
+from cases import random_mixture
+from cuda_host import call, run
 
-from npmdn import _kernel_args as ka
-from npmdn import _kernel_sources as ks
 from npmdn import mixture, philox
+from npmdn._cuda import plan as ka
 
-SHIM = Path(__file__).with_name("cuda_host_shim.cpp")
-CXX_FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-             "-Wall", "-Wextra", "-Werror"]
 DTYPES = [np.float64, np.float32]
 COVS = ["diagonal", "isotropic"]
 
 
-def _compiler():
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    cxx = _compiler()
-    if cxx is None:
-        pytest.skip("no C++ compiler ($CXX, c++, g++ or clang++) on PATH: "
-                    "the host build of kernels/mdn_math.cuh cannot be made")
-    out = tmp_path_factory.mktemp("cuda_host") / "mdn_host.so"
-    cmd = [cxx, *CXX_FLAGS, "-I", str(ks.kernel_dir()), str(SHIM), "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}{res.stderr}"
-    return ctypes.CDLL(str(out))
-
-
-_CTYPES = {np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint64: ctypes.c_uint64,
-           np.uint32: ctypes.c_uint32,
-           np.float64: ctypes.c_double}
-
-
-def _c(v):
-    if isinstance(v, np.ndarray):
-        return ctypes.c_void_p(v.ctypes.data)
-    return _CTYPES[type(v)](v)
-
-
-def call(lib, name, *args):
-    fn = getattr(lib, name)
-    fn.restype = None
-    fn(*(_c(a) for a in args))
-
-
-def run(lib, plan):
-    """What npmdn._cupy_kernels._run does, with the host build in place of the GPU."""
-    if plan.total > 0:
-        call(lib, "host_" + plan.name, *plan.args)
-    return plan.finish()
-
-
-def _tol(dtype):
-    return dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
-
-
-def _close(got, want, dtype, name):
-    assert got.dtype == want.dtype, name
-    np.testing.assert_allclose(got, want, err_msg=f"{name} ({np.dtype(dtype).name})",
-                               **_tol(dtype))
+@pytest.fixture
+def lib(host_lib):
+    return host_lib
 
 
 # ----------------------------------------------------------------------- Philox
@@ -176,56 +115,6 @@ SHAPES = [(1, 1, 1, 1), (7, 3, 1, 1), (6, 4, 3, 3), (6, 4, 3, 1), (5, 1, 2, 2), 
           (4, 9, 5, 1), (3, 130, 9, 9)]  # K, D past the 8- and 128-element summation blocks
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,k,d,s", SHAPES)
-def test_nll_grad_and_log_prob_match_reference(lib, rng, dtype, n, k, d, s):
-    args = random_mixture(rng, n, k, d, s, dtype)
-    got = run(lib, ka.plan_nll_grad(np, *args))
-    want = mixture.nll_grad(*args)
-    for name, g, w in zip(("nll", "d_logits", "d_mu", "d_log_sigma"), got, want):
-        _close(g, w, dtype, name)
-    _close(run(lib, ka.plan_log_prob(np, *args)), mixture.log_prob(*args), dtype, "log_prob")
-
-
-@pytest.mark.parametrize("cov", COVS)
-def test_hard_inputs_float64(lib, rng, cov):
-    """y hundreds of sigmas away, sigma near 1e-30 and 1e30, K=64, D=8: finite and equal."""
-    args = _hard_inputs(rng, cov)
-    got = run(lib, ka.plan_nll_grad(np, *args))
-    want = mixture.nll_grad(*args)
-    for name, g, w in zip(("nll", "d_logits", "d_mu", "d_log_sigma"), got, want):
-        assert np.isfinite(g).all(), name
-        # the reference meets PyTorch at this tolerance on these inputs (test_mixture.py)
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-300, err_msg=name)
-    assert np.all(got[0] > 1e4)  # densities far below the smallest float, still in log space
-    lp = run(lib, ka.plan_log_prob(np, *args))
-    np.testing.assert_allclose(lp, -want[0], rtol=1e-12)
-
-
-@pytest.mark.parametrize("cov", COVS)
-def test_hard_inputs_float32(lib, rng, cov):
-    """The same rows in float32 (1e-30 and 1e30 are still normal floats): finite,
-    and equal to the float32 reference relative to each row's scale."""
-    args = [a.astype(np.float32) for a in _hard_inputs(rng, cov)]
-    got = run(lib, ka.plan_nll_grad(np, *args))
-    want = mixture.nll_grad(*args)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for name, g, w in zip(("d_logits", "d_mu", "d_log_sigma"), got[1:], want[1:]):
-        assert np.isfinite(g).all(), name
-        scale = np.abs(w).reshape(len(w), -1).max(axis=1)
-        scale = scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        np.testing.assert_allclose(g / scale, w / scale, atol=1e-4, err_msg=name)
-
-
-def test_float32_close_to_float64(lib, rng):
-    args = random_mixture(rng, 40, 5, 2, 2)
-    got32 = run(lib, ka.plan_nll_grad(np, *(a.astype(np.float32) for a in args)))
-    got64 = run(lib, ka.plan_nll_grad(np, *args))
-    for g32, g64 in zip(got32, got64):
-        assert g32.dtype == np.float32
-        np.testing.assert_allclose(g32, g64, rtol=2e-5, atol=2e-5)
-
-
 # --------------------------------------------------------------------- layouts
 
 
@@ -260,28 +149,6 @@ def test_head_views_read_and_written_in_place(lib, rng, s):
     for v, w in zip(gviews, want[1:]):
         np.testing.assert_allclose(v, w, rtol=1e-12, atol=1e-12)
     assert np.isfinite(grad).all()  # every element of the gradient buffer was written
-
-
-def test_other_layouts_are_copied_or_written_back(lib, rng):
-    n, k, d = 8, 3, 2
-    logits, mu, ls, y = random_mixture(rng, n, k, d, d)
-    want = mixture.nll_grad(logits, mu, ls, y)
-    # trailing axes not contiguous (Fortran order), rows reversed (negative stride)
-    mu_f = np.asfortranarray(mu)
-    logits_r = logits[::-1].copy()[::-1]
-    assert ka.row_stride(mu_f) is None and ka.row_stride(logits_r) == -k
-    got = run(lib, ka.plan_nll_grad(np, logits_r, mu_f, ls, y))
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
-    # outputs: Fortran-ordered d_mu, and d_logits written over the logits input
-    lg = logits.copy()
-    out = (np.empty(n), lg, np.asfortranarray(np.empty((n, k, d))), np.empty((n, k, d)))
-    plan = ka.plan_nll_grad(np, lg, mu, ls, y, out=out)
-    assert {id(dst) for dst, _ in plan.writeback} == {id(out[1]), id(out[2])}
-    got = run(lib, plan)
-    assert all(g is o for g, o in zip(got, out))
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
 def test_row_stride():
@@ -335,13 +202,6 @@ def test_overlap_exact_for_interleaved_views():
             assert got or not (sx & sy)  # never misses an overlap
 
 
-def test_empty_batch_launches_nothing(lib):
-    z = np.zeros((0, 3))
-    plan = ka.plan_nll_grad(np, z, np.zeros((0, 3, 2)), np.zeros((0, 3, 1)), np.zeros((0, 2)))
-    assert plan.total == 0
-    assert [r.shape for r in run(lib, plan)] == [(0,), (0, 3), (0, 3, 2), (0, 3, 1)]
-
-
 def test_plan_checks():
     a = np.zeros((2, 3))
     mu = np.zeros((2, 3, 2))
@@ -387,25 +247,3 @@ def test_sample_matches_reference(lib, rng, dtype, cov, method, k, d):
             np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
         else:
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
-
-
-def test_sample_split_batches_and_prefix(lib, rng):
-    logits, mu, ls, _ = random_mixture(rng, 20, 4, 2, 2)
-    whole = run(lib, ka.plan_sample(np, logits, mu, ls, 5, 42))
-    parts = [run(lib, ka.plan_sample(np, logits[a:a + 6], mu[a:a + 6], ls[a:a + 6], 5, 42, a))
-             for a in range(0, 20, 6)]
-    np.testing.assert_array_equal(whole, np.concatenate(parts))
-    np.testing.assert_array_equal(run(lib, ka.plan_sample(np, logits, mu, ls, 2, 42)),
-                                  whole[:, :2])
-
-
-def test_sample_statistics(lib):
-    """A heavy draw count through the host build: the mixture's mean and variance."""
-    logits = np.log(np.array([[0.5, 0.3, 0.2]]))
-    mu = np.array([[[-3.0], [0.5], [4.0]]])
-    ls = np.log(np.array([[[0.7], [1.5], [0.4]]]))
-    x = run(lib, ka.plan_sample(np, logits, mu, ls, 200_000, 11))[0, :, 0]
-    m = mixture.mean(logits, mu)[0, 0]
-    v = mixture.variance(logits, mu, ls)[0, 0]
-    assert abs(x.mean() - m) < 5 * math.sqrt(v / x.size)
-    assert abs(x.var() / v - 1) < 0.02

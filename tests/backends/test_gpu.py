@@ -1,5 +1,8 @@
-"""The cupy backend on a real device: kernels against the NumPy reference, and the
-whole MDN trained on the GPU against the same MDN trained on the CPU.
+"""The cupy backend on a real device: what only it has (a compiled module per
+device, grid-stride loops, arrays kept on the device), and the whole MDN
+trained on the GPU against the same MDN trained on the CPU. The kernels'
+contract (values, gradients, draws against the reference) runs on cupy in
+test_contract.py.
 
 Run with ``pytest -m gpu``. Skips as a module, saying why, without CuPy or
 without a CUDA device; with both, a backend that cannot load (NVRTC missing,
@@ -13,8 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_mixture
-from test_mixture import _hard_inputs
+from cases import random_mixture
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the GPU tests need CuPy "
                                           "and a CUDA device")
@@ -28,9 +30,9 @@ if _N_DEVICES < 1:
     pytest.skip("CuPy finds no CUDA device", allow_module_level=True)
 
 import npmdn  # noqa: E402
-from npmdn import _cupy_kernels as ck  # noqa: E402
-from npmdn import _kernel_sources as ks  # noqa: E402
-from npmdn import mixture  # noqa: E402
+from npmdn import config, mixture  # noqa: E402
+from npmdn._cuda import kernels as ck  # noqa: E402
+from npmdn._cuda import sources as ks  # noqa: E402
 from npmdn.backend import get_backend  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -66,85 +68,15 @@ def test_module_compiled_once_per_device():
 # ----------------------------------------------------------------- kernels
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,k,d,s", SHAPES)
-def test_nll_grad_and_log_prob_match_reference(rng, dtype, n, k, d, s):
-    args = random_mixture(rng, n, k, d, s, dtype)
-    got = ck.nll_grad(*_dev(args))
-    want = mixture.nll_grad(*args)
-    for name, g, w in zip(NAMES, got, want):
-        assert isinstance(g, cupy.ndarray) and g.dtype == w.dtype and g.shape == w.shape
-        np.testing.assert_allclose(g.get(), w, err_msg=name, **_tol(dtype))
-    lp = ck.log_prob(*_dev(args))
-    np.testing.assert_allclose(lp.get(), mixture.log_prob(*args), **_tol(dtype))
-
-
-@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
-def test_hard_inputs(rng, cov):
-    args = _hard_inputs(rng, cov)
-    got = ck.nll_grad(*_dev(args))
-    want = mixture.nll_grad(*args)
-    for name, g, w in zip(NAMES, got, want):
-        g = g.get()
-        assert np.isfinite(g).all(), name
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-300, err_msg=name)
-
-
-@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
-def test_hard_inputs_float32(rng, cov):
-    args = [a.astype(np.float32) for a in _hard_inputs(rng, cov)]
-    got = [g.get() for g in ck.nll_grad(*_dev(args))]
-    want = mixture.nll_grad(*args)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for name, g, w in zip(NAMES[1:], got[1:], want[1:]):
-        assert np.isfinite(g).all(), name
-        scale = np.abs(w).reshape(len(w), -1).max(axis=1).reshape((-1,) + (1,) * (w.ndim - 1))
-        np.testing.assert_allclose(g / scale, w / scale, atol=1e-4, err_msg=name)
-
-
 def test_grid_stride_loops_cover_every_row(rng, monkeypatch):
     """Fewer blocks than rows: every row and draw is still computed."""
-    monkeypatch.setattr(ck, "_MAX_BLOCKS", 2)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 2)
     args = random_mixture(rng, 3000, 3, 2, 2)
     got = ck.nll_grad(*_dev(args))
     for g, w in zip(got, mixture.nll_grad(*args)):
         np.testing.assert_allclose(g.get(), w, rtol=1e-12, atol=1e-12)
     x = ck.sample(*_dev(args[:3]), 5, 9)
     np.testing.assert_allclose(x.get(), mixture.sample(*args[:3], 5, 9), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("s", [3, 1])
-def test_head_views_written_in_place(rng, s):
-    """The model's layout: row-strided views of one head output and one gradient buffer."""
-    n, k, d = 257, 4, 3
-    logits, mu, ls, y = random_mixture(rng, n, k, d, s)
-    head = cupy.asarray(np.concatenate([logits, mu.reshape(n, -1), ls.reshape(n, -1)], axis=1))
-    grad = cupy.full(head.shape, cupy.nan)
-    nll = cupy.full(n, cupy.nan)
-
-    def split(h):
-        return h[:, :k], h[:, k:k + k * d].reshape(n, k, d), h[:, k + k * d:].reshape(n, k, s)
-
-    gviews = split(grad)
-    res = ck.nll_grad(*split(head), cupy.asarray(y), out=(nll, *gviews))
-    assert res[0] is nll and all(r is v for r, v in zip(res[1:], gviews))
-    want = mixture.nll_grad(logits, mu, ls, y)
-    np.testing.assert_allclose(nll.get(), want[0], rtol=1e-12)
-    for v, w in zip(gviews, want[1:]):
-        np.testing.assert_allclose(v.get(), w, rtol=1e-12, atol=1e-12)
-    assert bool(cupy.isfinite(grad).all())
-
-
-def test_other_layouts(rng):
-    logits, mu, ls, y = random_mixture(rng, 50, 3, 2, 2)
-    want = mixture.nll_grad(logits, mu, ls, y)
-    dl = cupy.asarray(logits)[::-1].copy()[::-1]  # negative row stride
-    dmu = cupy.asfortranarray(cupy.asarray(mu))  # trailing axes not C-contiguous
-    out = (cupy.empty(50), dl, cupy.asfortranarray(cupy.empty((50, 3, 2))), cupy.empty((50, 3, 2)))
-    got = ck.nll_grad(dl, dmu, cupy.asarray(ls), cupy.asarray(y), out=out)  # d_logits over logits
-    assert all(g is o for g, o in zip(got, out))
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g.get(), w, rtol=1e-12, atol=1e-12)
 
 
 def test_functional_api_keeps_arrays_on_the_device(rng):
@@ -160,25 +92,6 @@ def test_functional_api_keeps_arrays_on_the_device(rng):
 # ---------------------------------------------------------------- sampling
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
-@pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
-@pytest.mark.parametrize("k,d", [(1, 1), (5, 3), (64, 8)])
-def test_sampling_identical_to_cpu(rng, dtype, cov, method, k, d):
-    s = d if cov == "diagonal" else 1
-    logits, mu, ls, _ = random_mixture(rng, 64, k, d, s, dtype)
-    dev = _dev((logits, mu, ls))
-    for seed, row_offset, temperature in [(3, 0, 1.0), (2**64 - 1, 2**32 - 5, 0.5),
-                                          (2**33, 7, 0.0), (11, 2**40, 2.0)]:
-        # sigma_scale 0 returns the chosen means exactly: the choices are identical
-        got0 = ck.sample(*dev, 9, seed, row_offset, method, temperature, 0.0).get()
-        want0 = mixture.sample(logits, mu, ls, 9, seed, row_offset, method, temperature, 0.0)
-        np.testing.assert_array_equal(got0, want0)
-        got = ck.sample(*dev, 9, seed, row_offset, method, temperature, 1.5).get()
-        want = mixture.sample(logits, mu, ls, 9, seed, row_offset, method, temperature, 1.5)
-        assert got.dtype == want.dtype
-        tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
-        np.testing.assert_allclose(got, want, **tol)
 
 
 def test_many_draws_statistics():

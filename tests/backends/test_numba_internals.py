@@ -1,9 +1,10 @@
-"""The numba backend's kernels against the NumPy reference (npmdn.mixture,
-npmdn.philox) and the loop versions in naive.py: random and hard inputs, both
-dtypes, both covariance types, strided head views, every tile boundary; the
-sampler's choices exactly, its normals to rounding; the vector math
-underneath; and that importing npmdn compiles nothing while a second process
-loads the kernels from the disk cache.
+"""What only the numba backend has: its vector math (exp, log, sin/cos, the
+Gumbel screen's -log), the 8 x 8 register transposes, tile sizes and the
+float32 Gumbel screen that never changes a choice, and that importing npmdn
+compiles nothing while a second process loads the kernels from the disk cache.
+
+The contract every backend meets (NLL, gradient, log-density, sampling
+against the reference) is in test_contract.py.
 """
 
 import json
@@ -14,56 +15,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_mixture
-from naive import nll_grad as naive_nll_grad
+from cases import random_mixture
 from numba import njit
-from test_mixture import _hard_inputs
 
-from npmdn import _nb_transpose as tr
-from npmdn import _nb_vmath as vm
-from npmdn import _numba_kernels as nk
-from npmdn import mixture, philox
+from npmdn import config, mixture, philox
+from npmdn._numba import kernels as nk
+from npmdn._numba import transpose as tr
+from npmdn._numba import vmath as vm
 from npmdn.backend import get_backend
 
 DTYPES = [np.float64, np.float32]
-# N around the 8-row blocks and the tiles; K and D around the 8-column blocks
-SHAPES = [(1, 1, 1, 1), (7, 3, 1, 1), (8, 5, 1, 1), (65, 4, 3, 3), (65, 4, 3, 1), (5, 1, 2, 2),
-          (300, 64, 8, 8), (40, 9, 5, 1), (3, 130, 9, 9), (1000, 5, 2, 2), (131, 13, 3, 3),
-          (200, 30, 1, 1), (77, 8, 4, 4), (129, 2, 9, 1)]
-NAMES = ("nll", "d_logits", "d_mu", "d_log_sigma")
-
-
-def _row_scale(w):
-    """Per-row largest magnitude, shaped to broadcast against ``w``."""
-    s = np.abs(w).reshape(len(w), -1).max(axis=1)
-    return s.reshape((-1,) + (1,) * (w.ndim - 1))
-
-
-def _check(got, want, dtype, hard=False, args=None):
-    """float64: essentially exact (1e-12; hard inputs 1e-10, as the reference
-    against PyTorch). float32: the NLL within 1e-5 relative; each gradient,
-    measured against the float64 evaluation of the same float32 inputs and
-    relative to its row's largest entry, within 1e-5 or within twice the
-    float32 reference's own error, whichever is larger: ``pi - r`` in float32
-    carries an error of ``|t_k| * 2**-24`` from rounding ``t_k``, in the
-    reference as here."""
-    for name, g, w in zip(NAMES[:len(got)], got, want, strict=True):
-        assert g.dtype == w.dtype and g.shape == w.shape, name
-        assert np.isfinite(g).all(), name
-        if dtype == np.float64:
-            tol = dict(rtol=1e-10, atol=1e-300) if hard else dict(rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(g, w, err_msg=name, **tol)
-    if dtype == np.float64:
-        return
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg="nll")
-    if len(got) == 1:
-        return
-    truth = mixture.nll_grad(*(a.astype(np.float64) for a in args))
-    for name, g, w, t in zip(NAMES[1:], got[1:], want[1:], truth[1:], strict=True):
-        scale = _row_scale(t) + 1e-300
-        ours = np.max(np.abs(g - t) / scale)
-        ref = np.max(np.abs(w - t) / scale)
-        assert ours <= max(1e-5, 2 * ref), f"{name}: error {ours:.2e} (reference {ref:.2e})"
 
 
 # ------------------------------------------------------------------ vector math
@@ -112,7 +73,7 @@ def test_exp_matches_numpy(rng, dtype, max_ulp, tiny, flush):
     want = np.exp(x)
     normal = x >= dtype(flush)
     assert _ulps(got[normal], want[normal]).max() <= max_ulp
-    # below the flush point: zero instead of a subnormal (documented in _nb_vmath)
+    # below the flush point: zero instead of a subnormal (documented in npmdn._numba.vmath)
     assert (got[~normal] == 0).all() and (want[~normal] <= np.exp(dtype(flush))).all()
     special = np.array([-np.inf, np.inf, np.nan, 1000.0, -1000.0], dtype)
     out = np.empty_like(special)
@@ -198,119 +159,16 @@ def test_backend_wires_these_kernels():
     assert be.nll_grad is nk.nll_grad and be.log_prob is nk.log_prob and be.sample is nk.sample
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,k,d,s", SHAPES)
-def test_nll_grad_and_log_prob_match_reference(rng, dtype, n, k, d, s):
-    args = random_mixture(rng, n, k, d, s, dtype)
-    want = mixture.nll_grad(*args)
-    _check(nk.nll_grad(*args), want, dtype, args=args)
-    lp = nk.log_prob(*args)
-    assert lp.dtype == dtype and lp.shape == (n,)
-    _check([-lp], want[:1], dtype)
-
-
-@pytest.mark.parametrize("n,k,d,s", [(9, 3, 2, 2), (9, 3, 2, 1), (17, 9, 1, 1), (4, 2, 5, 5)])
-def test_nll_grad_matches_loops(rng, n, k, d, s):
-    args = random_mixture(rng, n, k, d, s)
-    for name, g, w in zip(NAMES, nk.nll_grad(*args), naive_nll_grad(*args), strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13, err_msg=name)
-
-
-@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
-def test_hard_inputs_float64(rng, cov):
-    """y hundreds of sigmas from every mean, sigma near 1e-30 and 1e30, K=64, D=8."""
-    args = _hard_inputs(rng, cov)
-    got = nk.nll_grad(*args)
-    _check(got, mixture.nll_grad(*args), np.float64, hard=True)
-    assert np.all(got[0] > 1e4)  # far in the tail, and still finite
-    np.testing.assert_allclose(nk.log_prob(*args), -got[0], rtol=1e-13)
-
-
-@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
-def test_hard_inputs_float32(rng, cov):
-    args = [a.astype(np.float32) for a in _hard_inputs(rng, cov)]
-    _check(nk.nll_grad(*args), mixture.nll_grad(*args), np.float32, hard=True, args=args)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("s", [3, 1])
-def test_head_views_written_in_place(rng, dtype, s):
-    """The model's layout: row-strided views of one head output and one gradient
-    buffer, with columns on either side that the kernel must not touch."""
-    n, k, d = 203, 4, 3
-    logits, mu, ls, y = random_mixture(rng, n, k, d, s, dtype)
-    p = k * (1 + d + s)
-    head = np.zeros((n, p + 3), dtype)
-    head[:, 1:p + 1] = np.concatenate([logits, mu.reshape(n, -1), ls.reshape(n, -1)], axis=1)
-    grad = np.full((n, p + 3), np.nan, dtype)
-    nll = np.full(n, np.nan, dtype)
-
-    def split(h):
-        h = h[:, 1:p + 1]
-        return h[:, :k], h[:, k:k + k * d].reshape(n, k, d), h[:, k + k * d:].reshape(n, k, s)
-
-    gviews = split(grad)
-    res = nk.nll_grad(*split(head), y, out=(nll, *gviews))
-    assert res[0] is nll and all(r is v for r, v in zip(res[1:], gviews, strict=True))
-    _check([nll, *gviews], mixture.nll_grad(logits, mu, ls, y), dtype,
-           args=(logits, mu, ls, y))
-    assert np.isnan(grad[:, 0]).all() and np.isnan(grad[:, p + 1:]).all()
-    np.testing.assert_allclose(nk.log_prob(*split(head), y), -nll, rtol=1e-6)
-
-
-def test_other_layouts(rng):
-    """Inputs and outputs that cannot be viewed as [N, width] rows are copied, not misread."""
-    logits, mu, ls, y = random_mixture(rng, 50, 3, 2, 2)
-    want = mixture.nll_grad(logits, mu, ls, y)
-    f_order = [np.asfortranarray(a) for a in (logits, mu, ls, y)]
-    _check(nk.nll_grad(*f_order), want, np.float64)
-    ywide = np.zeros((50, 5))
-    ywide[:, 1:4:2] = y  # column stride 2
-    _check(nk.nll_grad(logits, mu, ls, ywide[:, 1:4:2]), want, np.float64)
-    out = (np.empty(100)[::2], np.empty((3, 50)).T, np.asfortranarray(np.empty((50, 3, 2))),
-           np.empty((50, 3, 4))[:, :, ::2])
-    res = nk.nll_grad(logits, mu, ls, y, out=out)
-    assert all(r is o for r, o in zip(res, out, strict=True))
-    _check(out, want, np.float64)
-
-
 @pytest.mark.parametrize("tile", [8, 16, 64])
 def test_tile_sizes_agree(rng, monkeypatch, tile):
     args = random_mixture(rng, 333, 6, 2, 2, np.float32)
     want = nk.nll_grad(*args)
-    monkeypatch.setattr(nk, "TILE", tile)
+    monkeypatch.setattr(config, "HEAD_TILE", tile)
     for g, w in zip(nk.nll_grad(*args), want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_non_finite_inputs_give_non_finite_nll(rng, dtype):
-    """A diverging model's head output must show up in the loss (fit stops on it)."""
-    n = 24
-    logits, mu, ls, y = random_mixture(rng, n, 3, 2, 2, dtype)
-    logits[0, 1] = np.inf
-    logits[1, 0] = np.nan
-    mu[2, 0, 0] = np.inf
-    mu[3, 2, 1] = np.nan
-    ls[4, 1, 0] = np.inf
-    ls[5, 0, 1] = -np.inf
-    ls[6, 2, 0] = np.nan
-    y[7, 1] = np.inf
-    with np.errstate(all="ignore"):
-        ref_nll = mixture.nll_grad(logits, mu, ls, y)[0]
-    nll = nk.nll_grad(logits, mu, ls, y)[0]
-    lp = nk.log_prob(logits, mu, ls, y)
-    bad = ~np.isfinite(ref_nll)
-    assert bad.sum() >= 5  # the rest lose one component to -inf and stay finite
-    assert not np.isfinite(nll[bad]).any() and not np.isfinite(lp[bad]).any()
-    np.testing.assert_allclose(nll[~bad], ref_nll[~bad], rtol=1e-5)
-
-
 # ------------------------------------------------------------------ sampling
-
-
-SAMPLE_SHAPES = [(13, 1, 1, 1), (11, 3, 2, 2), (9, 4, 3, 1), (7, 5, 1, 1), (6, 8, 4, 4),
-                 (5, 9, 5, 5), (4, 17, 2, 1), (3, 30, 1, 1)]
 
 
 def _distinct_means(rng, n, k, d, s, dtype):
@@ -319,58 +177,6 @@ def _distinct_means(rng, n, k, d, s, dtype):
     logits, mu, ls, _ = random_mixture(rng, n, k, d, s, dtype)
     mu = mu + np.arange(k, dtype=dtype)[None, :, None] * dtype(10.0)
     return logits, mu, ls
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("method", ["gumbel", "cumulative"])
-@pytest.mark.parametrize("temperature", [1.0, 0.4, 3.0, 0.0])
-@pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
-def test_sample_choices_identical(rng, dtype, method, temperature, n, k, d, s):
-    logits, mu, ls = _distinct_means(rng, n, k, d, s, dtype)
-    got = nk.sample(logits, mu, ls, 40, 2024, 5, method, temperature, 0.0)
-    want = mixture.sample(logits, mu, ls, 40, 2024, 5, method, temperature, 0.0)
-    assert got.dtype == dtype and got.shape == (n, 40, d)
-    np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("method", ["gumbel", "cumulative"])
-@pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
-def test_sample_values_match_reference(rng, dtype, method, n, k, d, s):
-    logits, mu, ls, _ = random_mixture(rng, n, k, d, s, dtype)
-    got = nk.sample(logits, mu, ls, 30, 7, 0, method, 0.8, 1.7)
-    want = mixture.sample(logits, mu, ls, 30, 7, 0, method, 0.8, 1.7)
-    if dtype == np.float64:
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    else:
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 9])
-def test_sample_normals_are_the_stream(rng, dtype, d):
-    """mu = 0, sigma = 1: each draw is the stream's normal vector, cast to the dtype."""
-    n, j, seed = 37, 11, 2**40 + 3  # a seed with both key halves non-zero
-    logits = rng.normal(size=(n, 3)).astype(dtype)
-    zeros = np.zeros((n, 3, d), dtype)
-    got = nk.sample(logits, zeros, zeros, j, seed, 2**33 + 1, "gumbel", 1.0, 1.0)
-    rows = 2**33 + 1 + np.arange(n, dtype=np.uint64)
-    first = philox.normal_offset(3)  # after the K = 3 Gumbel choice words
-    eps = philox.normals(seed, rows, np.arange(j, dtype=np.uint64), d, first).astype(dtype)
-    if dtype == np.float64:
-        np.testing.assert_allclose(got, eps, rtol=1e-13, atol=1e-14)
-    else:
-        np.testing.assert_allclose(got, eps, rtol=2e-7, atol=1e-7)
-
-
-def test_sample_large_seed_and_row_offset(rng):
-    """Counters past 2**32 rows and seeds past 2**32 use both halves of each word."""
-    logits, mu, ls = _distinct_means(rng, 20, 6, 2, 2, np.float64)
-    for seed, off in [(2**64 - 1, 2**63), (2**32, 2**32 - 7), (0, 0)]:
-        for method in ("gumbel", "cumulative"):
-            np.testing.assert_array_equal(
-                nk.sample(logits, mu, ls, 9, seed, off, method, 1.0, 0.0),
-                mixture.sample(logits, mu, ls, 9, seed, off, method, 1.0, 0.0))
 
 
 @pytest.mark.parametrize("method", ["gumbel", "cumulative"])
@@ -383,7 +189,7 @@ def test_sampling_independent_of_batch_split_and_tile(rng, monkeypatch, method):
     np.testing.assert_array_equal(nk.sample(logits, mu, ls, 4, 99, 0, method, 1.0, 1.0),
                                   whole[:, :4])  # fewer draws are a prefix
     for tile in (16, 48, 4096):
-        monkeypatch.setattr(nk, "SAMPLE_TILE", tile)
+        monkeypatch.setattr(config, "SAMPLE_TILE", tile)
         np.testing.assert_array_equal(nk.sample(logits, mu, ls, 21, 99, 0, method, 1.0, 1.0),
                                       whole)
 
@@ -432,7 +238,7 @@ def test_import_compiles_nothing():
         "import sys, json, npmdn\n"
         "before = 'numba' in sys.modules\n"
         "be = npmdn.get_backend('numba')\n"
-        "from npmdn import _numba_kernels as nk, _nb_head, _nb_sample\n"
+        "from npmdn._numba import kernels as nk, head as _nb_head, sample as _nb_sample\n"
         "print(json.dumps([before, be.name, len(nk._entries),\n"
         "                  len(_nb_head.head_kernel.signatures),\n"
         "                  len(_nb_sample.sample_kernel.signatures)]))\n"
@@ -445,7 +251,7 @@ def test_import_compiles_nothing():
 def test_second_process_loads_from_disk_cache(tmp_path):
     code = (
         "import json, numpy as np\n"
-        "from npmdn import _numba_kernels as nk, _nb_head\n"
+        "from npmdn._numba import kernels as nk, head as _nb_head\n"
         "rng = np.random.default_rng(0)\n"
         "args = [rng.normal(size=s) for s in [(9, 2), (9, 2, 1), (9, 2, 1), (9, 1)]]\n"
         "nk.nll_grad(*args)\n"
@@ -461,7 +267,7 @@ def test_second_process_loads_from_disk_cache(tmp_path):
 
 
 def test_math_constants_documented():
-    """The flush points sit just above the smallest normal, as _nb_vmath says."""
+    """The flush points sit just above the smallest normal, as npmdn._numba.vmath says."""
     assert math.exp(vm._FLUSH64) > np.finfo(np.float64).tiny
     assert math.exp(vm._FLUSH32) > np.finfo(np.float32).tiny
     assert math.exp(vm._FLUSH64) < 1.01 * np.finfo(np.float64).tiny

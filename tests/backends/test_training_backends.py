@@ -1,6 +1,6 @@
 """The whole MDN on the numpy and numba backends: the same initial weights give
 the same loss and gradients, training gives the same weights and history
-(the numba backend runs fit's epochs fused, npmdn._nb_train, with the NumPy
+(the numba backend runs fit's epochs fused, npmdn._numba.train, with the NumPy
 loop as the reference), failures raise the same errors, and a model trained
 on one backend saves, loads on the other and answers the same.
 """
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import npmdn
-from npmdn import _nb_train
-from npmdn.model import NonFiniteLossError
+from npmdn import NonFiniteLossError, config, training
+from npmdn._numba import train as _nb_train
 
 
 def _data(n=300, d_in=2, d_out=2, seed=0):
@@ -43,7 +43,7 @@ def test_same_weights_same_loss_and_gradient(dtype, cov):
         xs, ys = m._std_x(x), m._std_y(y)
         nll = np.empty(len(x), m.dtype)
         grad = np.empty((len(x), m.head_size), m.dtype)
-        loss, g2 = m._loss_grad_norm_std(xs, ys, nll, grad)
+        loss, g2 = training.batch_loss_grad(m, xs, ys, nll, grad)
         out.append((loss, g2, m.net.grads.copy()))
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[1][0], out[0][0], **tol)
@@ -104,7 +104,7 @@ def test_fused_path_is_taken_and_can_be_turned_off(monkeypatch):
     _, b = _pair()
     b.fit(x, y, epochs=3, verbose=False)
     assert len(calls) == 3
-    monkeypatch.setenv(_nb_train.ENV_VAR, "0")
+    monkeypatch.setenv(config.ENV_FUSED_FIT, "0")
     _, c = _pair()
     c.fit(x, y, epochs=3, verbose=False)
     assert len(calls) == 3  # the NumPy loop ran
@@ -115,8 +115,8 @@ def test_fused_path_is_taken_and_can_be_turned_off(monkeypatch):
 def test_parallel_steps_match(monkeypatch, dtype):
     """Batches split over threads (here forced at 64 rows per thread) sum to
     the same gradient as the NumPy loop."""
-    monkeypatch.setattr(_nb_train, "MIN_ROWS_PER_THREAD", 64)
-    monkeypatch.setattr(_nb_train, "CHUNK", 32)
+    monkeypatch.setattr(config, "TRAIN_MIN_ROWS_PER_THREAD", 64)
+    monkeypatch.setattr(config, "TRAIN_CHUNK", 32)
     x, y = _data(n=700)
     a, b = _pair(dtype)
     a.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False)

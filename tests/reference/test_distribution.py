@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import random_mixture
+from cases import random_mixture
 
 import npmdn
-from npmdn import mixture
+from npmdn import distribution, mixture
 
 stats = pytest.importorskip("scipy.stats")
 optimize = pytest.importorskip("scipy.optimize")
@@ -74,8 +74,8 @@ def test_cdf_matches_scipy(kind):
     want = (pi * stats.norm.cdf(y, mu[..., 0], sigma)).sum(axis=1)
     want_sf = (pi * stats.norm.sf(y, mu[..., 0], sigma)).sum(axis=1)
     np.testing.assert_allclose(npmdn.mixture_cdf(logits, mu, ls, y), want, rtol=1e-13)
-    np.testing.assert_allclose(mixture.sf(logits, mu, ls, y)[:, 0], want_sf, rtol=1e-13)
-    np.testing.assert_allclose(mixture.log_cdf(logits, mu, ls, y)[:, 0], np.log(want),
+    np.testing.assert_allclose(distribution.sf(logits, mu, ls, y)[:, 0], want_sf, rtol=1e-13)
+    np.testing.assert_allclose(distribution.log_cdf(logits, mu, ls, y)[:, 0], np.log(want),
                                rtol=1e-13, atol=1e-15)
 
 
@@ -86,12 +86,12 @@ def test_cdf_deep_tails_keep_relative_accuracy():
     y = np.array([[-30.0]])
     want = 0.5 * (stats.norm.cdf(-30.0) + stats.norm.cdf(-31.0))
     np.testing.assert_allclose(npmdn.mixture_cdf(logits, mu, ls, y), [want], rtol=1e-12)
-    np.testing.assert_allclose(mixture.sf(logits, mu, ls, -y)[0, 0],
+    np.testing.assert_allclose(distribution.sf(logits, mu, ls, -y)[0, 0],
                                0.5 * (stats.norm.sf(30.0) + stats.norm.sf(29.0)), rtol=1e-12)
     # far beyond where the CDF underflows, its log is still finite and right
     tails = [stats.norm.logcdf(-1e3), stats.norm.logcdf(-1001.0)]
     want_log = special.logsumexp(tails) + math.log(0.5)
-    got = mixture.log_cdf(logits, mu, ls, np.array([[-1e3]]))[0, 0]
+    got = distribution.log_cdf(logits, mu, ls, np.array([[-1e3]]))[0, 0]
     assert math.isclose(got, want_log, rel_tol=1e-13)
 
 
@@ -104,8 +104,8 @@ def test_cdf_is_a_probability_even_when_the_weights_round_above_one():
     assert np.any(special.softmax(logits, axis=1).sum(axis=1) > 1)  # the case exists
     far = np.full(1000, 1e3)
     assert np.all(npmdn.mixture_cdf(logits, mu, ls, far) <= 1.0)
-    assert np.all(mixture.sf(logits, mu, ls, -far[:, None]) <= 1.0)
-    assert np.all(mixture.log_cdf(logits, mu, ls, far[:, None]) <= 0.0)
+    assert np.all(distribution.sf(logits, mu, ls, -far[:, None]) <= 1.0)
+    assert np.all(distribution.log_cdf(logits, mu, ls, far[:, None]) <= 0.0)
     assert npmdn.metrics.calibration(logits, mu, ls, far)["coverage_95"] == 0.0
 
 

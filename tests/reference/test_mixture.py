@@ -1,11 +1,11 @@
 """The NumPy reference of the mixture math: against loops, finite differences,
 PyTorch's logsumexp formulation (float64, hard inputs) and sampling statistics."""
 
-import math
 
 import numpy as np
 import pytest
-from conftest import random_mixture
+from cases import hard_inputs as _hard_inputs
+from cases import random_mixture
 from naive import nll_grad as naive_nll_grad
 
 from npmdn import mixture
@@ -62,23 +62,6 @@ def _torch_reference(logits, mu, log_sigma, y):
     nll = -torch.logsumexp(torch.log_softmax(a, -1) + log_n, dim=-1)
     nll.sum().backward()
     return [nll.detach().numpy()] + [v.grad.numpy() for v in t]
-
-
-def _hard_inputs(rng, s_kind):
-    n, k, d = 32, 64, 8
-    s = d if s_kind == "diagonal" else 1
-    logits = rng.normal(0, 30, (n, k))
-    # sigma near 1e-30 for half the rows and 1e30 for the other half
-    log_sigma = np.where(
-        (np.arange(n) % 2 == 0)[:, None, None],
-        math.log(1e-30) + rng.normal(0, 0.5, (n, k, s)),
-        math.log(1e30) + rng.normal(0, 0.5, (n, k, s)),
-    )
-    sigma = np.exp(log_sigma)
-    mu = rng.normal(0, 1, (n, k, d)) * sigma
-    # y hundreds of sigmas from every mean
-    y = rng.choice([-1.0, 1.0], (n, d)) * 400 * sigma.max(axis=(1, 2))[:, None]
-    return logits, mu, log_sigma, y
 
 
 @pytest.mark.parametrize("cov", ["diagonal", "isotropic"])

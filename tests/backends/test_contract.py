@@ -1,0 +1,311 @@
+"""The backend contract, once for every backend (numpy, numba, cuda-host, cupy).
+
+Every backend's ``nll_grad``, ``log_prob`` and ``sample`` give the NumPy
+reference's answers (npmdn.mixture, npmdn.philox): values and gradients on
+random and hard inputs, both dtypes, both covariance types, strided head
+views written in place, other layouts copied; the same component choices and,
+to rounding, the same draws for a seed, whatever the batch split. Tests that
+compare with the reference itself run on the accelerated backends (``fast``);
+tests against something independent (the loop versions in naive.py, the
+stream's normals, moments) run on all four (``be``).
+
+What only one backend has is tested beside it: test_numba_internals.py,
+test_cuda_host_build.py, test_gpu.py.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from cases import hard_inputs, random_mixture
+from naive import nll_grad as naive_nll_grad
+
+from npmdn import mixture, philox
+
+DTYPES = [np.float64, np.float32]
+COVS = ["diagonal", "isotropic"]
+# N around the 8-row blocks and the tiles; K and D around the 8-column blocks and the
+# CUDA code's 128-element summation blocks
+SHAPES = [(1, 1, 1, 1), (7, 3, 1, 1), (8, 5, 1, 1), (65, 4, 3, 3), (65, 4, 3, 1), (5, 1, 2, 2),
+          (300, 64, 8, 8), (40, 9, 5, 1), (3, 130, 9, 9), (1000, 5, 2, 2), (131, 13, 3, 3),
+          (200, 30, 1, 1), (77, 8, 4, 4), (129, 2, 9, 1)]
+NAMES = ("nll", "d_logits", "d_mu", "d_log_sigma")
+
+
+def _row_scale(w):
+    """Per-row largest magnitude, shaped to broadcast against ``w``."""
+    s = np.abs(w).reshape(len(w), -1).max(axis=1)
+    return s.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+def check(got, want, dtype, hard=False, args=None):
+    """float64: essentially exact (1e-12; hard inputs 1e-10, as the reference
+    against PyTorch). float32: the NLL within 1e-5 relative; each gradient,
+    measured against the float64 evaluation of the same float32 inputs and
+    relative to its row's largest entry, within 1e-5 or within twice the
+    float32 reference's own error, whichever is larger: ``pi - r`` in float32
+    carries an error of ``|t_k| * 2**-24`` from rounding ``t_k``, in the
+    reference as in every kernel."""
+    for name, g, w in zip(NAMES[:len(got)], got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape, name
+        assert np.isfinite(g).all(), name
+        if dtype == np.float64:
+            tol = dict(rtol=1e-10, atol=1e-300) if hard else dict(rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(g, w, err_msg=name, **tol)
+    if dtype == np.float64:
+        return
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg="nll")
+    if len(got) == 1:
+        return
+    truth = mixture.nll_grad(*(a.astype(np.float64) for a in args))
+    for name, g, w, t in zip(NAMES[1:], got[1:], want[1:], truth[1:], strict=True):
+        scale = _row_scale(t) + 1e-300
+        ours = np.max(np.abs(g - t) / scale)
+        ref = np.max(np.abs(w - t) / scale)
+        assert ours <= max(1e-5, 2 * ref), f"{name}: error {ours:.2e} (reference {ref:.2e})"
+
+
+def _host(be, arrays):
+    return [be.get(a) for a in arrays]
+
+
+# --------------------------------------------------------------- NLL and gradient
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,d,s", SHAPES)
+def test_nll_grad_and_log_prob_match_reference(fast, rng, dtype, n, k, d, s):
+    args = random_mixture(rng, n, k, d, s, dtype)
+    want = mixture.nll_grad(*args)
+    check(_host(fast, fast.nll_grad(*fast.put(args))), want, dtype, args=args)
+    lp = fast.get(fast.log_prob(*fast.put(args)))
+    assert lp.dtype == dtype and lp.shape == (n,)
+    check([-lp], want[:1], dtype)
+
+
+@pytest.mark.parametrize("n,k,d,s", [(9, 3, 2, 2), (9, 3, 2, 1), (17, 9, 1, 1), (4, 2, 5, 5),
+                                     (3, 64, 8, 8)])
+def test_nll_grad_matches_loops(be, rng, n, k, d, s):
+    """Against scalar loops written independently of npmdn.mixture (naive.py)."""
+    args = random_mixture(rng, n, k, d, s)
+    got = _host(be, be.nll_grad(*be.put(args)))
+    for name, g, w in zip(NAMES, got, naive_nll_grad(*args), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.parametrize("cov", COVS)
+def test_hard_inputs_float64(fast, rng, cov):
+    """y hundreds of sigmas from every mean, sigma near 1e-30 and 1e30, K=64, D=8:
+    finite, equal to the reference (which meets PyTorch here, reference/test_mixture.py)."""
+    args = hard_inputs(rng, cov)
+    got = _host(fast, fast.nll_grad(*fast.put(args)))
+    check(got, mixture.nll_grad(*args), np.float64, hard=True)
+    assert np.all(got[0] > 1e4)  # far in the tail, and still finite
+    np.testing.assert_allclose(fast.get(fast.log_prob(*fast.put(args))), -got[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cov", COVS)
+def test_hard_inputs_float32(fast, rng, cov):
+    """The same rows in float32 (1e-30 and 1e30 are still normal floats)."""
+    args = [a.astype(np.float32) for a in hard_inputs(rng, cov)]
+    got = _host(fast, fast.nll_grad(*fast.put(args)))
+    check(got, mixture.nll_grad(*args), np.float32, hard=True, args=args)
+
+
+def test_float32_close_to_float64(be, rng):
+    args = random_mixture(rng, 40, 5, 2, 2)
+    got32 = _host(be, be.nll_grad(*be.put([a.astype(np.float32) for a in args])))
+    got64 = _host(be, be.nll_grad(*be.put(args)))
+    for g32, g64 in zip(got32, got64, strict=True):
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g32, g64, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_finite_inputs_give_non_finite_nll(be, rng, dtype):
+    """A diverging model's head output must show up in the loss (fit stops on it)."""
+    n = 24
+    logits, mu, ls, y = random_mixture(rng, n, 3, 2, 2, dtype)
+    logits[0, 1] = np.inf
+    logits[1, 0] = np.nan
+    mu[2, 0, 0] = np.inf
+    mu[3, 2, 1] = np.nan
+    ls[4, 1, 0] = np.inf
+    ls[5, 0, 1] = -np.inf
+    ls[6, 2, 0] = np.nan
+    y[7, 1] = np.inf
+    with np.errstate(all="ignore"):
+        ref_nll = mixture.nll_grad(logits, mu, ls, y)[0]
+        args = be.put((logits, mu, ls, y))
+        nll = be.get(be.nll_grad(*args)[0])
+        lp = be.get(be.log_prob(*args))
+    bad = ~np.isfinite(ref_nll)
+    assert bad.sum() >= 5  # the rest lose one component to -inf and stay finite
+    assert not np.isfinite(nll[bad]).any() and not np.isfinite(lp[bad]).any()
+    np.testing.assert_allclose(nll[~bad], ref_nll[~bad], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("s", [3, 1])
+def test_head_views_written_in_place(be, rng, dtype, s):
+    """The model's layout: row-strided views of one head output and one gradient
+    buffer, with columns on either side that the kernel must not touch."""
+    n, k, d = 203, 4, 3
+    logits, mu, ls, y = random_mixture(rng, n, k, d, s, dtype)
+    p = k * (1 + d + s)
+    head = np.zeros((n, p + 3), dtype)
+    head[:, 1:p + 1] = np.concatenate([logits, mu.reshape(n, -1), ls.reshape(n, -1)], axis=1)
+    head, grad, nll, y_dev = be.put((head, np.full((n, p + 3), np.nan, dtype),
+                                     np.full(n, np.nan, dtype), y))
+
+    def split(h):
+        h = h[:, 1:p + 1]
+        return h[:, :k], h[:, k:k + k * d].reshape(n, k, d), h[:, k + k * d:].reshape(n, k, s)
+
+    gviews = split(grad)
+    res = be.nll_grad(*split(head), y_dev, out=(nll, *gviews))
+    assert res[0] is nll and all(r is v for r, v in zip(res[1:], gviews, strict=True))
+    want = mixture.nll_grad(logits, mu, ls, y)
+    check([be.get(nll), *_host(be, gviews)], want, dtype, args=(logits, mu, ls, y))
+    grad = be.get(grad)
+    assert np.isnan(grad[:, 0]).all() and np.isnan(grad[:, p + 1:]).all()
+    assert np.isfinite(grad[:, 1:p + 1]).all()  # every element of the views was written
+    lp = be.get(be.log_prob(*split(head), y_dev))
+    np.testing.assert_allclose(lp, -be.get(nll), rtol=1e-6)
+
+
+def test_other_layouts(be, rng):
+    """Inputs and outputs that cannot be read as [N, width] rows (Fortran order, a
+    strided last axis, reversed rows) are copied, not misread; an output over an
+    input (d_logits written over the logits) is written back after the kernel."""
+    logits, mu, ls, y = random_mixture(rng, 50, 3, 2, 2)
+    want = mixture.nll_grad(logits, mu, ls, y)
+    xp = be.xp
+    f_order = [xp.asfortranarray(a) for a in be.put((logits, mu, ls, y))]
+    check(_host(be, be.nll_grad(*f_order)), want, np.float64)
+    ywide = xp.zeros((50, 5))
+    ywide[:, 1:4:2] = xp.asarray(y)  # column stride 2
+    reversed_logits = xp.asarray(logits)[::-1].copy()[::-1]  # negative row stride
+    dev = be.put((mu, ls))
+    check(_host(be, be.nll_grad(reversed_logits, *dev, ywide[:, 1:4:2])), want, np.float64)
+    lg = xp.asarray(logits).copy()
+    out = (xp.empty(100)[::2], lg, xp.asfortranarray(xp.empty((50, 3, 2))),
+           xp.empty((50, 3, 4))[:, :, ::2])
+    res = be.nll_grad(lg, *dev, xp.asarray(y), out=out)
+    assert all(r is o for r, o in zip(res, out, strict=True))
+    check(_host(be, out), want, np.float64)
+
+
+def test_empty_batch(be):
+    z = be.put((np.zeros((0, 3)), np.zeros((0, 3, 2)), np.zeros((0, 3, 1)), np.zeros((0, 2))))
+    assert [tuple(r.shape) for r in be.nll_grad(*z)] == [(0,), (0, 3), (0, 3, 2), (0, 3, 1)]
+    assert tuple(be.log_prob(*z).shape) == (0,)
+    assert tuple(be.sample(*z[:3], 4, 1).shape) == (0, 4, 2)
+
+
+# --------------------------------------------------------------------- sampling
+
+
+SAMPLE_SHAPES = [(13, 1, 1, 1), (11, 3, 2, 2), (9, 4, 3, 1), (7, 5, 1, 1), (6, 8, 4, 4),
+                 (5, 9, 5, 5), (4, 17, 2, 1), (3, 30, 1, 1), (4, 64, 8, 8)]
+
+
+def distinct_means(rng, n, k, d, s, dtype):
+    """Mixtures whose components have distinct means, so that the drawn value
+    with sigma_scale = 0 names the chosen component."""
+    logits, mu, ls, _ = random_mixture(rng, n, k, d, s, dtype)
+    mu = mu + np.arange(k, dtype=dtype)[None, :, None] * dtype(10.0)
+    return logits, mu, ls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
+@pytest.mark.parametrize("temperature", [1.0, 0.4, 3.0, 0.0])
+@pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
+def test_sample_choices_identical(fast, rng, dtype, method, temperature, n, k, d, s):
+    """sigma_scale = 0 returns the chosen means exactly: the choices are the reference's."""
+    logits, mu, ls = distinct_means(rng, n, k, d, s, dtype)
+    got = fast.get(fast.sample(*fast.put((logits, mu, ls)), 40, 2024, 5, method,
+                               temperature, 0.0))
+    want = mixture.sample(logits, mu, ls, 40, 2024, 5, method, temperature, 0.0)
+    assert got.dtype == dtype and got.shape == (n, 40, d)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
+@pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
+def test_sample_values_match_reference(fast, rng, dtype, method, n, k, d, s):
+    """The draws to rounding: the normals differ from NumPy's by a few ulps of the
+    float64 log, cos and sin, then one rounding to the dtype."""
+    logits, mu, ls, _ = random_mixture(rng, n, k, d, s, dtype)
+    for seed, offset, temperature, sigma_scale in [(7, 0, 0.8, 1.7), (2**64 - 1, 2**32 - 5,
+                                                                        0.5, 2.5)]:
+        got = fast.get(fast.sample(*fast.put((logits, mu, ls)), 30, seed, offset, method,
+                                   temperature, sigma_scale))
+        want = mixture.sample(logits, mu, ls, 30, seed, offset, method, temperature,
+                              sigma_scale)
+        assert got.dtype == want.dtype
+        if dtype == np.float64:
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 9])
+def test_sample_normals_are_the_stream(be, rng, dtype, d):
+    """mu = 0, sigma = 1: each draw is the stream's normal vector (npmdn.philox),
+    cast to the dtype."""
+    n, j, seed = 37, 11, 2**40 + 3  # a seed with both key halves non-zero
+    logits = rng.normal(size=(n, 3)).astype(dtype)
+    zeros = np.zeros((n, 3, d), dtype)
+    got = be.get(be.sample(*be.put((logits, zeros, zeros)), j, seed, 2**33 + 1, "gumbel",
+                           1.0, 1.0))
+    rows = 2**33 + 1 + np.arange(n, dtype=np.uint64)
+    first = philox.normal_offset(3)  # after the K = 3 Gumbel choice words
+    eps = philox.normals(seed, rows, np.arange(j, dtype=np.uint64), d, first).astype(dtype)
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, eps, rtol=1e-13, atol=1e-14)
+    else:
+        np.testing.assert_allclose(got, eps, rtol=2e-7, atol=1e-7)
+
+
+def test_sample_large_seed_and_row_offset(fast, rng):
+    """Counters past 2**32 rows and seeds past 2**32 use both halves of each word."""
+    logits, mu, ls = distinct_means(rng, 20, 6, 2, 2, np.float64)
+    for seed, off in [(2**64 - 1, 2**63), (2**32, 2**32 - 7), (0, 0)]:
+        for method in mixture.SAMPLE_METHODS:
+            np.testing.assert_array_equal(
+                fast.get(fast.sample(*fast.put((logits, mu, ls)), 9, seed, off, method,
+                                     1.0, 0.0)),
+                mixture.sample(logits, mu, ls, 9, seed, off, method, 1.0, 0.0))
+
+
+@pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
+def test_sampling_independent_of_batch_split(be, rng, method):
+    """Row i of a call at row_offset a is global row a + i; fewer draws are a prefix."""
+    logits, mu, ls, _ = random_mixture(rng, 50, 5, 2, 2, np.float32)
+    dev = be.put((logits, mu, ls))
+    whole = be.get(be.sample(*dev, 21, 99, 0, method, 1.0, 1.0))
+    parts = [be.get(be.sample(*(a[r:r + 7] for a in dev), 21, 99, r, method, 1.0, 1.0))
+             for r in range(0, 50, 7)]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    np.testing.assert_array_equal(be.get(be.sample(*dev, 4, 99, 0, method, 1.0, 1.0)),
+                                  whole[:, :4])
+
+
+def test_sample_statistics(be):
+    """Many draws from one row: the mixture's mean and variance."""
+    logits = np.log(np.array([[0.5, 0.3, 0.2]]))
+    mu = np.array([[[-3.0], [0.5], [4.0]]])
+    ls = np.log(np.array([[[0.7], [1.5], [0.4]]]))
+    x = be.get(be.sample(*be.put((logits, mu, ls)), 200_000, 11, 0, "gumbel", 1.0, 1.0))
+    x = x[0, :, 0]
+    m = mixture.mean(logits, mu)[0, 0]
+    v = mixture.variance(logits, mu, ls)[0, 0]
+    assert abs(x.mean() - m) < 5 * math.sqrt(v / x.size)
+    assert abs(x.var() / v - 1) < 0.02
