@@ -5,7 +5,7 @@ quadrature of (F(t) - 1{t >= y})^2, on random mixtures, mixtures with one sigma
 1e-8 beside sigmas ~1, and mixtures whose means are 1e6 apart. Speed: wall time
 of quantile / modes / CRPS / CDF for N rows of K = 8 components (NumPy, float64).
 
-    PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python bench/bench_distribution.py
+    OPENBLAS_NUM_THREADS=1 python -m bench.distribution
 """
 
 import math

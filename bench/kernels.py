@@ -1,6 +1,6 @@
 """Mixture-head kernels on the CPU: npmdn numpy, npmdn numba, PyTorch.
 
-    python bench/bench_kernels.py [--dtype float32] [--runs 15] [--json bench/kernels.json]
+    python -m bench.kernels [--dtype float32] [--runs 15] [--json bench/kernels.json]
 
 For each (N, K, D) (diagonal covariance) and each kernel — NLL with its
 gradient with respect to the head output, the log-density alone, sampling —
@@ -31,11 +31,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _machine  # noqa: E402
+from npmdn import mixture
+from npmdn._numba import kernels as nk
 
-from npmdn import _numba_kernels as nk  # noqa: E402
-from npmdn import mixture  # noqa: E402
+from . import machine as _machine
 
 SHAPES = [(65536, 5, 1), (65536, 30, 1), (65536, 8, 4), (1048576, 5, 1)]
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

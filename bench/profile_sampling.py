@@ -1,6 +1,6 @@
 """Where the numba sampler's time goes, against what the stream layout forces.
 
-    python bench/profile_sampling.py [--n 65536] [--k 5] [--draws 16]
+    python -m bench.profile_sampling [--n 65536] [--k 5] [--draws 16]
 
 A draw on the npmdn stream reads C choice words (C = K for Gumbel-max, 1 for
 the cumulative method), then 2 ceil(D / 2) normal words from the next even
@@ -16,17 +16,15 @@ This times, on the same data and threads:
 """
 
 import argparse
-import os
 import sys
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _machine  # noqa: E402
+from npmdn._numba import kernels as nk
+from npmdn._numba.sample import philox10, prefer_wide_vectors
 
-from npmdn import _numba_kernels as nk  # noqa: E402
-from npmdn._nb_sample import philox10, prefer_wide_vectors  # noqa: E402
+from . import machine as _machine
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -1,6 +1,6 @@
 """Training an MDN end to end: npmdn (numba backend) against the same model in PyTorch.
 
-    python bench/bench_train.py [--setups seed large large-full] [--json bench/train.json]
+    python -m bench.train [--setups seed large large-full] [--json bench/train.json]
 
 Set-ups (float32, inverted sinusoid, 1 input, tanh trunk, K = 5, Adam):
 
@@ -29,11 +29,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _machine  # noqa: E402
+import npmdn
+from npmdn import datasets
 
-import npmdn  # noqa: E402
-from npmdn import datasets  # noqa: E402
+from . import machine as _machine
 
 SETUPS = {
     "seed": dict(n=1000, hidden=(20,), batch_size=None, steps=10000, lr=1e-2),
