@@ -30,9 +30,11 @@ from .functional import (
     mixture_sample,
 )
 from .model import MDN, History, NonFiniteLossError, load
+from .predictive import Mixture
 
 __all__ = [
     "MDN",
+    "Mixture",
     "History",
     "NonFiniteLossError",
     "BackendUnavailable",

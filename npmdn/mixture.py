@@ -215,6 +215,18 @@ def covariance(logits, mu, log_sigma):
     return between
 
 
+def component_covariances(mu, log_sigma):
+    """Each component's covariance matrix [N, K, D, D]: ``diag(sigma_k^2)`` (isotropic:
+    ``sigma_k^2 I``), in the dtype of ``log_sigma``."""
+    xp = _xp(mu)
+    d, _ = _dims(mu, log_sigma)
+    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D], S=1 broadcast over D
+    out = xp.zeros((*mu.shape, d), dtype=log_sigma.dtype)
+    idx = xp.arange(d)
+    out[..., idx, idx] = var
+    return out
+
+
 # --------------------------------------------------------------------------
 # sampling on the Philox stream (see npmdn.philox for the layout)
 # --------------------------------------------------------------------------
