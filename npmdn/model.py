@@ -316,7 +316,7 @@ class MDN:
     def distribution(self, x) -> Mixture:
         """The predicted ``p(y | x)`` of each row as a :class:`npmdn.Mixture` (user
         units, on this model's backend): ``log_prob``, ``cdf``, ``quantile``, ``sample``..."""
-        return Mixture(*self.mixture_raw(x), covariance=self.covariance,
+        return Mixture(*self.mixture_raw(x), covariance_type=self.covariance,
                        backend=self.backend.name)
 
     def mixture(self, x):

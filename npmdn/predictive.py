@@ -50,9 +50,9 @@ class Mixture:
     log_sigma : (N, K, S) float array
         Log standard deviations: ``S = D`` (diagonal) or ``S = 1`` (isotropic).
         The three arrays share one dtype and one device (NumPy or CuPy).
-    covariance : {"diagonal", "isotropic"}, optional
-        What ``log_sigma`` means; by default read from S (``S = D`` is
-        diagonal, which for D = 1 is the same law as isotropic).
+    covariance_type : {"diagonal", "isotropic"}, optional
+        What ``log_sigma`` means (``MDN``'s ``covariance``); by default read
+        from S (``S = D`` is diagonal, for D = 1 the same law as isotropic).
     backend : str, optional
         Runs :func:`npmdn.mixture_log_prob` and :func:`npmdn.mixture_sample`
         (``"numpy"``, ``"numba"``, ``"cupy"``); ``None`` follows the usual
@@ -64,6 +64,8 @@ class Mixture:
     ----------
     params : tuple
         ``(logits, mu, log_sigma)``, as given: what the functions take.
+    covariance_type : str
+    backend : str or None
     weights : (N, K) array
     means : (N, K, D) array
     covariances : (N, K, D, D) array
@@ -73,22 +75,22 @@ class Mixture:
     gives another ``Mixture``; an int keeps the row axis (N = 1).
     """
 
-    def __init__(self, logits, mu, log_sigma, *, covariance: str | None = None,
+    def __init__(self, logits, mu, log_sigma, *, covariance_type: str | None = None,
                  backend=None):
         _, _, d, s = C.mixture_args(logits, mu, log_sigma)
-        if covariance is None:
-            covariance = "diagonal" if s == d else "isotropic"
-        covariance = C.choice_arg(covariance, "covariance", COVARIANCE_KINDS)
-        want = d if covariance == "diagonal" else 1
+        if covariance_type is None:
+            covariance_type = "diagonal" if s == d else "isotropic"
+        covariance_type = C.choice_arg(covariance_type, "covariance_type", COVARIANCE_KINDS)
+        want = d if covariance_type == "diagonal" else 1
         if s != want:
             raise ValueError(
-                f"covariance={covariance!r} needs log_sigma [N, K, {want}], got "
+                f"covariance_type={covariance_type!r} needs log_sigma [N, K, {want}], got "
                 f"{tuple(log_sigma.shape)}"
             )
         if isinstance(backend, Backend):
             backend = backend.name
         self.params = (logits, mu, log_sigma)
-        self.covariance = covariance
+        self.covariance_type = covariance_type
         self.backend = None if backend is None else _check_name(backend)
 
     # ------------------------------------------------------------------
@@ -126,12 +128,12 @@ class Mixture:
             raise IndexError(f"index {key!r} selects no rows")
         xp = mixture._xp(parts[0])
         parts = [xp.ascontiguousarray(p) for p in parts]
-        return Mixture(*parts, covariance=self.covariance, backend=self.backend)
+        return Mixture(*parts, covariance_type=self.covariance_type, backend=self.backend)
 
     def __repr__(self) -> str:
         return (
             f"Mixture(n={len(self)}, n_components={self.n_components}, dim={self.dim}, "
-            f"covariance={self.covariance!r}, dtype={self.dtype.name}, "
+            f"covariance_type={self.covariance_type!r}, dtype={self.dtype.name}, "
             f"backend={self.backend!r})"
         )
 
