@@ -306,3 +306,37 @@ def test_isotropic_needs_one_scale_for_d_above_1(rng):
     assert npmdn.Mixture(logits, mu, ls, covariance_type="isotropic").covariance_type == "isotropic"
     assert npmdn.Mixture(logits, mu, ls).covariance_type == "diagonal"  # D = 1: the same law
     assert math.isfinite(float(npmdn.Mixture(logits, mu, ls).log_prob(np.zeros(3))[0]))
+
+
+# --------------------------------------------------------------------------
+# the cupy backend (pytest -m gpu; skipped without CuPy and a CUDA device)
+# --------------------------------------------------------------------------
+
+
+def cupy_or_skip():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, or one too old for this CuPy
+        pytest.skip(f"no CUDA device answers: {exc}")
+    if n < 1:
+        pytest.skip("CuPy finds no CUDA device")
+    return cupy
+
+
+@pytest.mark.gpu
+def test_gpu_mixture(rng):
+    cupy = cupy_or_skip()
+    logits, mu, ls, y = random_mixture(rng, 50, 4, 2, 2, np.float32)
+    raw = (logits, mu, ls)
+    host = npmdn.Mixture(*raw, backend="cupy")  # host arrays, the kernels on the device
+    same(host.log_prob(y), npmdn.mixture_log_prob(*raw, y, backend="cupy"))
+    same(host.sample(3, seed=1), npmdn.mixture_sample(*raw, 3, 1, backend="cupy"))
+    dev_raw = [cupy.asarray(a) for a in raw]
+    dev = npmdn.Mixture(*dev_raw)  # CuPy arrays in, CuPy arrays out
+    lp = dev.log_prob(cupy.asarray(y))
+    assert isinstance(lp, cupy.ndarray)
+    same(lp.get(), host.log_prob(y))
+    same(dev.quantile(LEVELS).get(), npmdn.mixture_quantile(*dev_raw, LEVELS).get())
+    same(dev.covariances.get(), npmdn.Mixture(*raw).covariances)
+    assert len(dev[3:7]) == 4 and isinstance(dev[3:7].params[0], cupy.ndarray)

@@ -450,3 +450,20 @@ def test_grid_search_on_the_heteroscedastic_quadratic_reaches_the_true_likelihoo
     gs.fit(d.x, d.y[:, 0])
     # equal folds: the mean of the fold means is the mean over all rows
     assert abs(gs.best_score_ - (-d.true_nll())) < 0.02, (gs.best_score_, -d.true_nll())
+
+
+@pytest.mark.gpu
+def test_gpu_estimator(tmp_path, hetero):
+    from test_predictive import cupy_or_skip
+
+    cupy_or_skip()
+    x, y = hetero
+    est = small(backend="cupy").fit(x, y)
+    assert est.model_.backend.name == "cupy"
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.predict(x), est.predict(x))
+    est.save(tmp_path / "gpu.npz")
+    np.testing.assert_array_equal(load(tmp_path / "gpu.npz").predict(x), est.predict(x))
+    cpu = load(tmp_path / "gpu.npz", backend="numpy")
+    np.testing.assert_allclose(cpu.predict(x), est.predict(x), rtol=1e-10)
+    assert est.predict_distribution(x).backend == "cupy"
