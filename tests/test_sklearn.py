@@ -3,12 +3,14 @@ inside the tools people use it with (clone, Pipeline, TransformedTargetRegressor
 GridSearchCV, cross_val_score, pandas, pickle/joblib), its own file format, and the
 model selection targets of the issue.
 
-Estimator checks: every check passes; there are no expected failures. One tag
-says what a check cannot know: ``regressor_tags.poor_score``, because
-check_regressors_train compares ``score`` with 0.5 as an R^2, while this score is
-the mean log-likelihood (test_r2_on_the_checks_regression_data below makes the
-R^2 claim for ``predict``). The instances are small (8 hidden units, 5 epochs) so
-that the whole check run takes a few seconds.
+Estimator checks, on three instances: the defaults; a small isotropic one on the
+numpy backend without validation; a small float32 one. Every check passes on the
+first two; the float32 one has one expected failure, with its reason below (it is
+why ``dtype`` defaults to float64 here). One tag says what a check cannot know:
+``regressor_tags.poor_score``, because check_regressors_train compares ``score``
+with 0.5 as an R^2, while this score is the mean log-likelihood
+(test_r2_on_the_checks_regression_data makes the R^2 claim for ``predict``).
+The whole check run takes about 10 s on 2 cores.
 """
 
 import io
@@ -36,17 +38,26 @@ import npmdn  # noqa: E402
 from npmdn.sklearn import MDNRegressor, load  # noqa: E402
 
 SMALL = dict(n_components=2, hidden=(8,), epochs=5)
-# a check name -> why it is allowed to fail; none is
-EXPECTED_FAILED_CHECKS: dict = {}
+
+
+def expected_failed_checks(estimator):
+    """Check name -> why it may fail, per instance: one, for a float32 network only."""
+    if estimator.dtype == "float32":
+        return {
+            "check_methods_subset_invariance": "float32 network: BLAS takes one row by gemv, "
+            "a batch by gemm, so a row's mean moves ~1 float32 ulp, past the check's atol 1e-7",
+        }
+    return {}
 
 
 @parametrize_with_checks(
     [
-        MDNRegressor(**SMALL),  # default backend, validation_fraction=0.1, float64
-        MDNRegressor(**SMALL, covariance="isotropic", backend="numpy", dtype="float64",
-                     validation_fraction=0.0, n_iter_no_change=2, batch_size=None),
+        MDNRegressor(),  # the defaults: 64x64 tanh, 100 epochs, validation_fraction=0.1
+        MDNRegressor(**SMALL, covariance="isotropic", backend="numpy", validation_fraction=0.0,
+                     n_iter_no_change=2, batch_size=None, lr_schedule="constant"),
+        MDNRegressor(**SMALL, dtype="float32"),
     ],
-    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+    expected_failed_checks=expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
