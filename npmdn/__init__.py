@@ -29,10 +29,12 @@ from .functional import (
     mixture_sample,
 )
 from .model import MDN, load
+from .predictive import Mixture
 from .training import History, NonFiniteLossError
 
 __all__ = [
     "MDN",
+    "Mixture",
     "History",
     "NonFiniteLossError",
     "BackendUnavailable",

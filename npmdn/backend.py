@@ -158,7 +158,8 @@ def _why_no_device(exc) -> str:
 _LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "cupy": _load_cupy}
 
 
-def _check_name(name) -> str:
+def check_name(name) -> str:
+    """``name`` lower-cased if it is one of :data:`BACKENDS`, else a ValueError."""
     if not isinstance(name, str) or name.lower() not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name.lower()
@@ -185,7 +186,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         return name
     if name is None:
         name = _selected or os.environ.get(config.ENV_BACKEND) or _auto()
-    name = _check_name(name)
+    name = check_name(name)
     if name not in _cache:
         _cache[name] = _LOADERS[name]()
     return _cache[name]
@@ -200,7 +201,7 @@ def set_backend(name: str | None) -> Backend | None:
     if name is None:
         _selected = None
         return None
-    backend = get_backend(_check_name(name))
+    backend = get_backend(check_name(name))
     _selected = backend.name
     return backend
 

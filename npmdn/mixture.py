@@ -49,6 +49,8 @@ from ._arrays import array_module as _xp
 
 LOG_2PI = math.log(2.0 * math.pi)
 SAMPLE_METHODS = ("gumbel", "cumulative")
+# what log_sigma [N, K, S] means: one scale per dimension (S = D) or per component (S = 1)
+COVARIANCES = ("diagonal", "isotropic")
 
 
 # --------------------------------------------------------------------------
@@ -204,6 +206,18 @@ def covariance(logits, mu, log_sigma):
     idx = xp.arange(d)
     between[:, idx, idx] += within
     return between
+
+
+def component_covariances(mu, log_sigma):
+    """Each component's covariance matrix [N, K, D, D]: ``diag(sigma_k^2)`` (isotropic:
+    ``sigma_k^2 I``), in the dtype of ``log_sigma``."""
+    xp = _xp(mu)
+    d, _ = _dims(mu, log_sigma)
+    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D], S=1 broadcast over D
+    out = xp.zeros((*mu.shape, d), dtype=log_sigma.dtype)
+    idx = xp.arange(d)
+    out[..., idx, idx] = var
+    return out
 
 
 # --------------------------------------------------------------------------

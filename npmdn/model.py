@@ -35,12 +35,13 @@ from .functional import (
     mixture_quantile,
     mode_options,
 )
+from .mixture import COVARIANCES
 from .nn import ACTIVATIONS, MLP
+from .predictive import Mixture
 from .training import History, NonFiniteLossError
 
 __all__ = ["MDN", "load", "History", "NonFiniteLossError", "COVARIANCES"]
 
-COVARIANCES = ("diagonal", "isotropic")
 PREDICT_KINDS = ("mean", "mode", "component")
 class MDN:
     """A mixture density network ``x -> p(y | x)``, a mixture of K Gaussians.
@@ -160,6 +161,19 @@ class MDN:
             self.net.set_params(host)
         return self
 
+    def __getstate__(self) -> dict:
+        # pickle (scikit-learn, joblib, Dask) by value: host arrays and the backend's
+        # name, never the backend's modules or device memory
+        return {"config": self.config, "backend": self.backend.name, "seed": self.seed,
+                "fitted": self.fitted, **self._arrays()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["config"], backend=state["backend"], seed=state["seed"])
+        self.net.set_params(state["params"])
+        for name in ("x_shift", "x_scale", "y_shift", "y_scale"):
+            setattr(self, name, np.array(state[name], dtype=np.float64))
+        self.fitted = state["fitted"]
+
     def __repr__(self) -> str:
         h = "x".join(map(str, self.hidden)) or "none"
         return (
@@ -253,6 +267,12 @@ class MDN:
             h = self._head(self._std_x(x[a:b]))
             parts.append([self.backend.to_host(v) for v in self._user_mixture(*self._split(h))])
         return tuple(np.concatenate(p, axis=0) for p in zip(*parts, strict=True))
+
+    def distribution(self, x) -> Mixture:
+        """The predicted ``p(y | x)`` of each row as a :class:`npmdn.Mixture` (user
+        units, on this model's backend): ``log_prob``, ``cdf``, ``quantile``, ``sample``..."""
+        return Mixture(*self.mixture_raw(x), covariance_type=self.covariance,
+                       backend=self.backend.name)
 
     def mixture(self, x):
         """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units."""

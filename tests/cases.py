@@ -7,6 +7,7 @@ Imported as ``from cases import ...`` (``tests/`` is on ``sys.path`` through
 import math
 
 import numpy as np
+import pytest
 
 
 def random_mixture(rng, n, k, d, s, dtype=np.float64, spread=1.0):
@@ -47,3 +48,17 @@ PHILOX_KAT = [
     ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
      (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
 ]
+
+
+def cupy_or_skip():
+    """CuPy, or a skip that says why there is no usable CUDA device here."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, or one too old for this CuPy
+        from npmdn.backend import _why_no_device
+
+        pytest.skip(f"no CUDA device answers: {_why_no_device(exc)}")
+    if n < 1:
+        pytest.skip("CuPy finds no CUDA device")
+    return cupy

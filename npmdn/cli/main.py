@@ -14,7 +14,7 @@ import sys
 from .._version import __version__
 from ..backend import BACKENDS, BackendUnavailable
 from ..demo import SETTINGS as DEMO_SETTINGS
-from ..model import COVARIANCES
+from ..mixture import COVARIANCES
 from ..nn import ACTIVATIONS
 from ..training import LR_SCHEDULES, NonFiniteLossError
 from . import commands

@@ -33,12 +33,14 @@ LAYERS = [
     ["npmdn.backend"],
     # 5: the raw-parameter API, scores, training
     ["npmdn.functional", "npmdn.metrics", "npmdn.training"],
-    # 6: the model
+    # 6: the predicted distribution as an object
+    ["npmdn.predictive"],
+    # 7: the model
     ["npmdn.model"],
-    # 7, 8: what uses models
-    ["npmdn.plot"],
+    # 8: what uses models: figures, the demo, the ecosystem adapters
+    ["npmdn.plot", "npmdn.sklearn"],
     ["npmdn.demo"],
-    # 9-11: the command
+    # the command
     ["npmdn.cli.files"],
     ["npmdn.cli.commands"],
     ["npmdn.cli.main"],

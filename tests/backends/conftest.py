@@ -11,6 +11,7 @@ is skipped with the reason (no C++ compiler; no CUDA device), never silently.
 import cuda_host
 import numpy as np
 import pytest
+from cases import cupy_or_skip
 
 from npmdn import mixture
 from npmdn._cuda import plan as ka
@@ -44,15 +45,7 @@ class Kernels:
 
 
 def _cupy_kernels():
-    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        from npmdn.backend import _why_no_device
-
-        pytest.skip(f"no CUDA device answers: {_why_no_device(exc)}")
-    if n < 1:
-        pytest.skip("CuPy finds no CUDA device")
+    cupy = cupy_or_skip()
     from npmdn._cuda import kernels as ck
 
     return Kernels("cupy", ck.nll_grad, ck.log_prob, ck.sample, xp=cupy)
