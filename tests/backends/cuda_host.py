@@ -5,6 +5,10 @@ functions; ``cuda_host_shim.cpp`` wraps it in entry points that take exactly
 the kernels' parameter lists (``host_mdn_nll_grad_f64`` for
 ``mdn_nll_grad_f64``, and so on), so the argument tuples that
 :mod:`npmdn._cuda.plan` builds for the GPU launches run here unchanged.
+
+Importable without pytest: ``docs/derivation_check.py`` loads this file by
+path and calls :func:`build_library` (the tests call :func:`build`, which
+turns a missing compiler into a skip).
 """
 
 import ctypes
@@ -14,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from npmdn._cuda import sources as ks
 
@@ -30,17 +33,36 @@ def compiler():
     return None
 
 
-def build(directory):
-    """Compile the host build into ``directory`` and load it through ctypes."""
+class NoCompiler(RuntimeError):
+    """No C++ compiler on PATH: the host build cannot be made here."""
+
+
+def build_library(directory):
+    """Compile the host build into ``directory`` and load it through ctypes.
+
+    Raises :class:`NoCompiler` without a compiler, ``RuntimeError`` (with the
+    command and its output) when the compilation fails.
+    """
     cxx = compiler()
     if cxx is None:
-        pytest.skip("no C++ compiler ($CXX, c++, g++ or clang++) on PATH: "
-                    "the host build of kernels/mdn_math.cuh cannot be made")
+        raise NoCompiler("no C++ compiler ($CXX, c++, g++ or clang++) on PATH: "
+                         "the host build of kernels/mdn_math.cuh cannot be made")
     out = Path(directory) / "mdn_host.so"
     cmd = [cxx, *CXX_FLAGS, "-I", str(ks.kernel_dir()), str(SHIM), "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}{res.stderr}"
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{res.stdout}{res.stderr}")
     return ctypes.CDLL(str(out))
+
+
+def build(directory):
+    """:func:`build_library` for the tests: skipped, saying why, without a compiler."""
+    import pytest
+
+    try:
+        return build_library(directory)
+    except NoCompiler as exc:
+        pytest.skip(str(exc))
 
 
 _CTYPES = {np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint64: ctypes.c_uint64,
