@@ -109,7 +109,7 @@ def test_activation_extreme_inputs_finite_without_warnings(name):
 def test_sigmoid_tanh_form_loses_relative_not_absolute_accuracy():
     # docs/derivation.md section 8: 0.5 (tanh(x/2) + 1) is within an ulp of 1 of the
     # sigmoid everywhere (absolute), but far left the sigmoid is tiny and the relative
-    # error grows until the form returns 0 (below about x = -37 in float64)
+    # error grows until the form returns 0 (below about x = -38 in float64)
     x = np.linspace(-60, 60, 2401)
     exact = np.array([1 / (1 + math.exp(-v)) for v in x])  # relative-accurate here
     out = nn.activation_forward("sigmoid", x)[0]
