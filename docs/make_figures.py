@@ -1,17 +1,18 @@
 """The figures of docs/derivation.md (matplotlib, no display needed).
 
-    python docs/make_figures.py
+    python docs/make_figures.py [folder]
 
-writes ``docs/derivation-graph.png``, the computation graph with the shape of
-every array and the gradient that flows back along each edge, and
-``docs/derivation-scale-gradient.png``, the responsibilities ``r_k`` and the
-scale gradients ``r_k (1 - z_k^2)`` of the worked example's row against ``y``,
-computed by ``npmdn.mixture``.
+writes, into ``docs/`` (or ``folder`` when given), ``derivation-graph.png``:
+the computation graph with the shape of every array and the gradient that
+flows back along each edge; and ``derivation-scale-gradient.png``: the
+responsibilities ``r_k`` and the scale gradients ``r_k (1 - z_k^2)`` of the
+worked example's row against ``y``, computed by ``npmdn.mixture``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -163,12 +164,12 @@ def scale_gradient(path):
     plt.close(fig)
 
 
-def main():
+def main(folder=HERE):
     for name, draw in (("derivation-graph.png", graph),
                        ("derivation-scale-gradient.png", scale_gradient)):
-        draw(HERE / name)
-        print(f"wrote {HERE / name}")
+        draw(Path(folder) / name)
+        print(f"wrote {Path(folder) / name}")
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -1,7 +1,8 @@
 """``python docs/derivation_check.py`` as a reader runs it: it exits 0, has one block
 per section of docs/derivation.md with the page's titles in the page's order, every
 check is below 1e-6, every kernel's agreement is printed and within 1e-10, and the
-worked example printed on the page is the one the script computes."""
+worked example printed on the page is the one the script computes. And the page's
+figures: ``docs/make_figures.py`` draws them headless, and the page shows them."""
 
 import importlib.util
 import pathlib
@@ -98,3 +99,15 @@ def test_the_page_s_worked_example_is_the_printed_one(output):
     assert len(page) == 13
     missing = [line for line in page if line not in printed]
     assert not missing, missing
+
+
+def test_figures_are_drawn_and_on_the_page(tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "make_figures.py"), str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    page = DOC.read_text()
+    for name in ("derivation-graph.png", "derivation-scale-gradient.png"):
+        drawn = tmp_path / name
+        assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and drawn.stat().st_size > 50_000
+        assert (ROOT / "docs" / name).is_file() and f"]({name})" in page
