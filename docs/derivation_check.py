@@ -11,8 +11,8 @@ Each block
 * checks the section's results against central finite differences of the
   forward computation they differentiate (float64, step ``h = 1e-6``) and
   prints the error ``max |g - fd| / max |fd|``, which must be below 1e-6
-  (what has no derivative, in sections 5 and 10-12, is checked against an
-  identity, the textbook form or quadrature, and says so);
+  (the results that are not derivatives, in sections 5 and 10-12, are
+  checked against an identity, the textbook form or quadrature, and say so);
 * feeds the same inputs to the NumPy reference (``npmdn/mixture.py``,
   ``nn.py``, ``optim.py``) and to the kernels: the Numba code in
   ``npmdn/_numba/`` and the CUDA math of ``kernels/mdn_math.cuh`` compiled for
