@@ -58,20 +58,35 @@ COVARIANCES = ("diagonal", "isotropic")
 # --------------------------------------------------------------------------
 
 
+def _row_max(t):
+    """Each row's max [..., 1], 0 where it is not finite (a row of -inf stays -inf below)."""
+    xp = _xp(t)
+    m = xp.max(t, axis=-1, keepdims=True)
+    return xp.where(xp.isfinite(m), m, t.dtype.type(0))
+
+
 def logsumexp(t):
     """``log(sum(exp(t)))`` over the last axis, shifted by each row's own max.
 
-    A row that is ``-inf`` everywhere gives ``-inf`` (not NaN).
+    A row that is ``-inf`` everywhere gives ``-inf`` (not NaN), without a warning.
     """
     xp = _xp(t)
-    m = xp.max(t, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    return xp.log(xp.sum(xp.exp(t - m), axis=-1)) + m[..., 0]
+    m = _row_max(t)
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the answer for such a row
+        return xp.log(xp.sum(xp.exp(t - m), axis=-1)) + m[..., 0]
 
 
 def log_softmax(a):
-    """``a - logsumexp(a)`` over the last axis: log mixing weights from logits."""
-    return a - logsumexp(a)[..., None]
+    """``(a - max a) - log(sum(exp(a - max a)))`` over the last axis: log mixing weights.
+
+    The row max is subtracted first: ``a_k - max a`` is exact for logits of any
+    common offset, so the result depends on the logits only through their
+    differences (``a - logsumexp(a)`` would round the log-sum away next to a
+    large offset: logits ``[1e16, 1e16]`` gave weights ``[1, 1]``).
+    """
+    xp = _xp(a)
+    b = a - _row_max(a)
+    return b - xp.log(xp.sum(xp.exp(b), axis=-1, keepdims=True))
 
 
 def softmax(a):
@@ -92,26 +107,37 @@ def _dims(mu, log_sigma):
 
 
 def component_log_density(mu, log_sigma, y):
-    """``log N_k`` [N, K], residuals ``z`` [N, K, D] and ``1 / sigma`` [N, K, S]."""
+    """``log N_k`` [N, K], residuals ``z`` [N, K, D], ``1 / sigma`` [N, K, S] and
+    ``sum_d z_kd^2 / 2`` [N, K].
+
+    Where 1 / sigma overflows (``s < -709.8``, float32 ``-88.7``) a target on the
+    mean still has ``z = 0``, not ``0 * inf``; ``z^2 / 2`` is formed as
+    ``(z / 2) z``, finite wherever it fits even when ``z^2`` does not.
+    """
     d, s = _dims(mu, log_sigma)
     xp = _xp(mu)
-    inv_sigma = xp.exp(-log_sigma)  # [N,K,S]: one exp per scale
-    z = (y[:, None, :] - mu) * inv_sigma  # [N,K,D]
+    # an overflow here (1 / sigma, z, z^2 = inf) is a density of 0: log N = -inf;
+    # 0 * inf on the mean is replaced by z = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        inv_sigma = xp.exp(-log_sigma)  # [N,K,S]: one exp per scale
+        diff = y[:, None, :] - mu  # [N,K,D]
+        z = xp.where(diff == 0, mu.dtype.type(0), diff * inv_sigma)
+        half_z2 = ((0.5 * z) * z).sum(axis=-1)  # exactly 0.5 * sum z^2 wherever that fits
     # sum_d s_kd: the isotropic s_k counts once per dimension
     log_det = log_sigma.sum(axis=-1) * (d if s == 1 else 1)
-    log_n = -0.5 * (z * z).sum(axis=-1) - log_det - 0.5 * d * LOG_2PI
-    return log_n, z, inv_sigma
+    log_n = -half_z2 - log_det - 0.5 * d * LOG_2PI
+    return log_n, z, inv_sigma, half_z2
 
 
 def log_prob(logits, mu, log_sigma, y):
     """``log p(y | mixture)`` per row, [N]."""
-    log_n, _, _ = component_log_density(mu, log_sigma, y)
+    log_n = component_log_density(mu, log_sigma, y)[0]
     return logsumexp(log_softmax(logits) + log_n)
 
 
 def responsibilities(logits, mu, log_sigma, y):
     """Posterior component probabilities ``r`` [N, K] given y."""
-    log_n, _, _ = component_log_density(mu, log_sigma, y)
+    log_n = component_log_density(mu, log_sigma, y)[0]
     return softmax(log_softmax(logits) + log_n)
 
 
@@ -122,22 +148,33 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     inputs. The gradient is of each row's own NLL (not divided by N).
     With ``out=(nll, d_logits, d_mu, d_log_sigma)`` the results are written
     into those arrays (which may be strided views) and returned.
+
+    A component with ``r_k = 0`` exactly gets a zero gradient for its mean and
+    scales, whatever its ``z`` (which may be infinite for a collapsed
+    component far from y: ``0 * inf`` must not become NaN).
     """
     d, s = _dims(mu, log_sigma)
     xp = _xp(mu)
+    zero = mu.dtype.type(0)
     log_pi = log_softmax(logits)
-    log_n, z, inv_sigma = component_log_density(mu, log_sigma, y)
+    log_n, z, inv_sigma, half_z2 = component_log_density(mu, log_sigma, y)
     t = log_pi + log_n
     lse = logsumexp(t)  # log p(y)
-    r = xp.exp(t - lse[:, None])  # responsibilities
+    with np.errstate(invalid="ignore"):  # a row with log p(y) = -inf: NaN gradient
+        r = xp.exp(t - lse[:, None])  # responsibilities
     nll = -lse
     d_logits = xp.exp(log_pi) - r  # pi - r
-    d_mu = -r[..., None] * z * inv_sigma  # -r z / sigma
-    z2 = z * z
-    if s == 1:
-        d_log_sigma = (r * (d - z2.sum(axis=-1)))[..., None]  # r (D - sum_d z^2)
-    else:
-        d_log_sigma = r[..., None] * (1.0 - z2)  # r (1 - z^2)
+    dead = r == 0  # NaN (a row whose density is not finite) stays NaN
+    rk = r[..., None]
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN only where r = 0
+        z_inv = xp.where(z == 0, zero, z * inv_sigma)  # z / sigma; 0 on the mean
+        d_mu = xp.where(dead[..., None], zero, -rk * z_inv)  # -r z / sigma
+        if s == 1:
+            # r (D - sum_d z^2) = r D - 2 r (sum_d z^2 / 2)
+            d_log_sigma = xp.where(dead, zero, r * d - 2 * (r * half_z2))[..., None]
+        else:
+            # r (1 - z^2) = r - (r z) z
+            d_log_sigma = xp.where(dead[..., None], zero, rk - (rk * z) * z)
     result = (nll, d_logits, d_mu, d_log_sigma)
     if out is None:
         return result
@@ -232,7 +269,7 @@ def choose_components(logits, uniforms, method: str = "gumbel", temperature: flo
     the cumulative method. All arithmetic is float64 whatever the dtype of
     ``logits``, so every backend makes the same choices.
 
-    * ``"gumbel"``: ``k = argmax_k (a_k / T + g_k)`` with Gumbel noise
+    * ``"gumbel"``: ``k = argmax_k ((a_k - max a) / T + g_k)`` with Gumbel noise
       ``g_k = -log(-log u_k)``; ties go to the lowest k.
     * ``"cumulative"``: with ``pi = softmax(a / T)`` and running sums
       ``c_k = pi_0 + ... + pi_k``, ``k`` is the smallest index with
@@ -246,13 +283,13 @@ def choose_components(logits, uniforms, method: str = "gumbel", temperature: flo
     j = u.shape[1]
     if temperature == 0:
         return np.broadcast_to(np.argmax(a, axis=-1)[:, None], (n, j)).copy()
-    a = a / float(temperature)
+    # (a_k - max a) / T: the row max first, so a common offset changes nothing
+    a = (a - a.max(axis=-1, keepdims=True)) / float(temperature)
     if method == "gumbel":
         keys = a[:, None, :] - np.log(-np.log(u))
         return np.argmax(keys, axis=-1)
     if method == "cumulative":
         u = u.reshape(n, j)
-        a = a - a.max(axis=-1, keepdims=True)
         e = np.exp(a)
         pi = e / e.sum(axis=-1, keepdims=True)
         c = np.cumsum(pi, axis=-1)
@@ -296,5 +333,7 @@ def sample(
     first = philox.normal_offset(n_words)  # the normals follow the choice words
     eps = philox.normals(seed, rows, draws, d, first).astype(dtype)  # [N, J, D]
     mu_k = np.take_along_axis(mu, comp[..., None], axis=1)  # [N, J, D]
+    if sigma_scale == 0:  # the chosen means, even where sigma overflows (0 * inf)
+        return mu_k + dtype.type(0) * eps
     sigma_k = np.exp(np.take_along_axis(log_sigma, comp[..., None], axis=1))  # [N, J, S]
     return mu_k + (dtype.type(sigma_scale) * sigma_k) * eps

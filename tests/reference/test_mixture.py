@@ -120,6 +120,20 @@ def test_moments_law_of_total_variance(rng):
     np.testing.assert_allclose(cov[:, off], cross[:, off], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype,c", [(np.float64, 1e16), (np.float32, 1e5), (np.float64, -1e300)])
+def test_weights_and_moments_ignore_a_common_logit_offset(dtype, c):
+    """The issue's row: logits [c, c] are equal weights, whatever c (item 4)."""
+    logits = np.array([[c, c]], dtype)
+    mu = np.array([[[0.0], [1.0]]], dtype)
+    ls = np.zeros((1, 2, 1), dtype)
+    pi, _, _ = mixture.params(logits, mu, ls)
+    np.testing.assert_array_equal(pi, [[0.5, 0.5]])
+    np.testing.assert_array_equal(mixture.weights(logits), [[0.5, 0.5]])
+    np.testing.assert_array_equal(np.exp(mixture.log_softmax(logits)), [[0.5, 0.5]])
+    np.testing.assert_allclose(mixture.mean(logits, mu), [[0.5]], rtol=1e-7)
+    np.testing.assert_allclose(mixture.variance(logits, mu, ls), [[1.25]], rtol=1e-6)
+
+
 # ---------------------------------------------------------------- sampling
 
 
