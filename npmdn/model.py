@@ -494,8 +494,9 @@ class MDN:
         ------
         NonFiniteLossError
             When a step's loss or gradient is NaN or infinite. The message names
-            the epoch and step; the model keeps the last weights whose loss was
-            finite.
+            the epoch and step and the weights kept: with validation data and
+            ``restore_best``, those of the best validation epoch so far; otherwise
+            the last weights whose loss was finite.
         """
         return training.fit(
             self, x, y, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -38,7 +38,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training met a NaN or infinite loss; the model keeps its last finite weights."""
+    """Training met a NaN or infinite loss or gradient; the model keeps finite weights
+    (its best validation epoch's with restore_best, else the last finite step's)."""
 
 
 @dataclass
@@ -293,11 +294,13 @@ class _Run:
             engine = StepLoop(model, opt, self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
         self.engine = engine
         self.history = History()
+        # the weights of the best validation epoch, kept for restore_best (also when a
+        # later step diverges)
+        self.best = net.params.copy() if self.val is not None and opts.restore_best else None
 
     def train(self) -> History:
         opts, model, history = self.opts, self.model, self.history
-        net, xp = model.net, model.backend.xp
-        best = xp.empty_like(net.params)
+        net = model.net
         best_val, wait = math.inf, 0
         jac = model.log_jacobian
         progress = Progress(opts.epochs, opts.verbose)
@@ -320,8 +323,8 @@ class _Run:
                 if current < best_val - opts.min_delta:
                     best_val, wait = current, 0
                     history.best_epoch = epoch
-                    if val_nll is not None and opts.restore_best:
-                        best[...] = net.params
+                    if self.best is not None:
+                        self.best[...] = net.params
                 else:
                     wait += 1
                 if opts.callback is not None and opts.callback(epoch, history):
@@ -332,8 +335,8 @@ class _Run:
         finally:
             history.seconds = time.perf_counter() - t0
             progress.close()
-        if self.val is not None and opts.restore_best and history.best_epoch is not None:
-            net.params[...] = best
+        if self.best is not None and history.best_epoch is not None:
+            net.params[...] = self.best
             history.restored_best = history.best_epoch != history.epochs
         return history
 
@@ -348,10 +351,18 @@ class _Run:
         return loss_sum
 
     def _diverged(self, epoch, step, what, value):
+        """Raise NonFiniteLossError, leaving the best validation epoch's weights (with
+        restore_best and validation data), else the last weights with a finite loss."""
+        params, history = self.model.net.params, self.history
         if what == "loss":
-            self.model.net.params[...] = self.last_good
+            params[...] = self.last_good
         where = f"epoch {epoch}" + ("" if step is None else f", step {step + 1} of {self.steps}")
-        if step is None:
+        if self.best is not None and history.best_epoch is not None:
+            params[...] = self.best
+            history.restored_best = True
+            kept = (f"the model keeps the weights of its best validation epoch "
+                    f"({history.best_epoch})")
+        elif step is None:
             kept = "the model keeps the weights of that epoch's last step"
         elif step == 0 and epoch == 1 and what == "loss":
             kept = "the model keeps its initial weights"
