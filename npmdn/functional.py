@@ -213,14 +213,16 @@ def mode_options(tol, max_iter, merge_tol):
 
 
 def mixture_mean(logits, mu, log_sigma):
-    """Mixture mean ``sum_k pi_k mu_k``: [N, D] (``log_sigma`` is checked, not used)."""
+    """Mixture mean ``sum_k pi_k mu_k``: [N, D], computed in float64, in the dtype of
+    ``mu`` (``log_sigma`` is checked, not used)."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.mean(logits, mu)
 
 
 def mixture_covariance(logits, mu, log_sigma):
     """Full predictive covariance [N, D, D] by the law of total covariance:
-    ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``."""
+    ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``; float64
+    whatever the input dtype, finite wherever the result fits float64."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.covariance(logits, mu, log_sigma)
 

@@ -208,50 +208,103 @@ def params(logits, mu, log_sigma):
     return softmax(logits), mu, xp.exp(log_sigma)
 
 
+# The moments are computed in float64 whatever the input dtype, and scaled so that
+# every representable answer comes back: the deviations from the mean are taken
+# from the heaviest component's mean (equal means give exactly 0, however large),
+# halved (no overflow), and every term of the sums is divided by a power of two
+# 2^e_d per row and dimension, chosen so that the largest term is about 1. The mean
+# and the standard deviation are returned in the input dtype (they fit wherever
+# the inputs do); the second moments in float64, because a float32 mixture's
+# variance passes float32's range already at sigma = 1.8e19.
+
+LN2 = math.log(2.0)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
+
+
+def _centre(logits, mu):
+    """``(log_pi [N,K,1], mean [N,1,D], dev [N,K,D])`` in float64, ``dev = (mu_k - mean) / 2``."""
+    xp = _xp(mu)
+    logits, mu = (xp.asarray(v, dtype=xp.float64) for v in (logits, mu))
+    log_pi = log_softmax(logits)[..., None]
+    ref = xp.take_along_axis(mu, xp.argmax(logits, axis=1)[:, None, None], axis=1)
+    half = 0.5 * mu - 0.5 * ref  # (mu_k - ref) / 2: cannot overflow
+    shift = (xp.exp(log_pi) * half).sum(axis=1, keepdims=True)
+    return log_pi, ref + 2.0 * shift, half - shift
+
+
+def _scaled_terms(logits, mu, log_sigma):
+    """The terms of the second moments, scaled: ``u = sqrt(pi_k) (mu_kd - m_d) / 2^e_d``
+    and ``w = pi_k sigma_kd^2 / 4^e_d`` [N, K, D] (float64), with the exponents
+    ``e`` [N, D] (int32) such that the largest term of each sum lies in about [1, 4)."""
+    xp = _xp(mu)
+    log_pi, _, dev = _centre(logits, mu)
+    ls = xp.asarray(log_sigma, dtype=xp.float64) + xp.zeros_like(dev)  # S = 1 over D
+    with np.errstate(divide="ignore"):  # log 0 = -inf for a component on the mean
+        log_dev = xp.log(xp.abs(dev)) + LN2
+    # log of the largest sqrt(pi_k) max(sigma_kd, |mu_kd - m_d|): finite (pi_k, sigma_k > 0)
+    log_c = (0.5 * log_pi + xp.maximum(ls, log_dev)).max(axis=1, keepdims=True)
+    e = xp.floor(log_c / LN2).astype(xp.int32)
+    root_pi = xp.exp(0.5 * log_pi)  # sqrt(pi_k) without underflow in pi_k
+    live = root_pi > 0  # pi_k = 0 adds nothing (and 0 * inf must not)
+    u = xp.where(live, root_pi * xp.ldexp(dev, 1 - e), 0.0)
+    # sigma = 2^j exp(r) (Cody-Waite: j LN2_HI is exact), then scaled by 2^-e exactly
+    ls = xp.clip(ls, -1400.0, 1400.0)  # beyond: sigma is 0 or inf at any scale that fits
+    j = xp.rint(ls / LN2)
+    r = (ls - j * _LN2_HI) - j * _LN2_LO
+    w = xp.where(live, root_pi * xp.ldexp(xp.exp(r), j.astype(xp.int32) - e), 0.0)
+    return u, w * w, e[:, 0]
+
+
 def mean(logits, mu):
-    """Mixture mean ``sum_k pi_k mu_k`` [N, D]."""
-    return (softmax(logits)[..., None] * mu).sum(axis=1)
+    """Mixture mean ``sum_k pi_k mu_k`` [N, D], computed in float64, in the dtype of ``mu``."""
+    return _centre(logits, mu)[1][:, 0].astype(mu.dtype)
 
 
 def variance(logits, mu, log_sigma):
-    """Per-dimension predictive variance [N, D] by the law of total variance.
+    """Per-dimension predictive variance [N, D] by the law of total variance, float64.
 
     ``Var[y_d] = sum_k pi_k sigma_kd^2 + sum_k pi_k (mu_kd - m_d)^2``:
     the expected within-component variance plus the variance of the means.
+    Float64 whatever the input dtype; ``inf`` only where it exceeds float64.
     """
     xp = _xp(mu)
-    pi = softmax(logits)[..., None]
-    m = (pi * mu).sum(axis=1)
-    within = (pi * xp.exp(2.0 * log_sigma)).sum(axis=1)  # broadcasts S=1 over D
-    between = (pi * (mu - m[:, None, :]) ** 2).sum(axis=1)
-    return within * xp.ones_like(m) + between
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    with np.errstate(over="ignore"):  # beyond float64: inf
+        return xp.ldexp((u * u + w).sum(axis=1), 2 * e)
+
+
+def std(logits, mu, log_sigma):
+    """Per-dimension predictive standard deviation [N, D], ``sqrt`` of :func:`variance`
+    without forming it (finite wherever the result fits), in the dtype of ``mu``."""
+    xp = _xp(mu)
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    with np.errstate(over="ignore"):  # beyond the dtype: inf
+        return xp.ldexp(xp.sqrt((u * u + w).sum(axis=1)), e).astype(mu.dtype)
 
 
 def covariance(logits, mu, log_sigma):
-    """Full predictive covariance [N, D, D] by the law of total covariance.
+    """Full predictive covariance [N, D, D] by the law of total covariance, float64.
 
     ``Cov[y] = sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``.
     """
     xp = _xp(mu)
-    pi = softmax(logits)
-    m = (pi[..., None] * mu).sum(axis=1)
-    dev = mu - m[:, None, :]
-    between = xp.einsum("nk,nkd,nke->nde", pi, dev, dev)
-    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D]
-    within = (pi[..., None] * var).sum(axis=1)
-    d = mu.shape[-1]
-    idx = xp.arange(d)
-    between[:, idx, idx] += within
-    return between
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    between = xp.einsum("nkd,nke->nde", u, u)
+    idx = xp.arange(mu.shape[-1])
+    between[:, idx, idx] += w.sum(axis=1)
+    with np.errstate(over="ignore"):  # beyond float64: inf
+        return xp.ldexp(between, e[:, :, None] + e[:, None, :])
 
 
 def component_covariances(mu, log_sigma):
     """Each component's covariance matrix [N, K, D, D]: ``diag(sigma_k^2)`` (isotropic:
-    ``sigma_k^2 I``), in the dtype of ``log_sigma``."""
+    ``sigma_k^2 I``), in float64 (a float32 sigma above 1.8e19 has a square beyond float32)."""
     xp = _xp(mu)
     d, _ = _dims(mu, log_sigma)
-    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D], S=1 broadcast over D
-    out = xp.zeros((*mu.shape, d), dtype=log_sigma.dtype)
+    ls = xp.asarray(log_sigma, dtype=xp.float64)
+    with np.errstate(over="ignore"):  # sigma^2 beyond float64: inf
+        var = xp.exp(2.0 * ls) * xp.ones(mu.shape)  # [N,K,D], S=1 broadcast over D
+    out = xp.zeros((*mu.shape, d))
     idx = xp.arange(d)
     out[..., idx, idx] = var
     return out

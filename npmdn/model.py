@@ -318,15 +318,18 @@ class MDN:
         return mixture.mean(logits, mu)
 
     def predict_variance(self, x) -> np.ndarray:
-        """Predictive variance per output dimension [N, D] (law of total variance)."""
+        """Predictive variance per output dimension [N, D] (law of total variance),
+        float64 whatever the model's dtype (see :func:`npmdn.mixture.variance`)."""
         return mixture.variance(*self.mixture_raw(x))
 
     def predict_std(self, x) -> np.ndarray:
-        """Predictive standard deviation per output dimension [N, D]."""
-        return np.sqrt(self.predict_variance(x))
+        """Predictive standard deviation per output dimension [N, D], in the model's
+        dtype; computed in float64 without forming the variance, so it is finite
+        wherever it fits the dtype (see :func:`npmdn.mixture.std`)."""
+        return mixture.std(*self.mixture_raw(x))
 
     def predict_covariance(self, x) -> np.ndarray:
-        """Full predictive covariance [N, D, D] (law of total covariance)."""
+        """Full predictive covariance [N, D, D] (law of total covariance), float64."""
         return mixture.covariance(*self.mixture_raw(x))
 
     def sample(
