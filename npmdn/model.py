@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from . import config, metrics, mixture, persistence, training
+from . import config, metrics, mixture, persistence, standardization, training
 from .backend import Backend, get_backend
 from .functional import (
     Modes,
@@ -209,11 +209,16 @@ class MDN:
             )
         return x, y
 
-    def _std_x(self, x):
-        return self.backend.asarray(((x - self.x_shift) / self.x_scale).astype(self.dtype))
+    def _std_x(self, x, name: str = "x"):
+        """Standardized x on the backend; ValueError for a value the dtype cannot hold."""
+        return self.backend.asarray(
+            standardization.apply(x, self.x_shift, self.x_scale, self.dtype, name))
 
     def _std_y(self, y):
-        return self.backend.asarray(((y - self.y_shift) / self.y_scale).astype(self.dtype))
+        """Standardized y on the backend; a value beyond the dtype becomes +-inf, whose
+        log-density is -inf (the rounding of the true value)."""
+        with np.errstate(over="ignore"):
+            return self.backend.asarray(((y - self.y_shift) / self.y_scale).astype(self.dtype))
 
     @property
     def log_jacobian(self) -> float:
@@ -415,15 +420,14 @@ class MDN:
     # training
     # ------------------------------------------------------------------
 
+    def _standardization(self, x, y):
+        """``(x_shift, x_scale, y_shift, y_scale)`` of training data, computed without
+        overflow; a ValueError naming the column where this model cannot represent
+        the data (see :mod:`npmdn.standardization`)."""
+        return standardization.fit(x, y, self.dtype, self.covariance == "isotropic")
+
     def _set_standardization(self, x, y):
-        self.x_shift = x.mean(axis=0)
-        sx = x.std(axis=0)
-        self.x_scale = np.where(sx > 0, sx, 1.0)
-        self.y_shift = y.mean(axis=0)
-        sy = y.std(axis=0)
-        if self.covariance == "isotropic":
-            sy = np.full(self.out_dim, np.sqrt(np.mean(sy**2)))
-        self.y_scale = np.where(sy > 0, sy, 1.0)
+        self.x_shift, self.x_scale, self.y_shift, self.y_scale = self._standardization(x, y)
 
     def fit(
         self,

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _checks as C
+from . import standardization
 from .optim import OPTIMIZERS, clip_by_global_norm
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -175,10 +176,26 @@ def fit(model, x, y, *, validation_data=None, **kwargs) -> History:
     rng = np.random.default_rng(seed)
     x, y, xv, yv = _validation(model, x, y, validation_data, opts.validation_split, rng)
     opt = _optimizer(model, opts)
+    # the data must fit the model: its spread (a first fit), and every standardized value
+    stats = None if model.fitted else model._standardization(x, y)
+    _check_standardized(model, stats, ((x, y, "x", "y"), (xv, yv, "validation x",
+                                                            "validation y")))
     # all arguments are checked: from here on the model changes
-    if not model.fitted:
-        model._set_standardization(x, y)
+    if stats is not None:
+        model.x_shift, model.x_scale, model.y_shift, model.y_scale = stats
     return _Run(model, opt, opts, rng, x, y, xv, yv).train()
+
+
+def _check_standardized(model, stats, pairs):
+    """ValueError naming the column of the first value that standardizes beyond the
+    model's dtype under ``stats`` (or the model's own statistics): it would reach
+    the network as inf and stop training as if it had diverged."""
+    xs, xsc, ys, ysc = stats if stats is not None else (model.x_shift, model.x_scale,
+                                                        model.y_shift, model.y_scale)
+    for x, y, xname, yname in pairs:
+        if x is not None:
+            standardization.apply(x, xs, xsc, model.dtype, xname)
+            standardization.apply(y, ys, ysc, model.dtype, yname)
 
 
 # --------------------------------------------------------------------------
