@@ -21,7 +21,7 @@ import numpy as np
 
 from . import config
 from ._arrays import array_module as _xp
-from .mixture import LOG_2PI, log_softmax, logsumexp
+from .mixture import LOG_2PI, log_softmax, logsumexp, split_log2
 from .normal import erf, norm_cdf, norm_log_cdf_sf, norm_logcdf, norm_logpdf, norm_ppf
 
 _SQRT1_2 = math.sqrt(0.5)
@@ -78,6 +78,16 @@ def _lse_axis(t, axis):
     return logsumexp(_xp(t).moveaxis(t, axis, -1))
 
 
+def _scaled(diff, log_sigma):
+    """``diff / sigma`` for ``sigma = exp(log_sigma)``, as ``ldexp(diff, -j) exp(-r)``
+    (:func:`npmdn.mixture.split_log2`): no ``1 / sigma = inf`` for a sigma below 5.6e-309,
+    no precision lost to a subnormal sigma, and exactly 0 where ``diff = 0``."""
+    xp = _xp(diff)
+    j, r = split_log2(log_sigma)
+    with np.errstate(over="ignore"):
+        return xp.ldexp(diff, -j) * xp.exp(-r)
+
+
 def cdf(logits, mu, log_sigma, y):
     """Marginal CDFs ``F_d(y_d) = sum_k pi_k Phi((y_d - mu_kd) / sigma_kd)``: [N, D], float64.
 
@@ -86,7 +96,7 @@ def cdf(logits, mu, log_sigma, y):
     """
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     # the weights sum to 1 only to rounding: keep a probability a probability
     return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(z)).sum(axis=1), 1.0)
 
@@ -95,7 +105,7 @@ def sf(logits, mu, log_sigma, y):
     """Marginal survival functions ``1 - F_d(y_d)`` [N, D], accurate where F is near 1."""
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(-z)).sum(axis=1), 1.0)
 
 
@@ -103,15 +113,20 @@ def log_cdf(logits, mu, log_sigma, y):
     """``log F_d(y_d)`` [N, D]: finite however deep in the left tail y lies."""
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     return _xp(mu).minimum(_lse_axis(log_pi + norm_logcdf(z), 1), 0.0)
 
 
-def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200):
+def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 100):
     """Marginal quantiles ``F_d^-1(q)`` for levels q [Q] in (0, 1): [N, Q, D], float64.
 
     Each (row, level, dimension) is one 1-D problem, solved by
-    :func:`_solve_quantiles`; rows go in blocks that bound memory.
+    :func:`_solve_quantiles` to ``F(y) = q (1 +- rtol)`` (``1 - F(y)`` against
+    ``1 - q`` above the median), or to a few ulps of y where float64 cannot
+    resolve that; rows go in blocks that bound memory. The results are
+    monotone in q (and so intervals ordered) within a call: each is raised to
+    the one of the next lower level where rounding left it below, which moves
+    it by no more than its own error.
     """
     xp = _xp(mu)
     (q,) = f64(xp.asarray(q).reshape(-1))
@@ -128,7 +143,41 @@ def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200)
         ls = xp.broadcast_to(log_sigma[r].transpose(0, 2, 1)[:, None], shape).reshape(-1, k)
         qq = xp.broadcast_to(q[None, :, None], (b, nq, d)).reshape(-1)
         out[r] = _solve_quantiles(lw, m, ls, qq, rtol, max_iter).reshape(b, nq, d)
+    order = [int(i) for i in xp.argsort(q)]
+    for lower, j in zip(order, order[1:]):  # monotone in q
+        out[:, j] = xp.maximum(out[:, j], out[:, lower])
     return out
+
+
+# float64 <-> int64 keys in the order of the floats (-0 and +0 the same key): halving
+# the key range halves the number of floats in a bracket, so a bisection on keys
+# reaches adjacent floats in at most 64 steps however wide the bracket (1e80 or 1e-300)
+_SIGN = -(2**63)
+_MAGNITUDE = 2**63 - 1
+
+
+def _key(y):
+    b = y.view(_xp(y).int64)
+    return _xp(y).where(b < 0, -(b & _MAGNITUDE), b)
+
+
+def _unkey(k):
+    xp = _xp(k)
+    return xp.where(k < 0, (-k) | _SIGN, k).view(xp.float64)
+
+
+def _bisect(lo, hi):
+    """A point strictly inside each bracket of at least 2 key steps: the midpoint,
+    where it splits the floats between lo and hi within [1/4, 3/4], else the
+    midpoint of the keys (which crosses binades: 1e80 to 1 in 64 steps)."""
+    xp = _xp(lo)
+    k_lo, k_hi = _key(lo), _key(hi)
+    k_mid = (k_lo >> 1) + (k_hi >> 1) + (k_lo & k_hi & 1)
+    mid = 0.5 * lo + 0.5 * hi
+    span = k_hi.astype(xp.float64) - k_lo.astype(xp.float64)
+    k_a = _key(mid).astype(xp.float64) - k_lo.astype(xp.float64)
+    even = (k_a >= 0.25 * span) & (k_a <= 0.75 * span)
+    return xp.where(even, mid, _unkey(k_mid))
 
 
 def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
@@ -139,52 +188,67 @@ def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
     and every ``Phi_k(max_k x_k) >= q``, so F crosses q between them. Inside it,
     safeguarded Newton (rtsafe: bisect whenever Newton leaves the bracket or fails
     to halve the step before last) on ``g = log F(y) - log q`` for ``q <= 1/2`` and
-    ``g = log(1 - q) - log S(y)`` above, which stays well scaled in both tails.
-    A problem stops when its step or bracket is below ``rtol * (|y| + min_k sigma_k)``;
-    only unfinished problems are evaluated.
+    ``g = log(1 - q) - log S(y)`` above, which stays well scaled in both tails;
+    each evaluation moves one end of the bracket to y. The bisection splits the
+    floats of the bracket (:func:`_bisect`), so it shrinks a bracket from 1e80
+    to 1 as fast as one from 2 to 1. A problem is done when ``|g| <= rtol``
+    (F(y) = q to a relative rtol), when Newton would move it by less than 4 ulps,
+    or when its bracket holds no float between its ends; the answer is the last
+    Newton estimate, kept inside the bracket. After ``max_iter`` iterations the
+    unfinished problems bisect only, which ends each within 64 more steps (the
+    keys of two floats differ by less than 2^64). Only unfinished problems are
+    evaluated.
     """
     xp = _xp(m)
-    sigma = xp.exp(ls)
-    comp_q = m + sigma * norm_ppf(q)[:, None]
+    eps = 4.0 * np.finfo(np.float64).eps
+    big = np.finfo(np.float64).max
+    j, r = split_log2(ls)  # sigma = 2^j exp(r): 1 / sigma = 2^-j exp(-r), applied by ldexp
+    inv_r = xp.exp(-r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma = xp.exp(ls)
+        zq = norm_ppf(q)[:, None]
+        comp_q = m + xp.where(zq == 0, 0.0, sigma * zq)  # sigma = inf at the median: m
+    comp_q = xp.clip(comp_q, -big, big)
     lo, hi = comp_q.min(axis=1), comp_q.max(axis=1)
-    scale = sigma.min(axis=1)
     upper = q > 0.5
     target = xp.where(upper, xp.log1p(-q), xp.log(q))
     # start from the quantile of the moment-matched normal, inside the bracket
     w = xp.exp(lw)
-    mean = (w * m).sum(axis=1)
-    sd = xp.sqrt((w * (sigma**2 + (m - mean[:, None]) ** 2)).sum(axis=1))
-    y = xp.clip(mean + sd * norm_ppf(q), lo, hi)
-    y = xp.where(hi - lo <= rtol * (xp.abs(lo) + scale), lo, y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = (w * m).sum(axis=1)
+        sd = xp.sqrt((w * (sigma**2 + (m - mean[:, None]) ** 2)).sum(axis=1))
+        y = mean + sd * norm_ppf(q)
+    y = xp.where(xp.isfinite(y), xp.clip(y, lo, hi), 0.5 * lo + 0.5 * hi)
     out = y.copy()
-    step_old = hi - lo
-    act = xp.nonzero(hi - lo > rtol * (xp.abs(lo) + scale))[0]  # unfinished problems
-    for _ in range(max_iter):
+    step_old = xp.full(y.shape, np.inf)
+    act = xp.nonzero(_key(hi) > _key(lo) + 1)[0]  # unfinished problems (no int64 overflow)
+    for it in range(max_iter + 66):
         if act.shape[0] == 0:
             break
-        ya, loa, hia = y[act], lo[act], hi[act]
-        z = (ya[:, None] - m[act]) * xp.exp(-ls[act])
+        ya, loa, hia, ma, lsa, la = y[act], lo[act], hi[act], m[act], ls[act], lw[act]
+        with np.errstate(over="ignore"):
+            z = xp.ldexp(ya[:, None] - ma, -j[act]) * inv_r[act]  # (y - m) / sigma
         lc, lsf = norm_log_cdf_sf(z)
-        la = lw[act]
-        log_pdf = logsumexp(la + norm_logpdf(z) - ls[act])
+        log_pdf = logsumexp(la + norm_logpdf(z) - lsa)
         log_c, log_s = logsumexp(la + lc), logsumexp(la + lsf)
         up = upper[act]
         g = xp.where(up, target[act] - log_s, log_c - target[act])  # increasing in y
         loa = xp.where(g <= 0, ya, loa)
         hia = xp.where(g >= 0, ya, hia)
-        with np.errstate(over="ignore", invalid="ignore"):  # far from the root: bisect
+        with np.errstate(over="ignore", invalid="ignore"):  # where the density is 0: bisect
             step = -g * xp.exp(xp.where(up, log_s, log_c) - log_pdf)  # g / g'
-        cand = ya + step
-        tol = rtol * (xp.abs(ya) + scale[act])
-        final = xp.abs(step) <= tol  # converged (also when the step is below one ulp)
-        newton = xp.isfinite(cand) & (cand > loa) & (cand < hia)
-        newton &= xp.abs(step) <= 0.5 * xp.abs(step_old[act])
-        new = xp.where(newton, cand, 0.5 * (loa + hia))
-        new = xp.where(final, xp.clip(cand, loa, hia), new)
-        moved = xp.abs(new - ya)
-        y[act], lo[act], hi[act], step_old[act] = new, loa, hia, moved
+            cand = ya + step
+        inside = xp.isfinite(cand) & (cand > loa) & (cand < hia)
+        final = (xp.abs(g) <= rtol) | (xp.abs(step) <= eps * xp.abs(ya))
+        final |= _key(hia) <= _key(loa) + 1  # adjacent floats (or g = 0: lo = hi)
+        newton = inside & (xp.abs(step) <= 0.5 * step_old[act]) & (it < max_iter)
+        new = xp.where(newton, cand, _bisect(loa, hia))
+        done = xp.where(xp.isfinite(cand), xp.clip(cand, loa, hia), ya)
+        new = xp.where(final, done, new)
+        y[act], lo[act], hi[act] = new, loa, hia
+        step_old[act] = xp.abs(new - ya)
         out[act] = new
-        act = act[~final & (moved > tol) & (hia - loa > tol)]
+        act = act[~final]
     return out
 
 

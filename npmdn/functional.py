@@ -159,8 +159,11 @@ def mixture_quantile(logits, mu, log_sigma, q):
     ``q`` is a level or a 1-D sequence of levels strictly inside (0, 1).
     Returns [N, len(q)] for D = 1 (per-dimension marginals [N, len(q), D]
     for D > 1); a scalar ``q`` drops the level axis. Found by bracketed,
-    safeguarded Newton root finding on the mixture CDF in log space, to a
-    relative accuracy of about 1e-12 (see :func:`npmdn.distribution.quantile`).
+    safeguarded Newton root finding on the mixture CDF in log space, with a
+    bisection that converges however wide the bracket: each ``y`` has
+    ``F(y) = q`` to a relative 1e-12 (``1 - F(y) = 1 - q`` above the median), or
+    lies within a few ulps of the exact root where float64 cannot resolve that.
+    The results are monotone in q (see :func:`npmdn.distribution.quantile`).
     """
     _, _, d, _ = C.mixture_args(logits, mu, log_sigma)
     levels = C.probabilities(q, "q")

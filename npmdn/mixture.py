@@ -221,6 +221,17 @@ LN2 = math.log(2.0)
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
 
 
+def split_log2(x):
+    """``x = j ln 2 + r`` with integer ``j`` (int32) and ``|r| <= ln 2 / 2`` (float64), so
+    that ``exp(x) = 2^j exp(r)`` can be applied by ``ldexp`` without overflow or
+    underflow on the way (Cody-Waite: ``j LN2_HI`` is exact). ``x`` is clipped to
+    +-1600 first, beyond which ``exp(x)`` scales every float64 to 0 or inf anyway."""
+    xp = _xp(x)
+    x = xp.clip(xp.asarray(x, dtype=xp.float64), -1600.0, 1600.0)
+    j = xp.rint(x / LN2)
+    return j.astype(xp.int32), (x - j * _LN2_HI) - j * _LN2_LO
+
+
 def _centre(logits, mu):
     """``(log_pi [N,K,1], mean [N,1,D], dev [N,K,D])`` in float64, ``dev = (mu_k - mean) / 2``."""
     xp = _xp(mu)
@@ -247,11 +258,9 @@ def _scaled_terms(logits, mu, log_sigma):
     root_pi = xp.exp(0.5 * log_pi)  # sqrt(pi_k) without underflow in pi_k
     live = root_pi > 0  # pi_k = 0 adds nothing (and 0 * inf must not)
     u = xp.where(live, root_pi * xp.ldexp(dev, 1 - e), 0.0)
-    # sigma = 2^j exp(r) (Cody-Waite: j LN2_HI is exact), then scaled by 2^-e exactly
-    ls = xp.clip(ls, -1400.0, 1400.0)  # beyond: sigma is 0 or inf at any scale that fits
-    j = xp.rint(ls / LN2)
-    r = (ls - j * _LN2_HI) - j * _LN2_LO
-    w = xp.where(live, root_pi * xp.ldexp(xp.exp(r), j.astype(xp.int32) - e), 0.0)
+    # sigma = 2^j exp(r), scaled by 2^-e exactly
+    j, r = split_log2(ls)
+    w = xp.where(live, root_pi * xp.ldexp(xp.exp(r), j - e), 0.0)
     return u, w * w, e[:, 0]
 
 

@@ -399,7 +399,7 @@ class MDN:
     def quantile(self, x, q) -> np.ndarray:
         """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
         [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
-        [N, len(q), D] otherwise. Accurate to about 1e-12 relative."""
+        [N, len(q), D] otherwise; accuracy and monotonicity as :func:`npmdn.mixture_quantile`."""
         levels = C.probabilities(q, "q")
         return mixture_quantile(*self.mixture_raw(x), levels)
 

@@ -192,6 +192,77 @@ def test_float32_parameters_give_float64_results_of_the_same_mixture(rng):
     np.testing.assert_array_equal(got, want)
 
 
+def _close_to_root(got, pi, mu, sigma, q):
+    """The documented accuracy: F(y) = q to a relative 1e-11 (1 - F against 1 - q
+    above the median) or y within 8 ulps of the root (brentq's, itself a few ulps,
+    found on the problem scaled by a power of two to O(1): SciPy's (t - mu) / sigma
+    loses its precision where sigma is subnormal)."""
+    e = math.frexp(max(np.abs(mu).max(), sigma.max()))[1]
+    want = math.ldexp(_brentq_quantile(pi, np.ldexp(mu, -e), np.ldexp(sigma, -e), q), e)
+    ulps = abs(got - want) / np.spacing(max(abs(want), 1e-300))
+    with np.errstate(over="ignore"):  # SciPy's pdf at subnormal sigmas
+        dens = (pi * stats.norm.pdf(want, mu, sigma)).sum()
+    return ulps <= 8 or abs(got - want) * dens <= 1e-11 * min(q, 1 - q), (got, want)
+
+
+def test_quantile_brackets_that_span_many_binades_converge():
+    """Issue 11, item 8: means 0 and 1e80 gave Q(0.25) = 1.01e19 (the answer is 0);
+    sigmas 1e61 and 1.6 gave Q(0.3) = -2.81 (CDF 0.270; the answer is -2.05). Both
+    ran out of iterations halving a bracket 1e80 wide."""
+    logits = np.zeros((1, 2))
+    q1 = npmdn.mixture_quantile(logits, np.array([[[0.0], [1e80]]]), np.zeros((1, 2, 1)), 0.25)
+    assert abs(q1[0]) <= 1e-12, q1
+    ls = np.log(np.array([[[1e61], [1.6]]]))
+    q2 = npmdn.mixture_quantile(logits, np.zeros((1, 2, 1)), ls, 0.3)
+    ok, pair = _close_to_root(q2[0], np.full(2, 0.5), np.zeros(2), np.exp(ls[0, :, 0]), 0.3)
+    assert ok, pair
+    np.testing.assert_allclose(npmdn.mixture_cdf(logits, np.zeros((1, 2, 1)), ls, q2), 0.3,
+                               rtol=1e-12)
+
+
+def _needles(n, seed=1):
+    """Rows whose sigmas are 1e-16..1e-12 of their means: the old tolerance of 1e-12 |y|
+    was wider than the distribution itself."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1, (n, 3))
+    scale = 10 ** rng.uniform(0, 12, (n, 1, 1))
+    mu = scale * (1 + rng.normal(0, 10 ** rng.uniform(-14, -9, (n, 1, 1)), (n, 3, 1)))
+    ls = np.log(scale * 10 ** rng.uniform(-16, -12, (n, 3, 1)))
+    return logits, mu, ls
+
+
+def test_quantiles_of_needles_are_monotone_and_intervals_ordered():
+    """Item 8: with sigma < 1e-12 |mu| the quantiles were not monotone in q and
+    mixture_interval gave lower > upper (about 1 interval in 8 of these rows)."""
+    logits, mu, ls = _needles(500)
+    lo, hi = npmdn.mixture_interval(logits, mu, ls, [1e-3, 0.01, 0.05, 0.1])
+    assert np.all(lo <= hi), int((lo > hi).sum())
+    q = np.linspace(0.001, 0.999, 41)
+    y = npmdn.mixture_quantile(logits, mu, ls, q[::-1])[:, ::-1]  # any order of the levels
+    assert np.all(np.diff(y, axis=1) >= 0)
+    pi, sigma = _pi(logits), np.exp(ls[..., 0])
+    for i in range(0, 500, 25):
+        for j in (0, 7, 20, 33, 40):
+            ok, pair = _close_to_root(y[i, j], pi[i], mu[i, :, 0], sigma[i], q[j])
+            assert ok, (i, q[j], pair)
+
+
+@pytest.mark.parametrize("spread", [1e-300, 1e-8, 1e30, 1e150, 1e300])
+def test_quantile_matches_brentq_at_extreme_spreads(spread):
+    """Components 1e-300 to 1e300 apart, sigmas from 1e-12 to 1 of the spread."""
+    rng = np.random.default_rng(7)
+    n, k = 8, 3
+    logits = rng.normal(0, 2, (n, k))
+    mu = rng.normal(0, 1, (n, k, 1)) * spread
+    ls = np.log(spread) + rng.uniform(np.log(1e-12), 0, (n, k, 1))
+    got = npmdn.mixture_quantile(logits, mu, ls, LEVELS)
+    pi, sigma = _pi(logits), np.exp(ls[..., 0])
+    for i in range(n):
+        for j, q in enumerate(LEVELS):
+            ok, pair = _close_to_root(got[i, j], pi[i], mu[i, :, 0], sigma[i], q)
+            assert ok, (i, q, pair)
+
+
 # ----------------------------------------------------------------------- CRPS
 
 
