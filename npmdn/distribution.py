@@ -306,11 +306,16 @@ def crps(logits, mu, log_sigma, y):
 def _mode_state(log_pi, mu, prec, log_norm, x):
     """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D],
     log_norm [A,K]) gives log p [A], responsibilities r [A,K], g_k = P_k (mu_k - x) [A,K,D]."""
+    xp = _xp(x)
     diff = mu - x[:, None, :]
-    g_k = prec * diff
-    t = log_pi + log_norm - 0.5 * (diff * g_k).sum(axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # far components: z^2 = inf
+        g_k = prec * diff
+        z2 = xp.where(diff == 0, 0.0, diff * g_k).sum(axis=-1)
+    t = log_pi + log_norm - 0.5 * z2
     lp = logsumexp(t)
-    return lp, _xp(x).exp(t - lp[:, None]), g_k
+    r = xp.exp(t - lp[:, None])
+    # a component with r = 0 adds nothing to the derivatives (its g_k may be inf: 0 * inf)
+    return lp, r, xp.where(r[..., None] > 0, g_k, 0.0)
 
 
 def _mode_derivs(r, g_k, prec):
@@ -357,10 +362,14 @@ def modes(logits, mu, log_sigma, tol: float = 1e-10, max_iter: int = 500,
     One ascent starts from every component mean (every mode of a Gaussian
     mixture lies within the hull of the means, and in practice each has a
     component whose ascent reaches it). An ascent stops when its step is
-    below ``tol`` local sigmas. Two end points are one mode when they are
-    within ``merge_tol`` of each other in the metric of the log-density's
-    curvature at both (the ``-H`` of :func:`_mode_derivs`) and within one local
-    sigma; the higher one is kept. End points where the Hessian has a positive
+    below ``tol`` local sigmas at both of its ends (a step from a broad
+    component's flank can be tiny in its own metric and large in that of a
+    narrow component where it lands); the log density is that of the end
+    point. A component with zero responsibility adds nothing to a step (its
+    terms may overflow far away: means 1e250 apart). Two end points are one
+    mode when they are within ``merge_tol`` of each other in the metric of the
+    log-density's curvature at both (the ``-H`` of :func:`_mode_derivs`) and
+    within one local sigma; the higher one is kept. End points where the Hessian has a positive
     eigenvalue (saddles, met only from starts on their stable manifold) are
     dropped unless nothing else is left.
     """
@@ -384,31 +393,33 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     row = xp.repeat(xp.arange(n), k)
     mix = (log_softmax(logits), mu, xp.exp(-2.0 * ls), -ls.sum(axis=-1) - 0.5 * d * LOG_2PI)
     x = mu.reshape(n * k, d).copy()
-    lp = xp.empty(n * k)
     act = xp.arange(n * k)  # unfinished ascents
-    for it in range(max_iter + 1):
+    for _ in range(max_iter):
+        if act.shape[0] == 0:
+            break
         state = [v[row[act]] for v in mix]
         xa = x[act]
-        lpa, r, g_k = _mode_state(*state, xa)
-        lp[act] = lpa
-        if it == max_iter or act.shape[0] == 0:
-            break
+        _, r, g_k = _mode_state(*state, xa)
         g, h, p = _mode_derivs(r, g_k, state[2])
         x_fp = xa + g / p  # the mean-shift fixed point, written as a step
         concave = _max_eig(h) < 0
         step = -_solve(xp.where(concave[:, None, None], h, -xp.eye(d)), g)
         x_nt = xa + step
         near = (step * step * p).sum(axis=-1) <= 1.0
-        lp_fp = _mode_state(*state, x_fp)[0]
-        lp_nt = _mode_state(*state, x_nt)[0]
+        lp_fp, r_fp, _ = _mode_state(*state, x_fp)
+        lp_nt, r_nt, _ = _mode_state(*state, x_nt)
         # on a flat top both climb less than rounding: prefer Newton, which converges there
         use_nt = concave & near & (lp_nt >= lp_fp - 1e-14 * (1.0 + xp.abs(lp_fp)))
         x_new = xp.where(use_nt[:, None], x_nt, x_fp)
-        moved = xp.sqrt(((x_new - xa) ** 2 * p).sum(axis=-1))
+        # the step in local sigmas at both ends: from a broad component's flank a step can
+        # be tiny in its own metric and large in that of a narrow one where it lands
+        p_new = (xp.where(use_nt[:, None], r_nt, r_fp)[..., None] * state[2]).sum(axis=1)
+        dx2 = (x_new - xa) ** 2
+        moved = xp.sqrt(xp.maximum((dx2 * p).sum(axis=-1), (dx2 * p_new).sum(axis=-1)))
         x[act] = x_new
         act = act[moved > tol]
-    # curvature and local precision at every end point
-    _, r, g_k = _mode_state(*[v[row] for v in mix], x)
+    # log p, curvature and local precision at every end point
+    lp, r, g_k = _mode_state(*[v[row] for v in mix], x)
     _, h, p = _mode_derivs(r, g_k, mix[2][row])
     x, lp, h, p = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d), p.reshape(n, k, d)
 
@@ -423,10 +434,12 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     neg_h = -h
     for j in range(1, k):
         dx = x[:, :j] - x[:, j : j + 1]  # [N, j, D]
-        curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
-        local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
-        same = (curv <= merge_tol**2) & (local <= 1.0) & kept[:, :j]
-        kept[:, j] &= ~same.any(axis=1)
+        # an overflow (inf, or NaN from inf - inf) means far apart: never merged
+        with np.errstate(over="ignore", invalid="ignore"):
+            curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
+            local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
+            near = (xp.sqrt(xp.maximum(curv, 0.0)) <= merge_tol) & (local <= 1.0)
+        kept[:, j] &= ~(near & kept[:, :j]).any(axis=1)
     # compact: kept modes first, still in order of density
     order = xp.argsort(xp.where(kept, 0, k) + xp.arange(k), axis=1)  # unique keys: stable
     kept = xp.take_along_axis(kept, order, axis=1)

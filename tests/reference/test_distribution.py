@@ -474,6 +474,85 @@ def test_modes_best_is_the_highest_and_densities_are_densities(rng):
     assert np.all(m.log_density[:, 0] >= at_means.max(axis=1) - 1e-12)
 
 
+def _assert_local_maxima(logits, mu, ls, m):
+    """Every reported mode: its log density is log p there, and log p is no higher a
+    thousandth of the row's smallest sigma away along each axis (a step that small
+    cannot reach another component's rise)."""
+    for i in range(len(m.count)):
+        h = 1e-3 * math.exp(ls[i].min())
+        row = (logits[i:i + 1], mu[i:i + 1], ls[i:i + 1])
+        for j in range(int(m.count[i])):
+            x = m.locations[i, j][None]
+            lp = mixture.log_prob(*row, x)[0]
+            assert math.isclose(m.log_density[i, j], lp, rel_tol=1e-12, abs_tol=1e-12), \
+                (x, m.log_density[i, j], lp)
+            for d in range(mu.shape[2]):
+                for sign in (-1, 1):
+                    y = x.copy()
+                    y[0, d] += sign * h
+                    assert mixture.log_prob(*row, y)[0] <= lp + 1e-13 * abs(lp), (i, x, y)
+
+
+def test_modes_are_ascended_to_true_maxima():
+    """Issue 11, item 9: a start whose first step was small in its own (broad) metric
+    stopped one step later at 10, reported as a mode with the log density of the
+    start (-32.0; the true value at 10 is -9.78, and 10 is not a mode)."""
+    logits = np.zeros((1, 3))
+    mu = np.array([[[10.0], [100.0], [0.0]]])
+    ls = np.array([[[30.0], [43.0], [1.0]]])
+    m = npmdn.mixture_modes(logits, mu, ls)
+    t = np.linspace(-50, 150, 200_001)
+    lp = mixture.log_prob(np.zeros((t.size, 3)), np.broadcast_to(mu, (t.size, 3, 1)),
+                          np.broadcast_to(ls, (t.size, 3, 1)), t[:, None])
+    # log p rises up to 0 and falls after it (to rounding, where the broad components
+    # make it flat): one mode, at the narrow component
+    assert np.all(np.diff(lp[t <= 0]) >= -1e-13) and np.all(np.diff(lp[t >= 0]) <= 1e-13)
+    assert int(m.count[0]) == 1, m
+    assert abs(m.locations[0, 0, 0]) < 1e-9
+    assert math.isclose(m.log_density[0, 0], lp[t == 0][0], rel_tol=1e-12)
+    _assert_local_maxima(logits, mu, ls, m)
+
+
+def test_modes_of_broad_and_narrow_components_are_local_maxima():
+    """Components of sigma e^-2 to e^40 mixed: every mode reported is a local maximum
+    with its own density."""
+    rng = np.random.default_rng(21)
+    n, k = 30, 4
+    logits = rng.normal(0, 1, (n, k))
+    mu = rng.uniform(-100, 100, (n, k, 2))
+    ls = rng.uniform(-2, 40, (n, k, 2))
+    for s in (2, 1):
+        m = npmdn.mixture_modes(logits, mu, ls[..., :s])
+        assert np.all(m.count >= 1)
+        _assert_local_maxima(logits, mu, ls[..., :s], m)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_modes_of_needles_1e250_apart(d):
+    """Item 9: means 1e250 apart with sigma 1e-30 gave NaN locations (D = 1) and
+    LinAlgError (D = 3): z^2 overflows for the far component, whose responsibility
+    is 0 and whose terms must count as 0, not 0 * inf."""
+    logits = np.zeros((1, 2))
+    mu = np.zeros((1, 2, d))
+    mu[0, 1] = 1e250
+    ls = np.full((1, 2, d), math.log(1e-30))
+    m = npmdn.mixture_modes(logits, mu, ls)
+    assert int(m.count[0]) == 2
+    np.testing.assert_array_equal(np.sort(m.locations[0, :, 0]), [0.0, 1e250])
+    want = math.log(0.5) - d * (math.log(1e-30) + 0.5 * math.log(2 * math.pi))
+    np.testing.assert_allclose(m.log_density[0], [want, want], rtol=1e-14)
+
+
+def test_modes_accept_any_finite_merge_tol():
+    """merge_tol = 1e300 raised OverflowError (its square)."""
+    logits, mu, ls = np.zeros((2, 2)), np.array([[[0.0], [0.5]], [[0.0], [9.0]]]), \
+        np.zeros((2, 2, 1))
+    wide = npmdn.mixture_modes(logits, mu, ls, merge_tol=1e300)
+    np.testing.assert_array_equal(wide.count, [1, 2])  # merges only within a local sigma
+    for a, b in zip(wide, npmdn.mixture_modes(logits, mu, ls, merge_tol=1e3), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- covariance
 
 
