@@ -263,10 +263,11 @@ MDN_HD T log_normal(const T* mu, const T* s, const T* y, int D, int S, T half_d_
 template <typename T>
 MDN_HD T half_d_log_2pi(int D) { return (T)(0.5 * (double)D * 1.8378770664093453); }
 
-// log p(y) = logsumexp_k (log pi_k + log N_k); *norm gets the logits' normaliser.
+// log p(y) = logsumexp_k t_k, t_k = log pi_k + log N_k; *norm gets the logits'
+// normaliser, *t_max and *t_sum the max of t_k and sum_k exp(t_k - max).
 template <typename T>
 MDN_HD T row_log_prob(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
-                      LogitNorm<T>* norm) {
+                      LogitNorm<T>* norm, T* t_max, T* t_sum) {
   const LogitNorm<T> ln = logit_norm(a, K);
   const T c = half_d_log_2pi<T>(D);
   T hz2;
@@ -282,6 +283,8 @@ MDN_HD T row_log_prob(const T* a, const T* mu, const T* s, const T* y, int K, in
     acc += mexp(log_weight(a[k], ln) +
                 log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2) - m);
   *norm = ln;
+  *t_max = m;
+  *t_sum = acc;
   return mlog(acc) + m;
 }
 
@@ -294,7 +297,8 @@ template <typename T>
 MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
                          T* nll, T* da, T* dmu, T* ds) {
   LogitNorm<T> ln;
-  const T lse = row_log_prob(a, mu, s, y, K, D, S, &ln);
+  T t_max, t_sum;
+  const T lse = row_log_prob(a, mu, s, y, K, D, S, &ln, &t_max, &t_sum);
   const T c = half_d_log_2pi<T>(D);
   *nll = -lse;
   for (int k = 0; k < K; ++k) {
@@ -304,8 +308,8 @@ MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K,
     T* dsk = ds + (i64)k * S;
     const T log_pi = log_weight(a[k], ln);
     T hz2;
-    // r_k = exp(t_k - log p(y))
-    const T r = mexp(log_pi + log_normal(mk, sk, y, D, S, c, &hz2) - lse);
+    // r_k = exp(t_k - max t) / sum_j exp(t_j - max t): the max first, as in log_softmax
+    const T r = mexp(log_pi + log_normal(mk, sk, y, D, S, c, &hz2) - t_max) / t_sum;
     const bool dead = r == T(0);  // NaN (a row whose density is not finite) stays NaN
     // d_logits = pi - r
     da[k] = mexp(log_pi) - r;
@@ -346,7 +350,9 @@ template <typename T>
 MDN_HD void log_prob_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu, i64 ldmu,
                         const T* s, i64 lds, const T* y, i64 ldy, T* out, i64 ldout) {
   LogitNorm<T> ln;
-  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S, &ln);
+  T t_max, t_sum;
+  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S,
+                                &ln, &t_max, &t_sum);
 }
 
 // Draw j of batch row n, with idx = n * J + j; out is [N, J, D] contiguous.

@@ -159,9 +159,14 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     log_pi = log_softmax(logits)
     log_n, z, inv_sigma, half_z2 = component_log_density(mu, log_sigma, y)
     t = log_pi + log_n
-    lse = logsumexp(t)  # log p(y)
-    with np.errstate(invalid="ignore"):  # a row with log p(y) = -inf: NaN gradient
-        r = xp.exp(t - lse[:, None])  # responsibilities
+    # r = softmax(t) with the row max first, as log_softmax: exp(t - log p) would round
+    # log p's log-sum away where |t| is huge (z^2 ~ 1e308: r = 1 for two equal components)
+    m = _row_max(t)
+    e = xp.exp(t - m)
+    total = e.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log p(y) = -inf: NaN gradient
+        lse = (xp.log(total) + m)[:, 0]  # log p(y)
+        r = e / total  # responsibilities
     nll = -lse
     d_logits = xp.exp(log_pi) - r  # pi - r
     dead = r == 0  # NaN (a row whose density is not finite) stays NaN

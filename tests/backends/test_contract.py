@@ -45,7 +45,9 @@ def check(got, want, dtype, hard=False, args=None):
     relative to its row's largest entry, within 1e-5 or within twice the
     float32 reference's own error, whichever is larger: ``pi - r`` in float32
     carries an error of ``|t_k| * 2**-24`` from rounding ``t_k``, in the
-    reference as in every kernel."""
+    reference as in every kernel. ``pi - r`` may also be off by ``4 * 2**-24 (10 +
+    |nll|)`` in absolute terms: the Numba kernel's vectorised float32 exp is within
+    4 ulp (NumPy's within 1), and its error in 1 / sigma enters z^2 and t_k."""
     for name, g, w in zip(NAMES[:len(got)], got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape, name
         assert np.isfinite(g).all(), name
@@ -60,8 +62,11 @@ def check(got, want, dtype, hard=False, args=None):
     truth = mixture.nll_grad(*(a.astype(np.float64) for a in args))
     for name, g, w, t in zip(NAMES[1:], got[1:], want[1:], truth[1:], strict=True):
         scale = _row_scale(t) + 1e-300
-        ours = np.max(np.abs(g - t) / scale)
         ref = np.max(np.abs(w - t) / scale)
+        slack = 0.0
+        if name == "d_logits":
+            slack = 4 * 2.0**-24 * (10 + np.abs(truth[0]))[:, None] / scale
+        ours = np.max(np.abs(g - t) / scale - slack)
         assert ours <= max(1e-5, 2 * ref), f"{name}: error {ours:.2e} (reference {ref:.2e})"
 
 
@@ -383,6 +388,19 @@ def test_half_z2_that_fits_gives_a_finite_nll(be, dtype):
     np.testing.assert_array_equal(ds, -np.inf)
     np.testing.assert_array_equal(dl, 0.0)
     np.testing.assert_allclose(be.get(be.log_prob(*be.put(args))), -nll, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_responsibilities_sum_to_one_where_t_is_huge(be, dtype):
+    """Two equal components with t_k ~ -1e308 (float32 -2e38): r = 1/2 each. Computed as
+    exp(t - log p), the log 2 in log p rounds away and r = 1 for both; the row max
+    goes first, as for the logits."""
+    z = 2e19 if dtype == np.float32 else 1.5e154
+    args = [np.zeros((1, 2), dtype), np.zeros((1, 2, 1), dtype), np.zeros((1, 2, 1), dtype),
+            np.array([[z]], dtype)]
+    _, dl, dm, _ = _host(be, be.nll_grad(*be.put(args)))
+    np.testing.assert_array_equal(dl, 0.0)  # pi - r = 1/2 - 1/2
+    np.testing.assert_allclose(dm[0, :, 0], [-0.5 * float(args[3][0, 0])] * 2, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
