@@ -194,7 +194,7 @@ def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
     to 1 as fast as one from 2 to 1. A problem is done when ``|g| <= rtol``
     (F(y) = q to a relative rtol), when Newton would move it by less than 4 ulps,
     or when its bracket holds no float between its ends; the answer is the last
-    Newton estimate, kept inside the bracket. After ``max_iter`` iterations the
+    Newton estimate where it lies in the bracket, else the last point. After ``max_iter`` iterations the
     unfinished problems bisect only, which ends each within 64 more steps (the
     keys of two floats differ by less than 2^64). Only unfinished problems are
     evaluated.
@@ -243,7 +243,9 @@ def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
         final |= _key(hia) <= _key(loa) + 1  # adjacent floats (or g = 0: lo = hi)
         newton = inside & (xp.abs(step) <= 0.5 * step_old[act]) & (it < max_iter)
         new = xp.where(newton, cand, _bisect(loa, hia))
-        done = xp.where(xp.isfinite(cand), xp.clip(cand, loa, hia), ya)
+        # the last Newton step polishes y where it stays in the bracket; where F is flat
+        # it can leap out (F(y) = q already holds there): y stays
+        done = xp.where((cand >= loa) & (cand <= hia), cand, ya)
         new = xp.where(final, done, new)
         y[act], lo[act], hi[act] = new, loa, hia
         step_old[act] = xp.abs(new - ya)
