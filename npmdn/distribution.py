@@ -194,10 +194,10 @@ def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
     to 1 as fast as one from 2 to 1. A problem is done when ``|g| <= rtol``
     (F(y) = q to a relative rtol), when Newton would move it by less than 4 ulps,
     or when its bracket holds no float between its ends; the answer is the last
-    Newton estimate where it lies in the bracket, else the last point. After ``max_iter`` iterations the
-    unfinished problems bisect only, which ends each within 64 more steps (the
-    keys of two floats differ by less than 2^64). Only unfinished problems are
-    evaluated.
+    Newton estimate where it lies in the bracket, else the last point. After
+    ``max_iter`` iterations the unfinished problems bisect only, which ends each
+    within 64 more steps (the keys of two floats differ by less than 2^64). Only
+    unfinished problems are evaluated.
     """
     xp = _xp(m)
     eps = 4.0 * np.finfo(np.float64).eps
