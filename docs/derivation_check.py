@@ -264,7 +264,7 @@ def section_3(rep):
     rep.section(3, "The Gaussian log-density")
     b, k, d = 3, 2, 2
     _, mu, s, y = head_random(b, k, d, d)
-    log_n, z, inv_sigma = mixture.component_log_density(mu, s, y)
+    log_n, z, inv_sigma, _ = mixture.component_log_density(mu, s, y)
     rep.say("log N_k = -1/2 sum_d z_kd^2 - sum_d s_kd - D/2 log(2 pi), "
             "sum_d s_kd = log det diag(sigma_k)")
     rep.grad_check("d log N_k / d mu_kd = z_kd / sigma_kd", z * inv_sigma,
@@ -285,7 +285,7 @@ def worked_example(rep):
     """K = 2, D = 1, one row: every quantity of sections 2-4, small enough to check by hand."""
     a, mu, y = np.array([[1.0, 0.0]]), np.array([[[0.0], [2.0]]]), np.array([[1.5]])
     s = np.array([[[0.0], [math.log(2)]]])
-    log_n, z, _ = mixture.component_log_density(mu, s, y)
+    log_n, z, _, _ = mixture.component_log_density(mu, s, y)
     t = mixture.log_softmax(a) + log_n
     nll, d_a, d_mu, d_s = out = mixture.nll_grad(a, mu, s, y)
 

@@ -114,7 +114,7 @@ def scale_gradient(path):
     y = np.linspace(-4.0, 7.0, 2001)
     rows = y.size
     args = [np.repeat(v, rows, axis=0) for v in (A, MU, S)] + [y[:, None]]
-    log_n, z, _ = mixture.component_log_density(*args[1:])
+    log_n, z, _, _ = mixture.component_log_density(*args[1:])
     log_pi = mixture.log_softmax(args[0])
     r = mixture.responsibilities(*args)  # [rows, K]
     d_s = mixture.nll_grad(*args)[3][..., 0]  # r_k (1 - z_k^2)

@@ -161,13 +161,16 @@ MDN_HD int choose_component(const T* a, int K, Words& w, int method, double temp
       if ((double)a[k] > (double)a[best]) best = k;
     return best;
   }
+  // (a_k - max a) / T: the max first, so that a common offset of the logits changes nothing
+  double m = (double)a[0];
+  for (int k = 1; k < K; ++k) m = nan_max(m, (double)a[k]);
   if (method == METHOD_GUMBEL) {
-    // k = argmax_k (a_k / T - log(-log u_k)), ties to the lowest k
+    // k = argmax_k ((a_k - max a) / T - log(-log u_k)), ties to the lowest k
     int best = 0;
     double best_key = 0.0;
     for (int k = 0; k < K; ++k) {
       const double u = to_uniform(word(w, (u32)k));
-      const double key = (double)a[k] / temperature - log(-log(u));
+      const double key = ((double)a[k] - m) / temperature - log(-log(u));
       if (k == 0 || key > best_key) {
         best = k;
         best_key = key;
@@ -178,14 +181,12 @@ MDN_HD int choose_component(const T* a, int K, Words& w, int method, double temp
   // cumulative: pi = softmax(a / T); idx = #{k : c_k <= u} with c the running
   // sums; if rounding leaves u >= c_{K-1}, the last k with pi_k > 0
   const double u = to_uniform(word(w, 0u));
-  double m = (double)a[0] / temperature;
-  for (int k = 1; k < K; ++k) m = nan_max(m, (double)a[k] / temperature);
   double sum = 0.0;
-  for (int k = 0; k < K; ++k) sum += exp((double)a[k] / temperature - m);
+  for (int k = 0; k < K; ++k) sum += exp(((double)a[k] - m) / temperature);
   double c = 0.0;
   int idx = 0, last = -1;
   for (int k = 0; k < K; ++k) {
-    const double pi = exp((double)a[k] / temperature - m) / sum;
+    const double pi = exp(((double)a[k] - m) / temperature) / sum;
     c += pi;
     idx += (c <= u);
     if (pi > 0.0) last = k;
@@ -204,74 +205,100 @@ MDN_HD int choose_component(const T* a, int K, const Stream& s, int method, doub
 // densities, NLL and gradient of one row (npmdn.mixture.nll_grad)
 // ---------------------------------------------------------------------------
 
-// log_softmax's normaliser: logsumexp_k a_k, shifted by the row's own max.
+// log_softmax in two parts: log pi_k = (a_k - max a) - log sum_k exp(a_k - max a).
+// The max goes first, so that a_k - max a is exact whatever the logits' common
+// offset (a_k - logsumexp(a) would round the log-sum away next to an offset of
+// 1e16); a max that is not finite counts as 0, as in the reference.
 template <typename T>
-MDN_HD T logsumexp_logits(const T* a, int K) {
+struct LogitNorm {
+  T max, log_sum;
+};
+
+template <typename T>
+MDN_HD LogitNorm<T> logit_norm(const T* a, int K) {
   T m = a[0];
   for (int k = 1; k < K; ++k) m = nan_max(m, a[k]);
   if (!finite(m)) m = T(0);
   T s = T(0);
   for (int k = 0; k < K; ++k) s += mexp(a[k] - m);
-  return mlog(s) + m;
+  LogitNorm<T> out = {m, mlog(s)};
+  return out;
 }
 
+template <typename T>
+MDN_HD T log_weight(T a_k, const LogitNorm<T>& n) { return (a_k - n.max) - n.log_sum; }
+
+// z = (y - mu) / sigma as (y - mu) exp(-s), and 0 on the mean even where exp(-s)
+// overflows (0 * inf); z / sigma likewise.
+template <typename T>
+MDN_HD T times_or_zero(T x, T inv_sigma) { return x == T(0) ? T(0) : x * inv_sigma; }
+
 // log N_k = -1/2 sum_d z_kd^2 - sum_d s_kd - D/2 log(2 pi), z = (y - mu) exp(-s);
-// writes sum_d z_kd^2 to *sum_z2.
+// writes sum_d z_kd^2 / 2 to *half_z2, each term formed as (z / 2) z: finite
+// wherever it fits, even where z^2 does not.
 template <typename T>
 MDN_HD T log_normal(const T* mu, const T* s, const T* y, int D, int S, T half_d_log_2pi,
-                    T* sum_z2) {
+                    T* half_z2) {
   T acc = T(0), log_det;
   if (S == 1) {  // isotropic: one scale, counted once per dimension
     const T inv_sigma = mexp(-s[0]);
     for (int d = 0; d < D; ++d) {
-      const T z = (y[d] - mu[d]) * inv_sigma;
-      acc += z * z;
+      const T z = times_or_zero(y[d] - mu[d], inv_sigma);
+      acc += (T(0.5) * z) * z;
     }
     log_det = s[0] * T(D);
   } else {
     log_det = T(0);
     for (int d = 0; d < D; ++d) {
-      const T z = (y[d] - mu[d]) * mexp(-s[d]);
-      acc += z * z;
+      const T z = times_or_zero(y[d] - mu[d], mexp(-s[d]));
+      acc += (T(0.5) * z) * z;
       log_det += s[d];
     }
   }
-  *sum_z2 = acc;
-  return T(-0.5) * acc - log_det - half_d_log_2pi;
+  *half_z2 = acc;
+  return -acc - log_det - half_d_log_2pi;
 }
 
 // D/2 log(2 pi), computed in float64 then rounded, as NumPy does with the Python float.
 template <typename T>
 MDN_HD T half_d_log_2pi(int D) { return (T)(0.5 * (double)D * 1.8378770664093453); }
 
-// log p(y) = logsumexp_k (log pi_k + log N_k); *lse_a gets logsumexp_k a_k.
+// log p(y) = logsumexp_k t_k, t_k = log pi_k + log N_k; *norm gets the logits'
+// normaliser, *t_max and *t_sum the max of t_k and sum_k exp(t_k - max).
 template <typename T>
 MDN_HD T row_log_prob(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
-                      T* lse_a) {
-  const T la = logsumexp_logits(a, K);
+                      LogitNorm<T>* norm, T* t_max, T* t_sum) {
+  const LogitNorm<T> ln = logit_norm(a, K);
   const T c = half_d_log_2pi<T>(D);
-  T sz2;
+  T hz2;
   // pass 1: the max of t_k = log pi_k + log N_k
-  T m = (a[0] - la) + log_normal(mu, s, y, D, S, c, &sz2);
+  T m = log_weight(a[0], ln) + log_normal(mu, s, y, D, S, c, &hz2);
   for (int k = 1; k < K; ++k)
-    m = nan_max(m, (a[k] - la) + log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &sz2));
+    m = nan_max(m, log_weight(a[k], ln) +
+                       log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2));
   if (!finite(m)) m = T(0);
   // pass 2: sum_k exp(t_k - max), recomputing t_k rather than storing it
   T acc = T(0);
   for (int k = 0; k < K; ++k)
-    acc += mexp((a[k] - la) + log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &sz2) - m);
-  *lse_a = la;
+    acc += mexp(log_weight(a[k], ln) +
+                log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2) - m);
+  *norm = ln;
+  *t_max = m;
+  *t_sum = acc;
   return mlog(acc) + m;
 }
 
 // NLL of one row and its gradient with respect to the row's head output:
 //   dNLL/da_k = pi_k - r_k,  dNLL/dmu_kd = -r_k z_kd / sigma_kd,
-//   dNLL/ds_kd = r_k (1 - z_kd^2)   (isotropic: r_k (D - sum_d z_kd^2)).
+//   dNLL/ds_kd = r_k (1 - z_kd^2)   (isotropic: r_k (D - sum_d z_kd^2)),
+// and exactly 0 for the mean and scales of a component with r_k = 0, whatever its
+// z (a collapsed component far from y has z = inf: 0 * inf must not be NaN).
 template <typename T>
 MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
                          T* nll, T* da, T* dmu, T* ds) {
-  T la;
-  const T lse = row_log_prob(a, mu, s, y, K, D, S, &la);
+  LogitNorm<T> ln;
+  T t_max, t_sum;
+  const T lse = row_log_prob(a, mu, s, y, K, D, S, &ln, &t_max, &t_sum);
   const T c = half_d_log_2pi<T>(D);
   *nll = -lse;
   for (int k = 0; k < K; ++k) {
@@ -279,25 +306,27 @@ MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K,
     const T* sk = s + (i64)k * S;
     T* dmk = dmu + (i64)k * D;
     T* dsk = ds + (i64)k * S;
-    const T log_pi = a[k] - la;
-    T sz2;
-    // r_k = exp(t_k - log p(y))
-    const T r = mexp(log_pi + log_normal(mk, sk, y, D, S, c, &sz2) - lse);
+    const T log_pi = log_weight(a[k], ln);
+    T hz2;
+    // r_k = exp(t_k - max t) / sum_j exp(t_j - max t): the max first, as in log_softmax
+    const T r = mexp(log_pi + log_normal(mk, sk, y, D, S, c, &hz2) - t_max) / t_sum;
+    const bool dead = r == T(0);  // NaN (a row whose density is not finite) stays NaN
     // d_logits = pi - r
     da[k] = mexp(log_pi) - r;
     if (S == 1) {
       const T inv_sigma = mexp(-sk[0]);
       for (int d = 0; d < D; ++d) {
-        const T z = (y[d] - mk[d]) * inv_sigma;
-        dmk[d] = -r * z * inv_sigma;  // -r z / sigma
+        const T z = times_or_zero(y[d] - mk[d], inv_sigma);
+        dmk[d] = dead ? T(0) : -r * times_or_zero(z, inv_sigma);  // -r z / sigma
       }
-      dsk[0] = r * (T(D) - sz2);  // r (D - sum_d z^2)
+      // r (D - sum_d z^2) = r D - 2 r (sum_d z^2 / 2)
+      dsk[0] = dead ? T(0) : r * T(D) - T(2) * (r * hz2);
     } else {
       for (int d = 0; d < D; ++d) {
         const T inv_sigma = mexp(-sk[d]);
-        const T z = (y[d] - mk[d]) * inv_sigma;
-        dmk[d] = -r * z * inv_sigma;   // -r z / sigma
-        dsk[d] = r * (T(1) - z * z);  // r (1 - z^2)
+        const T z = times_or_zero(y[d] - mk[d], inv_sigma);
+        dmk[d] = dead ? T(0) : -r * times_or_zero(z, inv_sigma);  // -r z / sigma
+        dsk[d] = dead ? T(0) : r - (r * z) * z;                 // r (1 - z^2)
       }
     }
   }
@@ -320,8 +349,10 @@ MDN_HD void nll_grad_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T
 template <typename T>
 MDN_HD void log_prob_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu, i64 ldmu,
                         const T* s, i64 lds, const T* y, i64 ldy, T* out, i64 ldout) {
-  T la;
-  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S, &la);
+  LogitNorm<T> ln;
+  T t_max, t_sum;
+  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S,
+                                &ln, &t_max, &t_sum);
 }
 
 // Draw j of batch row n, with idx = n * J + j; out is [N, J, D] contiguous.
@@ -343,8 +374,9 @@ MDN_HD void sample_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda, 
   for (int d = 0; d < D; ++d) {
     if (!(d & 1)) normal_pair(w, first, d >> 1, &z0, &z1);
     const T eps = (T)((d & 1) ? z1 : z0);
-    const T sigma = mexp(sk[S == 1 ? 0 : d]);
-    o[d] = mk[d] + (scale * sigma) * eps;
+    // sigma_scale = 0 returns the chosen means, even where sigma overflows (0 * inf)
+    const T sd = scale == T(0) ? T(0) : scale * mexp(sk[S == 1 ? 0 : d]);
+    o[d] = mk[d] + sd * eps;
   }
 }
 

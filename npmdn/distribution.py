@@ -21,7 +21,7 @@ import numpy as np
 
 from . import config
 from ._arrays import array_module as _xp
-from .mixture import LOG_2PI, log_softmax, logsumexp
+from .mixture import LOG_2PI, log_softmax, logsumexp, split_log2
 from .normal import erf, norm_cdf, norm_log_cdf_sf, norm_logcdf, norm_logpdf, norm_ppf
 
 _SQRT1_2 = math.sqrt(0.5)
@@ -78,6 +78,16 @@ def _lse_axis(t, axis):
     return logsumexp(_xp(t).moveaxis(t, axis, -1))
 
 
+def _scaled(diff, log_sigma):
+    """``diff / sigma`` for ``sigma = exp(log_sigma)``, as ``ldexp(diff, -j) exp(-r)``
+    (:func:`npmdn.mixture.split_log2`): no ``1 / sigma = inf`` for a sigma below 5.6e-309,
+    no precision lost to a subnormal sigma, and exactly 0 where ``diff = 0``."""
+    xp = _xp(diff)
+    j, r = split_log2(log_sigma)
+    with np.errstate(over="ignore"):
+        return xp.ldexp(diff, -j) * xp.exp(-r)
+
+
 def cdf(logits, mu, log_sigma, y):
     """Marginal CDFs ``F_d(y_d) = sum_k pi_k Phi((y_d - mu_kd) / sigma_kd)``: [N, D], float64.
 
@@ -86,7 +96,7 @@ def cdf(logits, mu, log_sigma, y):
     """
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     # the weights sum to 1 only to rounding: keep a probability a probability
     return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(z)).sum(axis=1), 1.0)
 
@@ -95,7 +105,7 @@ def sf(logits, mu, log_sigma, y):
     """Marginal survival functions ``1 - F_d(y_d)`` [N, D], accurate where F is near 1."""
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     return _xp(mu).minimum((_xp(mu).exp(log_pi) * norm_cdf(-z)).sum(axis=1), 1.0)
 
 
@@ -103,15 +113,20 @@ def log_cdf(logits, mu, log_sigma, y):
     """``log F_d(y_d)`` [N, D]: finite however deep in the left tail y lies."""
     log_pi, mu, log_sigma = _marginals(logits, mu, log_sigma)
     (y,) = f64(y)
-    z = (y[:, None, :] - mu) * _xp(mu).exp(-log_sigma)
+    z = _scaled(y[:, None, :] - mu, log_sigma)
     return _xp(mu).minimum(_lse_axis(log_pi + norm_logcdf(z), 1), 0.0)
 
 
-def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200):
+def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 100):
     """Marginal quantiles ``F_d^-1(q)`` for levels q [Q] in (0, 1): [N, Q, D], float64.
 
     Each (row, level, dimension) is one 1-D problem, solved by
-    :func:`_solve_quantiles`; rows go in blocks that bound memory.
+    :func:`_solve_quantiles` to ``F(y) = q (1 +- rtol)`` (``1 - F(y)`` against
+    ``1 - q`` above the median), or to a few ulps of y where float64 cannot
+    resolve that; rows go in blocks that bound memory. The results are
+    monotone in q (and so intervals ordered) within a call: each is raised to
+    the one of the next lower level where rounding left it below, which moves
+    it by no more than its own error.
     """
     xp = _xp(mu)
     (q,) = f64(xp.asarray(q).reshape(-1))
@@ -128,7 +143,41 @@ def quantile(logits, mu, log_sigma, q, rtol: float = 1e-12, max_iter: int = 200)
         ls = xp.broadcast_to(log_sigma[r].transpose(0, 2, 1)[:, None], shape).reshape(-1, k)
         qq = xp.broadcast_to(q[None, :, None], (b, nq, d)).reshape(-1)
         out[r] = _solve_quantiles(lw, m, ls, qq, rtol, max_iter).reshape(b, nq, d)
+    order = [int(i) for i in xp.argsort(q)]
+    for lower, j in zip(order, order[1:]):  # monotone in q
+        out[:, j] = xp.maximum(out[:, j], out[:, lower])
     return out
+
+
+# float64 <-> int64 keys in the order of the floats (-0 and +0 the same key): halving
+# the key range halves the number of floats in a bracket, so a bisection on keys
+# reaches adjacent floats in at most 64 steps however wide the bracket (1e80 or 1e-300)
+_SIGN = -(2**63)
+_MAGNITUDE = 2**63 - 1
+
+
+def _key(y):
+    b = y.view(_xp(y).int64)
+    return _xp(y).where(b < 0, -(b & _MAGNITUDE), b)
+
+
+def _unkey(k):
+    xp = _xp(k)
+    return xp.where(k < 0, (-k) | _SIGN, k).view(xp.float64)
+
+
+def _bisect(lo, hi):
+    """A point strictly inside each bracket of at least 2 key steps: the midpoint,
+    where it splits the floats between lo and hi within [1/4, 3/4], else the
+    midpoint of the keys (which crosses binades: 1e80 to 1 in 64 steps)."""
+    xp = _xp(lo)
+    k_lo, k_hi = _key(lo), _key(hi)
+    k_mid = (k_lo >> 1) + (k_hi >> 1) + (k_lo & k_hi & 1)
+    mid = 0.5 * lo + 0.5 * hi
+    span = k_hi.astype(xp.float64) - k_lo.astype(xp.float64)
+    k_a = _key(mid).astype(xp.float64) - k_lo.astype(xp.float64)
+    even = (k_a >= 0.25 * span) & (k_a <= 0.75 * span)
+    return xp.where(even, mid, _unkey(k_mid))
 
 
 def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
@@ -139,52 +188,69 @@ def _solve_quantiles(lw, m, ls, q, rtol, max_iter):
     and every ``Phi_k(max_k x_k) >= q``, so F crosses q between them. Inside it,
     safeguarded Newton (rtsafe: bisect whenever Newton leaves the bracket or fails
     to halve the step before last) on ``g = log F(y) - log q`` for ``q <= 1/2`` and
-    ``g = log(1 - q) - log S(y)`` above, which stays well scaled in both tails.
-    A problem stops when its step or bracket is below ``rtol * (|y| + min_k sigma_k)``;
-    only unfinished problems are evaluated.
+    ``g = log(1 - q) - log S(y)`` above, which stays well scaled in both tails;
+    each evaluation moves one end of the bracket to y. The bisection splits the
+    floats of the bracket (:func:`_bisect`), so it shrinks a bracket from 1e80
+    to 1 as fast as one from 2 to 1. A problem is done when ``|g| <= rtol``
+    (F(y) = q to a relative rtol), when Newton would move it by less than 4 ulps,
+    or when its bracket holds no float between its ends; the answer is the last
+    Newton estimate where it lies in the bracket, else the last point. After
+    ``max_iter`` iterations the unfinished problems bisect only, which ends each
+    within 64 more steps (the keys of two floats differ by less than 2^64). Only
+    unfinished problems are evaluated.
     """
     xp = _xp(m)
-    sigma = xp.exp(ls)
-    comp_q = m + sigma * norm_ppf(q)[:, None]
+    eps = 4.0 * np.finfo(np.float64).eps
+    big = np.finfo(np.float64).max
+    j, r = split_log2(ls)  # sigma = 2^j exp(r): 1 / sigma = 2^-j exp(-r), applied by ldexp
+    inv_r = xp.exp(-r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma = xp.exp(ls)
+        zq = norm_ppf(q)[:, None]
+        comp_q = m + xp.where(zq == 0, 0.0, sigma * zq)  # sigma = inf at the median: m
+    comp_q = xp.clip(comp_q, -big, big)
     lo, hi = comp_q.min(axis=1), comp_q.max(axis=1)
-    scale = sigma.min(axis=1)
     upper = q > 0.5
     target = xp.where(upper, xp.log1p(-q), xp.log(q))
     # start from the quantile of the moment-matched normal, inside the bracket
     w = xp.exp(lw)
-    mean = (w * m).sum(axis=1)
-    sd = xp.sqrt((w * (sigma**2 + (m - mean[:, None]) ** 2)).sum(axis=1))
-    y = xp.clip(mean + sd * norm_ppf(q), lo, hi)
-    y = xp.where(hi - lo <= rtol * (xp.abs(lo) + scale), lo, y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = (w * m).sum(axis=1)
+        sd = xp.sqrt((w * (sigma**2 + (m - mean[:, None]) ** 2)).sum(axis=1))
+        y = mean + sd * norm_ppf(q)
+    y = xp.where(xp.isfinite(y), xp.clip(y, lo, hi), 0.5 * lo + 0.5 * hi)
     out = y.copy()
-    step_old = hi - lo
-    act = xp.nonzero(hi - lo > rtol * (xp.abs(lo) + scale))[0]  # unfinished problems
-    for _ in range(max_iter):
+    step_old = xp.full(y.shape, np.inf)
+    act = xp.nonzero(_key(hi) > _key(lo) + 1)[0]  # unfinished problems (no int64 overflow)
+    for it in range(max_iter + 66):
         if act.shape[0] == 0:
             break
-        ya, loa, hia = y[act], lo[act], hi[act]
-        z = (ya[:, None] - m[act]) * xp.exp(-ls[act])
+        ya, loa, hia, ma, lsa, la = y[act], lo[act], hi[act], m[act], ls[act], lw[act]
+        with np.errstate(over="ignore"):
+            z = xp.ldexp(ya[:, None] - ma, -j[act]) * inv_r[act]  # (y - m) / sigma
         lc, lsf = norm_log_cdf_sf(z)
-        la = lw[act]
-        log_pdf = logsumexp(la + norm_logpdf(z) - ls[act])
+        log_pdf = logsumexp(la + norm_logpdf(z) - lsa)
         log_c, log_s = logsumexp(la + lc), logsumexp(la + lsf)
         up = upper[act]
         g = xp.where(up, target[act] - log_s, log_c - target[act])  # increasing in y
         loa = xp.where(g <= 0, ya, loa)
         hia = xp.where(g >= 0, ya, hia)
-        with np.errstate(over="ignore", invalid="ignore"):  # far from the root: bisect
+        with np.errstate(over="ignore", invalid="ignore"):  # where the density is 0: bisect
             step = -g * xp.exp(xp.where(up, log_s, log_c) - log_pdf)  # g / g'
-        cand = ya + step
-        tol = rtol * (xp.abs(ya) + scale[act])
-        final = xp.abs(step) <= tol  # converged (also when the step is below one ulp)
-        newton = xp.isfinite(cand) & (cand > loa) & (cand < hia)
-        newton &= xp.abs(step) <= 0.5 * xp.abs(step_old[act])
-        new = xp.where(newton, cand, 0.5 * (loa + hia))
-        new = xp.where(final, xp.clip(cand, loa, hia), new)
-        moved = xp.abs(new - ya)
-        y[act], lo[act], hi[act], step_old[act] = new, loa, hia, moved
+            cand = ya + step
+        inside = xp.isfinite(cand) & (cand > loa) & (cand < hia)
+        final = (xp.abs(g) <= rtol) | (xp.abs(step) <= eps * xp.abs(ya))
+        final |= _key(hia) <= _key(loa) + 1  # adjacent floats (or g = 0: lo = hi)
+        newton = inside & (xp.abs(step) <= 0.5 * step_old[act]) & (it < max_iter)
+        new = xp.where(newton, cand, _bisect(loa, hia))
+        # the last Newton step polishes y where it stays in the bracket; where F is flat
+        # it can leap out (F(y) = q already holds there): y stays
+        done = xp.where((cand >= loa) & (cand <= hia), cand, ya)
+        new = xp.where(final, done, new)
+        y[act], lo[act], hi[act] = new, loa, hia
+        step_old[act] = xp.abs(new - ya)
         out[act] = new
-        act = act[~final & (moved > tol) & (hia - loa > tol)]
+        act = act[~final]
     return out
 
 
@@ -242,11 +308,16 @@ def crps(logits, mu, log_sigma, y):
 def _mode_state(log_pi, mu, prec, log_norm, x):
     """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D],
     log_norm [A,K]) gives log p [A], responsibilities r [A,K], g_k = P_k (mu_k - x) [A,K,D]."""
+    xp = _xp(x)
     diff = mu - x[:, None, :]
-    g_k = prec * diff
-    t = log_pi + log_norm - 0.5 * (diff * g_k).sum(axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # far components: z^2 = inf
+        g_k = prec * diff
+        z2 = xp.where(diff == 0, 0.0, diff * g_k).sum(axis=-1)
+    t = log_pi + log_norm - 0.5 * z2
     lp = logsumexp(t)
-    return lp, _xp(x).exp(t - lp[:, None]), g_k
+    r = xp.exp(t - lp[:, None])
+    # a component with r = 0 adds nothing to the derivatives (its g_k may be inf: 0 * inf)
+    return lp, r, xp.where(r[..., None] > 0, g_k, 0.0)
 
 
 def _mode_derivs(r, g_k, prec):
@@ -293,10 +364,14 @@ def modes(logits, mu, log_sigma, tol: float = 1e-10, max_iter: int = 500,
     One ascent starts from every component mean (every mode of a Gaussian
     mixture lies within the hull of the means, and in practice each has a
     component whose ascent reaches it). An ascent stops when its step is
-    below ``tol`` local sigmas. Two end points are one mode when they are
-    within ``merge_tol`` of each other in the metric of the log-density's
-    curvature at both (the ``-H`` of :func:`_mode_derivs`) and within one local
-    sigma; the higher one is kept. End points where the Hessian has a positive
+    below ``tol`` local sigmas at both of its ends (a step from a broad
+    component's flank can be tiny in its own metric and large in that of a
+    narrow component where it lands); the log density is that of the end
+    point. A component with zero responsibility adds nothing to a step (its
+    terms may overflow far away: means 1e250 apart). Two end points are one
+    mode when they are within ``merge_tol`` of each other in the metric of the
+    log-density's curvature at both (the ``-H`` of :func:`_mode_derivs`) and
+    within one local sigma; the higher one is kept. End points where the Hessian has a positive
     eigenvalue (saddles, met only from starts on their stable manifold) are
     dropped unless nothing else is left.
     """
@@ -320,31 +395,33 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     row = xp.repeat(xp.arange(n), k)
     mix = (log_softmax(logits), mu, xp.exp(-2.0 * ls), -ls.sum(axis=-1) - 0.5 * d * LOG_2PI)
     x = mu.reshape(n * k, d).copy()
-    lp = xp.empty(n * k)
     act = xp.arange(n * k)  # unfinished ascents
-    for it in range(max_iter + 1):
+    for _ in range(max_iter):
+        if act.shape[0] == 0:
+            break
         state = [v[row[act]] for v in mix]
         xa = x[act]
-        lpa, r, g_k = _mode_state(*state, xa)
-        lp[act] = lpa
-        if it == max_iter or act.shape[0] == 0:
-            break
+        _, r, g_k = _mode_state(*state, xa)
         g, h, p = _mode_derivs(r, g_k, state[2])
         x_fp = xa + g / p  # the mean-shift fixed point, written as a step
         concave = _max_eig(h) < 0
         step = -_solve(xp.where(concave[:, None, None], h, -xp.eye(d)), g)
         x_nt = xa + step
         near = (step * step * p).sum(axis=-1) <= 1.0
-        lp_fp = _mode_state(*state, x_fp)[0]
-        lp_nt = _mode_state(*state, x_nt)[0]
+        lp_fp, r_fp, _ = _mode_state(*state, x_fp)
+        lp_nt, r_nt, _ = _mode_state(*state, x_nt)
         # on a flat top both climb less than rounding: prefer Newton, which converges there
         use_nt = concave & near & (lp_nt >= lp_fp - 1e-14 * (1.0 + xp.abs(lp_fp)))
         x_new = xp.where(use_nt[:, None], x_nt, x_fp)
-        moved = xp.sqrt(((x_new - xa) ** 2 * p).sum(axis=-1))
+        # the step in local sigmas at both ends: from a broad component's flank a step can
+        # be tiny in its own metric and large in that of a narrow one where it lands
+        p_new = (xp.where(use_nt[:, None], r_nt, r_fp)[..., None] * state[2]).sum(axis=1)
+        dx2 = (x_new - xa) ** 2
+        moved = xp.sqrt(xp.maximum((dx2 * p).sum(axis=-1), (dx2 * p_new).sum(axis=-1)))
         x[act] = x_new
         act = act[moved > tol]
-    # curvature and local precision at every end point
-    _, r, g_k = _mode_state(*[v[row] for v in mix], x)
+    # log p, curvature and local precision at every end point
+    lp, r, g_k = _mode_state(*[v[row] for v in mix], x)
     _, h, p = _mode_derivs(r, g_k, mix[2][row])
     x, lp, h, p = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d), p.reshape(n, k, d)
 
@@ -359,10 +436,12 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     neg_h = -h
     for j in range(1, k):
         dx = x[:, :j] - x[:, j : j + 1]  # [N, j, D]
-        curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
-        local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
-        same = (curv <= merge_tol**2) & (local <= 1.0) & kept[:, :j]
-        kept[:, j] &= ~same.any(axis=1)
+        # an overflow (inf, or NaN from inf - inf) means far apart: never merged
+        with np.errstate(over="ignore", invalid="ignore"):
+            curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
+            local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
+            near = (xp.sqrt(xp.maximum(curv, 0.0)) <= merge_tol) & (local <= 1.0)
+        kept[:, j] &= ~(near & kept[:, :j]).any(axis=1)
     # compact: kept modes first, still in order of density
     order = xp.argsort(xp.where(kept, 0, k) + xp.arange(k), axis=1)  # unique keys: stable
     kept = xp.take_along_axis(kept, order, axis=1)

@@ -159,8 +159,11 @@ def mixture_quantile(logits, mu, log_sigma, q):
     ``q`` is a level or a 1-D sequence of levels strictly inside (0, 1).
     Returns [N, len(q)] for D = 1 (per-dimension marginals [N, len(q), D]
     for D > 1); a scalar ``q`` drops the level axis. Found by bracketed,
-    safeguarded Newton root finding on the mixture CDF in log space, to a
-    relative accuracy of about 1e-12 (see :func:`npmdn.distribution.quantile`).
+    safeguarded Newton root finding on the mixture CDF in log space, with a
+    bisection that converges however wide the bracket: each ``y`` has
+    ``F(y) = q`` to a relative 1e-12 (``1 - F(y) = 1 - q`` above the median), or
+    lies within a few ulps of the exact root where float64 cannot resolve that.
+    The results are monotone in q (see :func:`npmdn.distribution.quantile`).
     """
     _, _, d, _ = C.mixture_args(logits, mu, log_sigma)
     levels = C.probabilities(q, "q")
@@ -213,14 +216,16 @@ def mode_options(tol, max_iter, merge_tol):
 
 
 def mixture_mean(logits, mu, log_sigma):
-    """Mixture mean ``sum_k pi_k mu_k``: [N, D] (``log_sigma`` is checked, not used)."""
+    """Mixture mean ``sum_k pi_k mu_k``: [N, D], computed in float64, in the dtype of
+    ``mu`` (``log_sigma`` is checked, not used)."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.mean(logits, mu)
 
 
 def mixture_covariance(logits, mu, log_sigma):
     """Full predictive covariance [N, D, D] by the law of total covariance:
-    ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``."""
+    ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``; float64
+    whatever the input dtype, finite wherever the result fits float64."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.covariance(logits, mu, log_sigma)
 

@@ -58,20 +58,35 @@ COVARIANCES = ("diagonal", "isotropic")
 # --------------------------------------------------------------------------
 
 
+def _row_max(t):
+    """Each row's max [..., 1], 0 where it is not finite (a row of -inf stays -inf below)."""
+    xp = _xp(t)
+    m = xp.max(t, axis=-1, keepdims=True)
+    return xp.where(xp.isfinite(m), m, t.dtype.type(0))
+
+
 def logsumexp(t):
     """``log(sum(exp(t)))`` over the last axis, shifted by each row's own max.
 
-    A row that is ``-inf`` everywhere gives ``-inf`` (not NaN).
+    A row that is ``-inf`` everywhere gives ``-inf`` (not NaN), without a warning.
     """
     xp = _xp(t)
-    m = xp.max(t, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    return xp.log(xp.sum(xp.exp(t - m), axis=-1)) + m[..., 0]
+    m = _row_max(t)
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the answer for such a row
+        return xp.log(xp.sum(xp.exp(t - m), axis=-1)) + m[..., 0]
 
 
 def log_softmax(a):
-    """``a - logsumexp(a)`` over the last axis: log mixing weights from logits."""
-    return a - logsumexp(a)[..., None]
+    """``(a - max a) - log(sum(exp(a - max a)))`` over the last axis: log mixing weights.
+
+    The row max is subtracted first: ``a_k - max a`` is exact for logits of any
+    common offset, so the result depends on the logits only through their
+    differences (``a - logsumexp(a)`` would round the log-sum away next to a
+    large offset: logits ``[1e16, 1e16]`` gave weights ``[1, 1]``).
+    """
+    xp = _xp(a)
+    b = a - _row_max(a)
+    return b - xp.log(xp.sum(xp.exp(b), axis=-1, keepdims=True))
 
 
 def softmax(a):
@@ -92,26 +107,37 @@ def _dims(mu, log_sigma):
 
 
 def component_log_density(mu, log_sigma, y):
-    """``log N_k`` [N, K], residuals ``z`` [N, K, D] and ``1 / sigma`` [N, K, S]."""
+    """``log N_k`` [N, K], residuals ``z`` [N, K, D], ``1 / sigma`` [N, K, S] and
+    ``sum_d z_kd^2 / 2`` [N, K].
+
+    Where 1 / sigma overflows (``s < -709.8``, float32 ``-88.7``) a target on the
+    mean still has ``z = 0``, not ``0 * inf``; ``z^2 / 2`` is formed as
+    ``(z / 2) z``, finite wherever it fits even when ``z^2`` does not.
+    """
     d, s = _dims(mu, log_sigma)
     xp = _xp(mu)
-    inv_sigma = xp.exp(-log_sigma)  # [N,K,S]: one exp per scale
-    z = (y[:, None, :] - mu) * inv_sigma  # [N,K,D]
+    # an overflow here (1 / sigma, z, z^2 = inf) is a density of 0: log N = -inf;
+    # 0 * inf on the mean is replaced by z = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        inv_sigma = xp.exp(-log_sigma)  # [N,K,S]: one exp per scale
+        diff = y[:, None, :] - mu  # [N,K,D]
+        z = xp.where(diff == 0, mu.dtype.type(0), diff * inv_sigma)
+        half_z2 = ((0.5 * z) * z).sum(axis=-1)  # exactly 0.5 * sum z^2 wherever that fits
     # sum_d s_kd: the isotropic s_k counts once per dimension
     log_det = log_sigma.sum(axis=-1) * (d if s == 1 else 1)
-    log_n = -0.5 * (z * z).sum(axis=-1) - log_det - 0.5 * d * LOG_2PI
-    return log_n, z, inv_sigma
+    log_n = -half_z2 - log_det - 0.5 * d * LOG_2PI
+    return log_n, z, inv_sigma, half_z2
 
 
 def log_prob(logits, mu, log_sigma, y):
     """``log p(y | mixture)`` per row, [N]."""
-    log_n, _, _ = component_log_density(mu, log_sigma, y)
+    log_n = component_log_density(mu, log_sigma, y)[0]
     return logsumexp(log_softmax(logits) + log_n)
 
 
 def responsibilities(logits, mu, log_sigma, y):
     """Posterior component probabilities ``r`` [N, K] given y."""
-    log_n, _, _ = component_log_density(mu, log_sigma, y)
+    log_n = component_log_density(mu, log_sigma, y)[0]
     return softmax(log_softmax(logits) + log_n)
 
 
@@ -122,22 +148,38 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     inputs. The gradient is of each row's own NLL (not divided by N).
     With ``out=(nll, d_logits, d_mu, d_log_sigma)`` the results are written
     into those arrays (which may be strided views) and returned.
+
+    A component with ``r_k = 0`` exactly gets a zero gradient for its mean and
+    scales, whatever its ``z`` (which may be infinite for a collapsed
+    component far from y: ``0 * inf`` must not become NaN).
     """
     d, s = _dims(mu, log_sigma)
     xp = _xp(mu)
+    zero = mu.dtype.type(0)
     log_pi = log_softmax(logits)
-    log_n, z, inv_sigma = component_log_density(mu, log_sigma, y)
+    log_n, z, inv_sigma, half_z2 = component_log_density(mu, log_sigma, y)
     t = log_pi + log_n
-    lse = logsumexp(t)  # log p(y)
-    r = xp.exp(t - lse[:, None])  # responsibilities
+    # r = softmax(t) with the row max first, as log_softmax: exp(t - log p) would round
+    # log p's log-sum away where |t| is huge (z^2 ~ 1e308: r = 1 for two equal components)
+    m = _row_max(t)
+    e = xp.exp(t - m)
+    total = e.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log p(y) = -inf: NaN gradient
+        lse = (xp.log(total) + m)[:, 0]  # log p(y)
+        r = e / total  # responsibilities
     nll = -lse
     d_logits = xp.exp(log_pi) - r  # pi - r
-    d_mu = -r[..., None] * z * inv_sigma  # -r z / sigma
-    z2 = z * z
-    if s == 1:
-        d_log_sigma = (r * (d - z2.sum(axis=-1)))[..., None]  # r (D - sum_d z^2)
-    else:
-        d_log_sigma = r[..., None] * (1.0 - z2)  # r (1 - z^2)
+    dead = r == 0  # NaN (a row whose density is not finite) stays NaN
+    rk = r[..., None]
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN only where r = 0
+        z_inv = xp.where(z == 0, zero, z * inv_sigma)  # z / sigma; 0 on the mean
+        d_mu = xp.where(dead[..., None], zero, -rk * z_inv)  # -r z / sigma
+        if s == 1:
+            # r (D - sum_d z^2) = r D - 2 r (sum_d z^2 / 2)
+            d_log_sigma = xp.where(dead, zero, r * d - 2 * (r * half_z2))[..., None]
+        else:
+            # r (1 - z^2) = r - (r z) z
+            d_log_sigma = xp.where(dead[..., None], zero, rk - (rk * z) * z)
     result = (nll, d_logits, d_mu, d_log_sigma)
     if out is None:
         return result
@@ -171,50 +213,112 @@ def params(logits, mu, log_sigma):
     return softmax(logits), mu, xp.exp(log_sigma)
 
 
+# The moments are computed in float64 whatever the input dtype, and scaled so that
+# every representable answer comes back: the deviations from the mean are taken
+# from the heaviest component's mean (equal means give exactly 0, however large),
+# halved (no overflow), and every term of the sums is divided by a power of two
+# 2^e_d per row and dimension, chosen so that the largest term is about 1. The mean
+# and the standard deviation are returned in the input dtype (they fit wherever
+# the inputs do); the second moments in float64, because a float32 mixture's
+# variance passes float32's range already at sigma = 1.8e19.
+
+LN2 = math.log(2.0)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
+
+
+def split_log2(x):
+    """``x = j ln 2 + r`` with integer ``j`` (int32) and ``|r| <= ln 2 / 2`` (float64), so
+    that ``exp(x) = 2^j exp(r)`` can be applied by ``ldexp`` without overflow or
+    underflow on the way (Cody-Waite: ``j LN2_HI`` is exact). ``x`` is clipped to
+    +-1600 first, beyond which ``exp(x)`` scales every float64 to 0 or inf anyway."""
+    xp = _xp(x)
+    x = xp.clip(xp.asarray(x, dtype=xp.float64), -1600.0, 1600.0)
+    j = xp.rint(x / LN2)
+    return j.astype(xp.int32), (x - j * _LN2_HI) - j * _LN2_LO
+
+
+def _centre(logits, mu):
+    """``(log_pi [N,K,1], mean [N,1,D], dev [N,K,D])`` in float64, ``dev = (mu_k - mean) / 2``."""
+    xp = _xp(mu)
+    logits, mu = (xp.asarray(v, dtype=xp.float64) for v in (logits, mu))
+    log_pi = log_softmax(logits)[..., None]
+    ref = xp.take_along_axis(mu, xp.argmax(logits, axis=1)[:, None, None], axis=1)
+    half = 0.5 * mu - 0.5 * ref  # (mu_k - ref) / 2: cannot overflow
+    shift = (xp.exp(log_pi) * half).sum(axis=1, keepdims=True)
+    return log_pi, ref + 2.0 * shift, half - shift
+
+
+def _scaled_terms(logits, mu, log_sigma):
+    """The terms of the second moments, scaled: ``u = sqrt(pi_k) (mu_kd - m_d) / 2^e_d``
+    and ``w = pi_k sigma_kd^2 / 4^e_d`` [N, K, D] (float64), with the exponents
+    ``e`` [N, D] (int32) such that the largest term of each sum lies in about [1, 4)."""
+    xp = _xp(mu)
+    log_pi, _, dev = _centre(logits, mu)
+    ls = xp.asarray(log_sigma, dtype=xp.float64) + xp.zeros_like(dev)  # S = 1 over D
+    with np.errstate(divide="ignore"):  # log 0 = -inf for a component on the mean
+        log_dev = xp.log(xp.abs(dev)) + LN2
+    # log of the largest sqrt(pi_k) max(sigma_kd, |mu_kd - m_d|): finite (pi_k, sigma_k > 0)
+    log_c = (0.5 * log_pi + xp.maximum(ls, log_dev)).max(axis=1, keepdims=True)
+    e = xp.floor(log_c / LN2).astype(xp.int32)
+    root_pi = xp.exp(0.5 * log_pi)  # sqrt(pi_k) without underflow in pi_k
+    live = root_pi > 0  # pi_k = 0 adds nothing (and 0 * inf must not)
+    u = xp.where(live, root_pi * xp.ldexp(dev, 1 - e), 0.0)
+    # sigma = 2^j exp(r), scaled by 2^-e exactly
+    j, r = split_log2(ls)
+    w = xp.where(live, root_pi * xp.ldexp(xp.exp(r), j - e), 0.0)
+    return u, w * w, e[:, 0]
+
+
 def mean(logits, mu):
-    """Mixture mean ``sum_k pi_k mu_k`` [N, D]."""
-    return (softmax(logits)[..., None] * mu).sum(axis=1)
+    """Mixture mean ``sum_k pi_k mu_k`` [N, D], computed in float64, in the dtype of ``mu``."""
+    return _centre(logits, mu)[1][:, 0].astype(mu.dtype)
 
 
 def variance(logits, mu, log_sigma):
-    """Per-dimension predictive variance [N, D] by the law of total variance.
+    """Per-dimension predictive variance [N, D] by the law of total variance, float64.
 
     ``Var[y_d] = sum_k pi_k sigma_kd^2 + sum_k pi_k (mu_kd - m_d)^2``:
     the expected within-component variance plus the variance of the means.
+    Float64 whatever the input dtype; ``inf`` only where it exceeds float64.
     """
     xp = _xp(mu)
-    pi = softmax(logits)[..., None]
-    m = (pi * mu).sum(axis=1)
-    within = (pi * xp.exp(2.0 * log_sigma)).sum(axis=1)  # broadcasts S=1 over D
-    between = (pi * (mu - m[:, None, :]) ** 2).sum(axis=1)
-    return within * xp.ones_like(m) + between
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    with np.errstate(over="ignore"):  # beyond float64: inf
+        return xp.ldexp((u * u + w).sum(axis=1), 2 * e)
+
+
+def std(logits, mu, log_sigma):
+    """Per-dimension predictive standard deviation [N, D], ``sqrt`` of :func:`variance`
+    without forming it (finite wherever the result fits), in the dtype of ``mu``."""
+    xp = _xp(mu)
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    with np.errstate(over="ignore"):  # beyond the dtype: inf
+        return xp.ldexp(xp.sqrt((u * u + w).sum(axis=1)), e).astype(mu.dtype)
 
 
 def covariance(logits, mu, log_sigma):
-    """Full predictive covariance [N, D, D] by the law of total covariance.
+    """Full predictive covariance [N, D, D] by the law of total covariance, float64.
 
     ``Cov[y] = sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``.
     """
     xp = _xp(mu)
-    pi = softmax(logits)
-    m = (pi[..., None] * mu).sum(axis=1)
-    dev = mu - m[:, None, :]
-    between = xp.einsum("nk,nkd,nke->nde", pi, dev, dev)
-    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D]
-    within = (pi[..., None] * var).sum(axis=1)
-    d = mu.shape[-1]
-    idx = xp.arange(d)
-    between[:, idx, idx] += within
-    return between
+    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    between = xp.einsum("nkd,nke->nde", u, u)
+    idx = xp.arange(mu.shape[-1])
+    between[:, idx, idx] += w.sum(axis=1)
+    with np.errstate(over="ignore"):  # beyond float64: inf
+        return xp.ldexp(between, e[:, :, None] + e[:, None, :])
 
 
 def component_covariances(mu, log_sigma):
     """Each component's covariance matrix [N, K, D, D]: ``diag(sigma_k^2)`` (isotropic:
-    ``sigma_k^2 I``), in the dtype of ``log_sigma``."""
+    ``sigma_k^2 I``), in float64 (a float32 sigma above 1.8e19 has a square beyond float32)."""
     xp = _xp(mu)
     d, _ = _dims(mu, log_sigma)
-    var = xp.exp(2.0 * log_sigma) * xp.ones_like(mu)  # [N,K,D], S=1 broadcast over D
-    out = xp.zeros((*mu.shape, d), dtype=log_sigma.dtype)
+    ls = xp.asarray(log_sigma, dtype=xp.float64)
+    with np.errstate(over="ignore"):  # sigma^2 beyond float64: inf
+        var = xp.exp(2.0 * ls) * xp.ones(mu.shape)  # [N,K,D], S=1 broadcast over D
+    out = xp.zeros((*mu.shape, d))
     idx = xp.arange(d)
     out[..., idx, idx] = var
     return out
@@ -232,7 +336,7 @@ def choose_components(logits, uniforms, method: str = "gumbel", temperature: flo
     the cumulative method. All arithmetic is float64 whatever the dtype of
     ``logits``, so every backend makes the same choices.
 
-    * ``"gumbel"``: ``k = argmax_k (a_k / T + g_k)`` with Gumbel noise
+    * ``"gumbel"``: ``k = argmax_k ((a_k - max a) / T + g_k)`` with Gumbel noise
       ``g_k = -log(-log u_k)``; ties go to the lowest k.
     * ``"cumulative"``: with ``pi = softmax(a / T)`` and running sums
       ``c_k = pi_0 + ... + pi_k``, ``k`` is the smallest index with
@@ -246,13 +350,13 @@ def choose_components(logits, uniforms, method: str = "gumbel", temperature: flo
     j = u.shape[1]
     if temperature == 0:
         return np.broadcast_to(np.argmax(a, axis=-1)[:, None], (n, j)).copy()
-    a = a / float(temperature)
+    # (a_k - max a) / T: the row max first, so a common offset changes nothing
+    a = (a - a.max(axis=-1, keepdims=True)) / float(temperature)
     if method == "gumbel":
         keys = a[:, None, :] - np.log(-np.log(u))
         return np.argmax(keys, axis=-1)
     if method == "cumulative":
         u = u.reshape(n, j)
-        a = a - a.max(axis=-1, keepdims=True)
         e = np.exp(a)
         pi = e / e.sum(axis=-1, keepdims=True)
         c = np.cumsum(pi, axis=-1)
@@ -296,5 +400,7 @@ def sample(
     first = philox.normal_offset(n_words)  # the normals follow the choice words
     eps = philox.normals(seed, rows, draws, d, first).astype(dtype)  # [N, J, D]
     mu_k = np.take_along_axis(mu, comp[..., None], axis=1)  # [N, J, D]
+    if sigma_scale == 0:  # the chosen means, even where sigma overflows (0 * inf)
+        return mu_k + dtype.type(0) * eps
     sigma_k = np.exp(np.take_along_axis(log_sigma, comp[..., None], axis=1))  # [N, J, S]
     return mu_k + (dtype.type(sigma_scale) * sigma_k) * eps

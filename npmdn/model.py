@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from . import config, metrics, mixture, persistence, training
+from . import config, metrics, mixture, persistence, standardization, training
 from .backend import Backend, get_backend
 from .functional import (
     Modes,
@@ -209,11 +209,16 @@ class MDN:
             )
         return x, y
 
-    def _std_x(self, x):
-        return self.backend.asarray(((x - self.x_shift) / self.x_scale).astype(self.dtype))
+    def _std_x(self, x, name: str = "x"):
+        """Standardized x on the backend; ValueError for a value the dtype cannot hold."""
+        return self.backend.asarray(
+            standardization.apply(x, self.x_shift, self.x_scale, self.dtype, name))
 
     def _std_y(self, y):
-        return self.backend.asarray(((y - self.y_shift) / self.y_scale).astype(self.dtype))
+        """Standardized y on the backend; a value beyond the dtype becomes +-inf, whose
+        log-density is -inf (the rounding of the true value)."""
+        with np.errstate(over="ignore"):
+            return self.backend.asarray(((y - self.y_shift) / self.y_scale).astype(self.dtype))
 
     @property
     def log_jacobian(self) -> float:
@@ -318,15 +323,18 @@ class MDN:
         return mixture.mean(logits, mu)
 
     def predict_variance(self, x) -> np.ndarray:
-        """Predictive variance per output dimension [N, D] (law of total variance)."""
+        """Predictive variance per output dimension [N, D] (law of total variance),
+        float64 whatever the model's dtype (see :func:`npmdn.mixture.variance`)."""
         return mixture.variance(*self.mixture_raw(x))
 
     def predict_std(self, x) -> np.ndarray:
-        """Predictive standard deviation per output dimension [N, D]."""
-        return np.sqrt(self.predict_variance(x))
+        """Predictive standard deviation per output dimension [N, D], in the model's
+        dtype; computed in float64 without forming the variance, so it is finite
+        wherever it fits the dtype (see :func:`npmdn.mixture.std`)."""
+        return mixture.std(*self.mixture_raw(x))
 
     def predict_covariance(self, x) -> np.ndarray:
-        """Full predictive covariance [N, D, D] (law of total covariance)."""
+        """Full predictive covariance [N, D, D] (law of total covariance), float64."""
         return mixture.covariance(*self.mixture_raw(x))
 
     def sample(
@@ -391,7 +399,7 @@ class MDN:
     def quantile(self, x, q) -> np.ndarray:
         """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
         [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
-        [N, len(q), D] otherwise. Accurate to about 1e-12 relative."""
+        [N, len(q), D] otherwise; accuracy and monotonicity as :func:`npmdn.mixture_quantile`."""
         levels = C.probabilities(q, "q")
         return mixture_quantile(*self.mixture_raw(x), levels)
 
@@ -412,15 +420,14 @@ class MDN:
     # training
     # ------------------------------------------------------------------
 
+    def _standardization(self, x, y):
+        """``(x_shift, x_scale, y_shift, y_scale)`` of training data, computed without
+        overflow; a ValueError naming the column where this model cannot represent
+        the data (see :mod:`npmdn.standardization`)."""
+        return standardization.fit(x, y, self.dtype, self.covariance == "isotropic")
+
     def _set_standardization(self, x, y):
-        self.x_shift = x.mean(axis=0)
-        sx = x.std(axis=0)
-        self.x_scale = np.where(sx > 0, sx, 1.0)
-        self.y_shift = y.mean(axis=0)
-        sy = y.std(axis=0)
-        if self.covariance == "isotropic":
-            sy = np.full(self.out_dim, np.sqrt(np.mean(sy**2)))
-        self.y_scale = np.where(sy > 0, sy, 1.0)
+        self.x_shift, self.x_scale, self.y_shift, self.y_scale = self._standardization(x, y)
 
     def fit(
         self,
@@ -494,8 +501,9 @@ class MDN:
         ------
         NonFiniteLossError
             When a step's loss or gradient is NaN or infinite. The message names
-            the epoch and step; the model keeps the last weights whose loss was
-            finite.
+            the epoch and step and the weights kept: with validation data and
+            ``restore_best``, those of the best validation epoch so far; otherwise
+            the last weights whose loss was finite.
         """
         return training.fit(
             self, x, y, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -152,7 +152,7 @@ class Mixture:
 
     @property
     def covariances(self):
-        """Component covariance matrices [N, K, D, D]."""
+        """Component covariance matrices [N, K, D, D], float64."""
         return mixture.component_covariances(self.params[1], self.params[2])
 
     # ------------------------------------------------------------------
@@ -192,21 +192,21 @@ class Mixture:
     # ------------------------------------------------------------------
 
     def mean(self):
-        """Mixture mean ``sum_k pi_k mu_k`` [N, D], in the mixture's dtype."""
+        """Mixture mean ``sum_k pi_k mu_k`` [N, D], computed in float64, in the mixture's dtype."""
         return mixture_mean(*self.params)
 
     def covariance(self):
-        """Predictive covariance [N, D, D] (law of total covariance), in the mixture's dtype."""
+        """Predictive covariance [N, D, D] (law of total covariance), float64."""
         return mixture_covariance(*self.params)
 
     def variance(self):
-        """Predictive variance per output dimension [N, D], in the mixture's dtype."""
+        """Predictive variance per output dimension [N, D], float64."""
         return mixture.variance(*self.params)
 
     def std(self):
-        """Predictive standard deviation per output dimension [N, D]."""
-        v = self.variance()
-        return array_module(v).sqrt(v)
+        """Predictive standard deviation per output dimension [N, D], in the mixture's
+        dtype (computed in float64 without forming the variance)."""
+        return mixture.std(*self.params)
 
     def cdf(self, y):
         """``P(Y <= y)``: [N] for D = 1, per-dimension marginals [N, D] otherwise."""

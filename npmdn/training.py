@@ -32,13 +32,15 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _checks as C
+from . import standardization
 from .optim import OPTIMIZERS, clip_by_global_norm
 
 LR_SCHEDULES = ("constant", "cosine")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training met a NaN or infinite loss; the model keeps its last finite weights."""
+    """Training met a NaN or infinite loss or gradient; the model keeps finite weights
+    (its best validation epoch's with restore_best, else the last finite step's)."""
 
 
 @dataclass
@@ -174,10 +176,26 @@ def fit(model, x, y, *, validation_data=None, **kwargs) -> History:
     rng = np.random.default_rng(seed)
     x, y, xv, yv = _validation(model, x, y, validation_data, opts.validation_split, rng)
     opt = _optimizer(model, opts)
+    # the data must fit the model: its spread (a first fit), and every standardized value
+    stats = None if model.fitted else model._standardization(x, y)
+    _check_standardized(model, stats, ((x, y, "x", "y"), (xv, yv, "validation x",
+                                                            "validation y")))
     # all arguments are checked: from here on the model changes
-    if not model.fitted:
-        model._set_standardization(x, y)
+    if stats is not None:
+        model.x_shift, model.x_scale, model.y_shift, model.y_scale = stats
     return _Run(model, opt, opts, rng, x, y, xv, yv).train()
+
+
+def _check_standardized(model, stats, pairs):
+    """ValueError naming the column of the first value that standardizes beyond the
+    model's dtype under ``stats`` (or the model's own statistics): it would reach
+    the network as inf and stop training as if it had diverged."""
+    xs, xsc, ys, ysc = stats if stats is not None else (model.x_shift, model.x_scale,
+                                                        model.y_shift, model.y_scale)
+    for x, y, xname, yname in pairs:
+        if x is not None:
+            standardization.apply(x, xs, xsc, model.dtype, xname)
+            standardization.apply(y, ys, ysc, model.dtype, yname)
 
 
 # --------------------------------------------------------------------------
@@ -293,11 +311,13 @@ class _Run:
             engine = StepLoop(model, opt, self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
         self.engine = engine
         self.history = History()
+        # the weights of the best validation epoch, kept for restore_best (also when a
+        # later step diverges)
+        self.best = net.params.copy() if self.val is not None and opts.restore_best else None
 
     def train(self) -> History:
         opts, model, history = self.opts, self.model, self.history
-        net, xp = model.net, model.backend.xp
-        best = xp.empty_like(net.params)
+        net = model.net
         best_val, wait = math.inf, 0
         jac = model.log_jacobian
         progress = Progress(opts.epochs, opts.verbose)
@@ -320,8 +340,8 @@ class _Run:
                 if current < best_val - opts.min_delta:
                     best_val, wait = current, 0
                     history.best_epoch = epoch
-                    if val_nll is not None and opts.restore_best:
-                        best[...] = net.params
+                    if self.best is not None:
+                        self.best[...] = net.params
                 else:
                     wait += 1
                 if opts.callback is not None and opts.callback(epoch, history):
@@ -332,8 +352,8 @@ class _Run:
         finally:
             history.seconds = time.perf_counter() - t0
             progress.close()
-        if self.val is not None and opts.restore_best and history.best_epoch is not None:
-            net.params[...] = best
+        if self.best is not None and history.best_epoch is not None:
+            net.params[...] = self.best
             history.restored_best = history.best_epoch != history.epochs
         return history
 
@@ -348,10 +368,18 @@ class _Run:
         return loss_sum
 
     def _diverged(self, epoch, step, what, value):
+        """Raise NonFiniteLossError, leaving the best validation epoch's weights (with
+        restore_best and validation data), else the last weights with a finite loss."""
+        params, history = self.model.net.params, self.history
         if what == "loss":
-            self.model.net.params[...] = self.last_good
+            params[...] = self.last_good
         where = f"epoch {epoch}" + ("" if step is None else f", step {step + 1} of {self.steps}")
-        if step is None:
+        if self.best is not None and history.best_epoch is not None:
+            params[...] = self.best
+            history.restored_best = True
+            kept = (f"the model keeps the weights of its best validation epoch "
+                    f"({history.best_epoch})")
+        elif step is None:
             kept = "the model keeps the weights of that epoch's last step"
         elif step == 0 and epoch == 1 and what == "loss":
             kept = "the model keeps its initial weights"

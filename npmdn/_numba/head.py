@@ -51,7 +51,8 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
     In: ``XA [K, T]`` logits, ``XM [K*D, T]`` means, ``XS [K*S, T]`` raw scales,
     ``XY [D, T]`` targets. Out: ``vd[t] = log p(y_t)``; with ``grad``, the
     gradient of ``-log p(y_t)`` over the inputs: ``XA`` <- ``pi - r``, ``XM``
-    <- ``-r z / sigma``, ``XS`` <- ``r (1 - z^2)`` (isotropic ``r (D - sum z^2)``).
+    <- ``-r z / sigma``, ``XS`` <- ``r (1 - z^2)`` (isotropic ``r (D - sum z^2)``),
+    exactly 0 for the mean and scales of a component with ``r = 0``.
     ``EA, TT [K, T]`` and ``va .. vq [T]`` are scratch.
 
     ``floor``: weights ``pi_k`` and responsibilities ``r_k`` below it count as
@@ -65,9 +66,12 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
     zero = as_type(0.0, XA)
     one = as_type(1.0, XA)
     half = as_type(0.5, XA)
+    two = as_type(2.0, XA)
+    inf = as_type(np.inf, XA)
     fd = as_type(D, XA)
     c0 = as_type(D * HALF_LOG_2PI, XA)
-    # ---- log pi_k = a_k - lse(a): va = max a, then 1 / sum_k exp(a_k - max a)
+    # ---- log pi_k = (a_k - max a) - log sum_k exp(a_k - max a): the max first, so
+    # that the differences are exact whatever the logits' common offset
     for t in range(nt):
         va[t] = XA[0, t]
     for k in range(1, K):
@@ -75,17 +79,22 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
             a = XA[k, t]
             va[t] = a if a > va[t] else va[t]
     for t in range(nt):
+        m = va[t]
+        va[t] = m if abs(m) < inf else zero  # as the reference: a non-finite max counts as 0
         vc[t] = zero
     for k in range(K):
         for t in range(nt):
-            e = vexp(XA[k, t] - va[t])
+            b = XA[k, t] - va[t]
+            XA[k, t] = b
+            e = vexp(b)
             EA[k, t] = e
             vc[t] += e
     for t in range(nt):
-        vb[t] = va[t] + vlog(vc[t]) + c0  # lse(a) + D/2 log 2 pi
+        vb[t] = vlog(vc[t]) + c0  # log sum exp(a - max a) + D/2 log 2 pi
         va[t] = one / vc[t]  # pi_k = EA[k] * va
 
-    # ---- t_k = log pi_k + log N_k = a_k - vb - 1/2 sum_d z^2 - sum_d s
+    # ---- t_k = log pi_k + log N_k = (a_k - max a) - vb - sum_d z^2 / 2 - sum_d s;
+    # z = 0 where y = mu (also where 1 / sigma overflows), z^2 / 2 as (z / 2) z
     for k in range(K):
         if iso:
             for t in range(nt):
@@ -94,32 +103,36 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
             for d in range(D):
                 j = k * D + d
                 for t in range(nt):
-                    z = (XY[d, t] - XM[j, t]) * vc[t]
-                    XM[j, t] = z * vc[t]
-                    vq[t] += z * z
+                    dy = XY[d, t] - XM[j, t]
+                    inv_sigma = vc[t]
+                    z = zero if dy == zero else dy * inv_sigma
+                    XM[j, t] = zero if z == zero else z * inv_sigma
+                    vq[t] += (half * z) * z
             for t in range(nt):
-                TT[k, t] = XA[k, t] - vb[t] - half * vq[t] - fd * XS[k, t]
-                XS[k, t] = vq[t]  # sum_d z^2, for d_s
+                TT[k, t] = XA[k, t] - vb[t] - vq[t] - fd * XS[k, t]
+                XS[k, t] = vq[t]  # sum_d z^2 / 2, for d_s
         else:
             j = k * D
             for t in range(nt):
                 s = XS[j, t]
                 inv_sigma = vexp(-s)
-                z = (XY[0, t] - XM[j, t]) * inv_sigma
-                XM[j, t] = z * inv_sigma
+                dy = XY[0, t] - XM[j, t]
+                z = zero if dy == zero else dy * inv_sigma
+                XM[j, t] = zero if z == zero else z * inv_sigma
                 XS[j, t] = z
-                TT[k, t] = XA[k, t] - vb[t] - (half * z * z + s)
+                TT[k, t] = XA[k, t] - vb[t] - ((half * z) * z + s)
             for d in range(1, D):
                 j = k * D + d
                 for t in range(nt):
                     s = XS[j, t]
                     inv_sigma = vexp(-s)
-                    z = (XY[d, t] - XM[j, t]) * inv_sigma
-                    XM[j, t] = z * inv_sigma
+                    dy = XY[d, t] - XM[j, t]
+                    z = zero if dy == zero else dy * inv_sigma
+                    XM[j, t] = zero if z == zero else z * inv_sigma
                     XS[j, t] = z
-                    TT[k, t] -= half * z * z + s
+                    TT[k, t] -= (half * z) * z + s
 
-    # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max)
+    # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max; -inf if all are)
     for t in range(nt):
         vd[t] = TT[0, t]
     for k in range(1, K):
@@ -127,6 +140,8 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
             v = TT[k, t]
             vd[t] = v if v > vd[t] else vd[t]
     for t in range(nt):
+        m = vd[t]
+        vd[t] = m if abs(m) < inf else zero
         vc[t] = zero
     for k in range(K):
         for t in range(nt):
@@ -140,28 +155,34 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
     for t in range(nt):
         vc[t] = one / vc[t]
 
-    # ---- gradient of -log p, written over the scratch
+    # ---- gradient of -log p, written over the scratch; r = 0 (or below the floor)
+    # gives exactly 0 for mu and s whatever z is (a collapsed component far from y
+    # has z, z / sigma = inf); NaN (a row whose density is not finite) stays NaN
     for k in range(K):
         for t in range(nt):
             r = TT[k, t] * vc[t]  # responsibility r_k
-            r = r if r >= floor else zero
+            r = zero if r < floor else r
             p = EA[k, t] * va[t]
-            p = p if p >= floor else zero
+            p = zero if p < floor else p
             TT[k, t] = r
             XA[k, t] = p - r  # pi_k - r_k
         for d in range(D):
             j = k * D + d
             for t in range(nt):
-                XM[j, t] = -TT[k, t] * XM[j, t]  # -r z / sigma
+                r = TT[k, t]
+                XM[j, t] = zero if r == zero else -r * XM[j, t]  # -r z / sigma
         if iso:
             for t in range(nt):
-                XS[k, t] = TT[k, t] * (fd - XS[k, t])  # r (D - sum z^2)
+                r = TT[k, t]
+                # r (D - sum z^2) = r D - 2 r (sum z^2 / 2)
+                XS[k, t] = zero if r == zero else r * fd - two * (r * XS[k, t])
         else:
             for d in range(D):
                 j = k * D + d
                 for t in range(nt):
+                    r = TT[k, t]
                     z = XS[j, t]
-                    XS[j, t] = TT[k, t] * (one - z * z)  # r (1 - z^2)
+                    XS[j, t] = zero if r == zero else r - (r * z) * z  # r (1 - z^2)
 
 
 # one compiled function for callers that make one call per large block (training),

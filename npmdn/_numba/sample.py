@@ -15,7 +15,7 @@ Component choices and normals are float64, as in the reference; the value
 
 Gumbel-max needs two logs per component and draw, the bulk of the work.
 The choice is first screened in float32 through the same argmax written as
-an exponential race: ``argmax_k a_k / T - log(-log u_k)`` is
+an exponential race: ``argmax_k (a_k - max a) / T - log(-log u_k)`` is
 ``argmin_k (-log u_k) exp((max a - a_k) / T)``, one cheap log per component
 (``neglog_word32``, 16 lanes, no division) and a per-row factor. A draw
 whose two smallest screened keys are within a relative ``GUMBEL_MARGIN``
@@ -23,8 +23,8 @@ whose two smallest screened keys are within a relative ``GUMBEL_MARGIN``
 formula, so the screen never changes a choice; about 1e-4 of the draws take
 that path.
 
-No fast-math here: the float64 Gumbel keys ``a_k / T - log(-log u_k)`` and
-the cumulative weights decide discrete choices, so they follow the
+No fast-math here: the float64 Gumbel keys ``(a_k - max a) / T - log(-log u_k)``
+and the cumulative weights decide discrete choices, so they follow the
 reference's order of operations (``a / T`` a true division, no FMA
 contraction). They can still differ from NumPy's by an ulp (NumPy's log and
 exp are not ours), so a choice can differ from the reference's only when
@@ -111,6 +111,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     n_choice = K if gumbel else 1
     first = n_choice + (n_choice & 1)
     ss = out.dtype.type(sigma_scale)
+    zero = out.dtype.type(0.0)
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
     for c in prange(n_chunks):
         prefer_wide_vectors()
@@ -122,7 +123,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         W = np.empty((4, tile), np.uint64)  # one Philox block per lane
         W32 = np.empty((4, tile), np.uint32)  # the same, narrow: the screen runs 16 lanes wide
         comp32 = np.empty(tile, np.int32)
-        RA = np.empty((K, max_rows), np.float64)  # per row: a_k / T, or cumulative weights
+        RA = np.empty((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
         rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
         AT32 = np.empty((K, tile), np.float32)  # race factor c_k per lane, for the screen
         CT = np.empty((K, max_rows), np.float32)  # race factor c_k per row
@@ -132,8 +133,8 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         EPS = np.empty((2 * n_pairs, tile), np.float64)
         MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
         SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma
-        RV = np.empty(max_rows, np.float64)  # per row: max a / T, then the running sum c_k
-        RT = np.empty(max_rows, np.float64)  # per row: sum_k exp(a_k / T - max)
+        RV = np.empty(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
+        RT = np.empty(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
@@ -162,7 +163,8 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     MUT[j, r] = M[ra + r, j]
             for j in range(K * S):
                 for r in range(nr):
-                    SGT[j, r] = ss * vexp(LS[ra + r, j])  # sigma_scale * sigma, as the reference
+                    # sigma_scale * sigma, as the reference; 0 (the means) even where sigma = inf
+                    SGT[j, r] = zero if ss == zero else ss * vexp(LS[ra + r, j])
 
             # which block W (uint64) and W32 (the Gumbel screen's) hold for every lane
             have = -1
@@ -182,14 +184,17 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for t in range(nt):
                     comp[t] = rlast[vr[t]]
             else:
-                for k in range(K):
-                    for r in range(nr):
-                        RA[k, r] = np.float64(L[ra + r, k]) / temperature
+                # (a_k - max a) / T, as the reference: a common offset changes nothing
                 for r in range(nr):
-                    RV[r] = RA[0, r]
+                    RV[r] = np.float64(L[ra + r, 0])
                 for k in range(1, K):
                     for r in range(nr):
-                        RV[r] = max(RV[r], RA[k, r])  # max_k a_k / T
+                        RV[r] = max(RV[r], np.float64(L[ra + r, k]))  # max_k a_k
+                for k in range(K):
+                    for r in range(nr):
+                        RA[k, r] = (np.float64(L[ra + r, k]) - RV[r]) / temperature
+                for r in range(nr):
+                    RV[r] = 0.0  # max_k (a_k - max a) / T
             if temperature != 0.0 and gumbel:
                 # the race factors c_k = exp((max a - a_k) / T) >= 1 per row (inf: never wins)
                 for k in range(K):

@@ -88,7 +88,7 @@ def predict(args) -> int:
     data = DataFile(args.data)
     x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
     raw = model.mixture_raw(x)  # one pass through the network for every column below
-    mean, std = mixture.mean(raw[0], raw[1]), np.sqrt(mixture.variance(*raw))
+    mean, std = mixture.mean(raw[0], raw[1]), mixture.std(*raw)
     d = model.out_dim
     sfx = [""] if d == 1 else [f"_{j}" for j in range(d)]
     names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]

@@ -173,3 +173,32 @@ def test_serial_and_parallel_epochs_cache_apart():
     assert len(names) == 2
     assert _nb_train.train_epoch_parallel.targetoptions.get("parallel")
     assert not _nb_train.train_epoch_serial.targetoptions.get("parallel")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
+def test_a_collapsed_component_trains_through(dtype, cov):
+    """A component collapsed far from the data (log sigma -50 in float32, -400 in
+    float64: z and z / sigma overflow) has responsibility 0 for every row; its
+    gradient is 0, not 0 * inf = NaN, so training goes on (issue 11, item 7: a
+    default float32 fit stopped with "the gradient norm is nan"). Both the step
+    loop and the fused epoch, whose floor zeroes tiny responsibilities."""
+    x, y = _data()
+    k, d = 3, 2
+    s = d if cov == "diagonal" else 1
+    for m in _pair(dtype, hidden=(), covariance=cov):
+        m._set_standardization(x, y)
+        m.fitted = True  # keep the standardization the head below is written for
+        p = np.zeros(m.n_params)
+        bias = m.n_params - m.head_size  # the linear head: W [2, P], then b [P]
+        far = [bias + k + 1 * d + j for j in range(d)]  # component 1's mean
+        slow = [bias + k + k * d + 1 * s + j for j in range(s)]  # its log sigma
+        p[far] = 8.0
+        p[slow] = -50.0 if dtype == "float32" else -400.0
+        m.set_params(p)
+        loss, grad = m.loss_grad(x, y)
+        assert np.isfinite(loss) and np.isfinite(grad).all()
+        np.testing.assert_array_equal(grad[far + slow], 0.0)
+        h = m.fit(x, y, epochs=3, batch_size=100, verbose=False)
+        assert np.isfinite(h.train_nll).all() and h.train_nll[-1] < h.train_nll[0]
+        np.testing.assert_array_equal(m.params[far + slow], p[far + slow])  # Adam: 0 / eps

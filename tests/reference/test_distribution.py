@@ -192,6 +192,77 @@ def test_float32_parameters_give_float64_results_of_the_same_mixture(rng):
     np.testing.assert_array_equal(got, want)
 
 
+def _close_to_root(got, pi, mu, sigma, q):
+    """The documented accuracy: F(y) = q to a relative 1e-11 (1 - F against 1 - q
+    above the median) or y within 8 ulps of the root (brentq's, itself a few ulps,
+    found on the problem scaled by a power of two to O(1): SciPy's (t - mu) / sigma
+    loses its precision where sigma is subnormal)."""
+    e = math.frexp(max(np.abs(mu).max(), sigma.max()))[1]
+    want = math.ldexp(_brentq_quantile(pi, np.ldexp(mu, -e), np.ldexp(sigma, -e), q), e)
+    ulps = abs(got - want) / np.spacing(max(abs(want), 1e-300))
+    with np.errstate(over="ignore"):  # SciPy's pdf at subnormal sigmas
+        dens = (pi * stats.norm.pdf(want, mu, sigma)).sum()
+    return ulps <= 8 or abs(got - want) * dens <= 1e-11 * min(q, 1 - q), (got, want)
+
+
+def test_quantile_brackets_that_span_many_binades_converge():
+    """Issue 11, item 8: means 0 and 1e80 gave Q(0.25) = 1.01e19 (the answer is 0);
+    sigmas 1e61 and 1.6 gave Q(0.3) = -2.81 (CDF 0.270; the answer is -2.05). Both
+    ran out of iterations halving a bracket 1e80 wide."""
+    logits = np.zeros((1, 2))
+    q1 = npmdn.mixture_quantile(logits, np.array([[[0.0], [1e80]]]), np.zeros((1, 2, 1)), 0.25)
+    assert abs(q1[0]) <= 1e-12, q1
+    ls = np.log(np.array([[[1e61], [1.6]]]))
+    q2 = npmdn.mixture_quantile(logits, np.zeros((1, 2, 1)), ls, 0.3)
+    ok, pair = _close_to_root(q2[0], np.full(2, 0.5), np.zeros(2), np.exp(ls[0, :, 0]), 0.3)
+    assert ok, pair
+    np.testing.assert_allclose(npmdn.mixture_cdf(logits, np.zeros((1, 2, 1)), ls, q2), 0.3,
+                               rtol=1e-12)
+
+
+def _needles(n, seed=1):
+    """Rows whose sigmas are 1e-16..1e-12 of their means: the old tolerance of 1e-12 |y|
+    was wider than the distribution itself."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1, (n, 3))
+    scale = 10 ** rng.uniform(0, 12, (n, 1, 1))
+    mu = scale * (1 + rng.normal(0, 10 ** rng.uniform(-14, -9, (n, 1, 1)), (n, 3, 1)))
+    ls = np.log(scale * 10 ** rng.uniform(-16, -12, (n, 3, 1)))
+    return logits, mu, ls
+
+
+def test_quantiles_of_needles_are_monotone_and_intervals_ordered():
+    """Item 8: with sigma < 1e-12 |mu| the quantiles were not monotone in q and
+    mixture_interval gave lower > upper (about 1 interval in 8 of these rows)."""
+    logits, mu, ls = _needles(500)
+    lo, hi = npmdn.mixture_interval(logits, mu, ls, [1e-3, 0.01, 0.05, 0.1])
+    assert np.all(lo <= hi), int((lo > hi).sum())
+    q = np.linspace(0.001, 0.999, 41)
+    y = npmdn.mixture_quantile(logits, mu, ls, q[::-1])[:, ::-1]  # any order of the levels
+    assert np.all(np.diff(y, axis=1) >= 0)
+    pi, sigma = _pi(logits), np.exp(ls[..., 0])
+    for i in range(0, 500, 25):
+        for j in (0, 7, 20, 33, 40):
+            ok, pair = _close_to_root(y[i, j], pi[i], mu[i, :, 0], sigma[i], q[j])
+            assert ok, (i, q[j], pair)
+
+
+@pytest.mark.parametrize("spread", [1e-300, 1e-8, 1e30, 1e150, 1e300])
+def test_quantile_matches_brentq_at_extreme_spreads(spread):
+    """Components 1e-300 to 1e300 apart, sigmas from 1e-12 to 1 of the spread."""
+    rng = np.random.default_rng(7)
+    n, k = 8, 3
+    logits = rng.normal(0, 2, (n, k))
+    mu = rng.normal(0, 1, (n, k, 1)) * spread
+    ls = np.log(spread) + rng.uniform(np.log(1e-12), 0, (n, k, 1))
+    got = npmdn.mixture_quantile(logits, mu, ls, LEVELS)
+    pi, sigma = _pi(logits), np.exp(ls[..., 0])
+    for i in range(n):
+        for j, q in enumerate(LEVELS):
+            ok, pair = _close_to_root(got[i, j], pi[i], mu[i, :, 0], sigma[i], q)
+            assert ok, (i, q, pair)
+
+
 # ----------------------------------------------------------------------- CRPS
 
 
@@ -401,6 +472,85 @@ def test_modes_best_is_the_highest_and_densities_are_densities(rng):
     # every mode is at least as high as every component mean's own density
     at_means = np.stack([mixture.log_prob(logits, mu, ls, mu[:, k]) for k in range(5)], 1)
     assert np.all(m.log_density[:, 0] >= at_means.max(axis=1) - 1e-12)
+
+
+def _assert_local_maxima(logits, mu, ls, m):
+    """Every reported mode: its log density is log p there, and log p is no higher a
+    thousandth of the row's smallest sigma away along each axis (a step that small
+    cannot reach another component's rise)."""
+    for i in range(len(m.count)):
+        h = 1e-3 * math.exp(ls[i].min())
+        row = (logits[i:i + 1], mu[i:i + 1], ls[i:i + 1])
+        for j in range(int(m.count[i])):
+            x = m.locations[i, j][None]
+            lp = mixture.log_prob(*row, x)[0]
+            assert math.isclose(m.log_density[i, j], lp, rel_tol=1e-12, abs_tol=1e-12), \
+                (x, m.log_density[i, j], lp)
+            for d in range(mu.shape[2]):
+                for sign in (-1, 1):
+                    y = x.copy()
+                    y[0, d] += sign * h
+                    assert mixture.log_prob(*row, y)[0] <= lp + 1e-13 * abs(lp), (i, x, y)
+
+
+def test_modes_are_ascended_to_true_maxima():
+    """Issue 11, item 9: a start whose first step was small in its own (broad) metric
+    stopped one step later at 10, reported as a mode with the log density of the
+    start (-32.0; the true value at 10 is -9.78, and 10 is not a mode)."""
+    logits = np.zeros((1, 3))
+    mu = np.array([[[10.0], [100.0], [0.0]]])
+    ls = np.array([[[30.0], [43.0], [1.0]]])
+    m = npmdn.mixture_modes(logits, mu, ls)
+    t = np.linspace(-50, 150, 200_001)
+    lp = mixture.log_prob(np.zeros((t.size, 3)), np.broadcast_to(mu, (t.size, 3, 1)),
+                          np.broadcast_to(ls, (t.size, 3, 1)), t[:, None])
+    # log p rises up to 0 and falls after it (to rounding, where the broad components
+    # make it flat): one mode, at the narrow component
+    assert np.all(np.diff(lp[t <= 0]) >= -1e-13) and np.all(np.diff(lp[t >= 0]) <= 1e-13)
+    assert int(m.count[0]) == 1, m
+    assert abs(m.locations[0, 0, 0]) < 1e-9
+    assert math.isclose(m.log_density[0, 0], lp[t == 0][0], rel_tol=1e-12)
+    _assert_local_maxima(logits, mu, ls, m)
+
+
+def test_modes_of_broad_and_narrow_components_are_local_maxima():
+    """Components of sigma e^-2 to e^40 mixed: every mode reported is a local maximum
+    with its own density."""
+    rng = np.random.default_rng(21)
+    n, k = 30, 4
+    logits = rng.normal(0, 1, (n, k))
+    mu = rng.uniform(-100, 100, (n, k, 2))
+    ls = rng.uniform(-2, 40, (n, k, 2))
+    for s in (2, 1):
+        m = npmdn.mixture_modes(logits, mu, ls[..., :s])
+        assert np.all(m.count >= 1)
+        _assert_local_maxima(logits, mu, ls[..., :s], m)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_modes_of_needles_1e250_apart(d):
+    """Item 9: means 1e250 apart with sigma 1e-30 gave NaN locations (D = 1) and
+    LinAlgError (D = 3): z^2 overflows for the far component, whose responsibility
+    is 0 and whose terms must count as 0, not 0 * inf."""
+    logits = np.zeros((1, 2))
+    mu = np.zeros((1, 2, d))
+    mu[0, 1] = 1e250
+    ls = np.full((1, 2, d), math.log(1e-30))
+    m = npmdn.mixture_modes(logits, mu, ls)
+    assert int(m.count[0]) == 2
+    np.testing.assert_array_equal(np.sort(m.locations[0, :, 0]), [0.0, 1e250])
+    want = math.log(0.5) - d * (math.log(1e-30) + 0.5 * math.log(2 * math.pi))
+    np.testing.assert_allclose(m.log_density[0], [want, want], rtol=1e-14)
+
+
+def test_modes_accept_any_finite_merge_tol():
+    """merge_tol = 1e300 raised OverflowError (its square)."""
+    logits, mu, ls = np.zeros((2, 2)), np.array([[[0.0], [0.5]], [[0.0], [9.0]]]), \
+        np.zeros((2, 2, 1))
+    wide = npmdn.mixture_modes(logits, mu, ls, merge_tol=1e300)
+    np.testing.assert_array_equal(wide.count, [1, 2])  # merges only within a local sigma
+    for a, b in zip(wide, npmdn.mixture_modes(logits, mu, ls, merge_tol=1e3), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- covariance

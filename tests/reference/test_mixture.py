@@ -120,6 +120,64 @@ def test_moments_law_of_total_variance(rng):
     np.testing.assert_allclose(cov[:, off], cross[:, off], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype,c", [(np.float64, 1e16), (np.float32, 1e5), (np.float64, -1e300)])
+def test_weights_and_moments_ignore_a_common_logit_offset(dtype, c):
+    """The issue's row: logits [c, c] are equal weights, whatever c (item 4)."""
+    logits = np.array([[c, c]], dtype)
+    mu = np.array([[[0.0], [1.0]]], dtype)
+    ls = np.zeros((1, 2, 1), dtype)
+    pi, _, _ = mixture.params(logits, mu, ls)
+    np.testing.assert_array_equal(pi, [[0.5, 0.5]])
+    np.testing.assert_array_equal(mixture.weights(logits), [[0.5, 0.5]])
+    np.testing.assert_array_equal(np.exp(mixture.log_softmax(logits)), [[0.5, 0.5]])
+    np.testing.assert_allclose(mixture.mean(logits, mu), [[0.5]], rtol=1e-7)
+    np.testing.assert_allclose(mixture.variance(logits, mu, ls), [[1.25]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.float32, 1e20), (np.float32, 1e-25)] + [
+    (np.float64, s) for s in (1e20, 1e-25, 1e200, 1e-200, 1e300)])
+def test_moments_are_returned_wherever_they_are_representable(rng, scale, dtype):
+    """Every moment of a mixture scaled by ``scale`` is the unscaled moment times
+    ``scale`` (``scale^2`` for the second moments), computed in float64: finite
+    wherever that fits (item 6: a float32 std of 7.7e19 came back inf)."""
+    logits, mu, ls, _ = random_mixture(rng, 6, 4, 3, 3)
+    mu_s, ls_s = (mu * scale).astype(dtype), (ls + np.log(scale)).astype(dtype)
+    logits = logits.astype(dtype)
+    mu, ls = mu_s.astype(np.float64) / scale, ls_s.astype(np.float64) - np.log(scale)
+    m, v, c = (mixture.mean(logits, mu), mixture.variance(logits, mu, ls),
+               mixture.covariance(logits, mu, ls))
+    got_m, got_s = mixture.mean(logits, mu_s), mixture.std(logits, mu_s, ls_s)
+    assert got_m.dtype == got_s.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(got_m, m * scale, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(got_s, np.sqrt(v) * scale, rtol=tol)
+    for got, want in [(mixture.variance(logits, mu_s, ls_s), v),
+                      (mixture.covariance(logits, mu_s, ls_s), c)]:
+        assert got.dtype == np.float64
+        if scale > 1e150:
+            assert np.all(np.isinf(got[want > 1e-8])), "beyond float64: inf"
+            continue
+        if scale < 1e-150:
+            continue  # below float64's range: 0 or subnormal
+        np.testing.assert_allclose(got, want * scale**2, rtol=1e-12, atol=1e-12 * scale**2)
+    covs = mixture.component_covariances(mu_s, ls_s)
+    assert covs.dtype == np.float64 and covs.shape == (6, 4, 3, 3)
+    if scale < 1e150:
+        np.testing.assert_allclose(np.diagonal(covs, axis1=2, axis2=3),
+                                   np.exp(2 * ls_s.astype(np.float64)), rtol=1e-14)
+
+
+def test_equal_means_far_from_zero_have_the_components_variance():
+    """Deviations are taken from the heaviest component's mean, so equal means of 1e300
+    give exactly the within-component variance, not the mean's rounding error."""
+    logits = np.array([[0.3, -1.0, 2.0]])
+    mu = np.full((1, 3, 2), 1e300)
+    ls = np.full((1, 3, 2), np.log(1e-200))
+    np.testing.assert_array_equal(mixture.mean(logits, mu), 1e300)
+    np.testing.assert_allclose(mixture.std(logits, mu, ls), np.exp(ls[:, 0]), rtol=1e-15)
+    np.testing.assert_array_equal(mixture.covariance(logits, mu, ls), 0.0)  # 1e-400: 0
+
+
 # ---------------------------------------------------------------- sampling
 
 
