@@ -29,8 +29,9 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     ``n_train`` defaults to the problem's setting in :data:`SETTINGS` and
     ``n_test`` to ``n_train``. Prints the held-out NLL (and the true
     conditional NLL where known) to ``out``. ``png`` is the figure's path, or
-    a callable returning it once the figure is drawn; the figure is written
-    when matplotlib is installed. Returns ``(model, result dict)``.
+    a callable ``png(fig) -> path`` that writes the figure and returns where;
+    the figure is made when matplotlib is installed. Returns
+    ``(model, result dict)``.
     """
     key = datasets.problem_name(problem)
     cfg = SETTINGS[key]
@@ -75,8 +76,11 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
             title += f" (true {result['true_nll']:.3f})"
         fig = plot_fit(model, test.x, test.y, title=title, seed=seed,
                        true_log_prob=test.log_prob_fn)
-        path = png() if callable(png) else png
-        save_figure(fig, path)
+        if callable(png):
+            path = png(fig)
+        else:
+            path = png
+            save_figure(fig, path)
         pyplot().close(fig)
         result["png"] = str(path)
         print(f"figure written to {path}", file=out)

@@ -535,15 +535,21 @@ class MDN:
             "y_scale": self.y_scale.astype(np.float64),
         }
 
-    def save(self, path) -> None:
+    def save(self, path, *, overwrite: bool = True) -> str:
         """Write the model to ``path`` (an ``.npz`` file; the name is kept as given).
 
-        The file is written to a temporary file in the same directory and
-        renamed over ``path`` only when complete, so an interrupted save never
-        leaves a half-written model behind or damages an existing one. The
-        format is described in :mod:`npmdn.persistence`.
+        The file is written to a temporary file beside the target and renamed
+        over it only when complete, so an interrupted save never leaves a
+        half-written model behind or damages an existing one; a replaced file
+        keeps its permissions. A symbolic link is followed (the file it points
+        to is replaced); a FIFO or character device is written to, never
+        replaced. ``overwrite=False`` refuses (``FileExistsError``, nothing
+        written) when ``path`` is taken, atomically: of two processes saving
+        to one new name, one wins and the other is told. The format is
+        described in :mod:`npmdn.persistence`. Returns the path written.
         """
-        persistence.write(path, self.config, self._arrays(), self.fitted)
+        return persistence.write(path, self.config, self._arrays(), self.fitted,
+                                 overwrite=overwrite)
 
     @classmethod
     def load(cls, path, backend=None) -> MDN:

@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from ._io import atomic_open
+from ._io import atomic_open, resolve
 from ._version import __version__
 
 FORMAT = "npmdn-model"
@@ -36,19 +36,19 @@ def bad_file(path, why) -> ValueError:
     return ValueError(f"{path!r} is not a valid npmdn model file: {why}")
 
 
-def write(path, config: dict, arrays: dict, fitted: bool) -> None:
-    """Write a model file at ``path`` (the name is kept as given).
+def write(path, config: dict, arrays: dict, fitted: bool, *, overwrite: bool = True) -> str:
+    """Write a model file at ``path`` (the name is kept as given); returns the path written.
 
-    The file is written to a temporary file in the same directory and renamed
-    over ``path`` only when complete, so an interrupted save never leaves a
-    half-written model behind or damages an existing one.
+    The file is written through :func:`npmdn._io.atomic_open`: complete or
+    not at all, a link followed, a FIFO or device written to and never
+    replaced; ``overwrite=False`` raises ``FileExistsError`` if ``path`` is
+    taken (atomically).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    if os.path.isdir(path):
-        raise ValueError(f"cannot save to {path!r}: it is a directory")
+    try:
+        resolve(path)  # a bad place is refused before anything is written
+    except OSError as exc:
+        raise ValueError(f"cannot save to {os.fspath(path)!r}: "
+                         f"{(exc.strerror or str(exc)).split(': ', 1)[-1]}") from exc
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -59,8 +59,10 @@ def write(path, config: dict, arrays: dict, fitted: bool) -> None:
         "sha256": {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()},
     }
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    with atomic_open(path, "wb") as f:
+    writer = atomic_open(path, "wb", overwrite=overwrite)
+    with writer as f:
         np.savez(f, header=blob, **arrays)
+    return writer.path
 
 
 def _header(path, data) -> dict:

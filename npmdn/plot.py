@@ -252,11 +252,19 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
     return fig
 
 
-def save_figure(fig, path, dpi=80):
-    """Write ``fig`` to ``path`` (format from the extension, PNG when there is none)
-    through a temporary file renamed into place, so a failed write never leaves a
-    broken figure or damages an existing file."""
+def save_figure(fig, path, dpi=80, *, overwrite: bool = True) -> str:
+    """Write ``fig`` to ``path`` (format from the extension, PNG when there is none);
+    returns the path written.
+
+    Written as :func:`npmdn._io.atomic_open` writes: through a temporary file
+    renamed into place, so a failed write never leaves a broken figure or
+    damages an existing file; links followed, a FIFO or device written to and
+    never replaced; ``overwrite=False`` raises ``FileExistsError`` when
+    ``path`` is taken (atomically).
+    """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    with atomic_open(path, "wb", suffix=f".{ext}") as f:
+    writer = atomic_open(path, "wb", suffix=f".{ext}", overwrite=overwrite)
+    with writer as f:
         fig.savefig(f, format=ext, dpi=dpi)
+    return path

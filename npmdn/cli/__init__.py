@@ -29,11 +29,13 @@ widths from the model: without ``--x``/``--y`` an ``.npz`` uses its arrays
 Outputs
 -------
 A file you name with ``--out`` is replaced if it exists (written to a
-temporary file first and renamed, so a failed run leaves it as it was); it
-may not be one of the inputs. A default name (``model.npz``, the figure of
-``demo`` and ``plot``) never replaces anything: the first free name
-``stem-2.ext``, ``stem-3.ext``, ... is used. ``predict`` and ``sample``
-write to standard output unless given ``--out``.
+temporary file first and renamed, so a failed run leaves it as it was; its
+permissions are kept); a link is followed, a FIFO or device written to,
+never replaced; it may not be one of the inputs. A default name
+(``model.npz``, the figure of ``demo`` and ``plot``) never replaces
+anything, even with runs racing for it: the first free name of ``stem.ext``,
+``stem-2.ext``, ``stem-3.ext``, ... is claimed atomically. ``predict`` and
+``sample`` write to standard output unless given ``--out``.
 
 Exit status: 0 success; 2 bad input (one line on stderr, nothing written);
 1 training diverged (NaN loss); 130 interrupted.

@@ -35,12 +35,19 @@ def headless_matplotlib() -> None:
     matplotlib.use("Agg")
 
 
+def _figure_writer(out: Output):
+    """``write(fig) -> path``: the figure to ``out``, claimed there as Output does."""
+    from ..plot import save_figure
+
+    return lambda fig: out.write(lambda p, overwrite: save_figure(fig, p, overwrite=overwrite))
+
+
 def demo(args) -> int:
     from ..demo import run_demo
 
     headless_matplotlib()
     out = Output(args.out, f"npmdn-demo-{args.problem}.png", formats=FIGURE_FORMATS)
-    run_demo(args.problem, n_train=args.n, seed=args.seed, png=out.final_path,
+    run_demo(args.problem, n_train=args.n, seed=args.seed, png=_figure_writer(out),
              backend=args.backend, verbose=False if args.quiet else None)
     return 0
 
@@ -66,8 +73,7 @@ def fit(args) -> int:
         patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
         verbose=False if args.quiet else None,
     )
-    path = out.final_path()
-    model.save(path)
+    path = out.write(lambda p, overwrite: model.save(p, overwrite=overwrite))
     n_train = x.shape[0] - int(round(args.validation_split * x.shape[0]))  # as fit splits
     line = (f"trained {history.epochs} epochs on {n_train} rows in {history.seconds:.2f} s "
             f"(backend {model.backend.name}): train NLL {history.train_nll[-1]:.4f}")
@@ -167,7 +173,6 @@ def plot(args) -> int:
     data = DataFile(args.data)
     x, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
     fig = plot.plot_fit(model, x, y, title=args.title or f"npmdn: {args.model}", seed=args.seed)
-    path = out.final_path()
-    plot.save_figure(fig, path)
+    path = _figure_writer(out)(fig)
     print(f"figure written to {path}")
     return 0

@@ -3,8 +3,10 @@
 Reading: :class:`DataFile` opens CSV (``.tsv`` tab-separated), ``.npz`` or
 ``.npy`` and parses only the columns asked for; :func:`model_columns`
 chooses x (and y) for a saved model. Writing: :class:`Output` is where an
-output goes (a named path, a default name that never replaces anything, or
-standard output); files are written through :func:`npmdn._io.atomic_open`.
+output goes: a named path (replaced), a default name (claimed atomically,
+never replacing anything), or standard output. Files are written through
+:func:`npmdn._io.atomic_open`, which writes a FIFO or device through and
+follows links instead of replacing them.
 Every bad input raises :class:`UsageError`, reported as one line, exit 2.
 """
 
@@ -17,7 +19,7 @@ import sys
 
 import numpy as np
 
-from .._io import atomic_open
+from .._io import atomic_open, check_writable
 
 
 class UsageError(Exception):
@@ -31,16 +33,20 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------
 
 
-def free_path(path: str) -> str:
-    """``path`` if nothing is there, else the first free ``stem-2.ext``, ``stem-3.ext``...
-    so that a default output never overwrites a file the user did not name."""
-    if not os.path.lexists(path):
-        return path
+def default_names(path: str):
+    """``path``, then ``stem-2.ext``, ``stem-3.ext``, ... without end."""
+    yield path
     stem, ext = os.path.splitext(path)
     i = 2
-    while os.path.lexists(f"{stem}-{i}{ext}"):
+    while True:
+        yield f"{stem}-{i}{ext}"
         i += 1
-    return f"{stem}-{i}{ext}"
+
+
+def free_path(path: str) -> str:
+    """The first of :func:`default_names` with nothing there now (a default output
+    never replaces a file the user did not name; :meth:`Output.write` claims it)."""
+    return next(p for p in default_names(path) if not os.path.lexists(p))
 
 
 def same_file(a: str, b: str) -> bool:
@@ -52,16 +58,13 @@ def same_file(a: str, b: str) -> bool:
 
 def check_out(path: str, inputs=(), formats=None) -> str:
     """Refuse an output path that cannot be written or that is one of the inputs,
-    before any work is done."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"cannot write {path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"cannot write {path}: it is a directory")
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write {path}: directory {directory} is not writable")
+    before any work is done (see :func:`npmdn._io.resolve` for what is written how)."""
+    try:
+        target = check_writable(path)
+    except OSError as exc:
+        raise UsageError(exc.strerror or str(exc)) from None
     for src in inputs:
-        if os.path.exists(path) and same_file(path, src):
+        if target.kind != "new" and same_file(target.path, src):
             raise UsageError(f"the output {path} is also an input; choose another --out")
     if formats is not None:
         ext = os.path.splitext(path)[1].lower()
@@ -75,10 +78,11 @@ def check_out(path: str, inputs=(), formats=None) -> str:
 
 class Output:
     """Where an output goes: a named path (may be replaced), a default name (never
-    replaces: re-checked just before writing), or standard output."""
+    replaces anything), or standard output (``path`` None)."""
 
     def __init__(self, named: str | None, default: str | None, inputs=(), formats=None):
         self.named = named is not None
+        self.default = default
         if named is not None:
             self.path = check_out(named, inputs, formats)
         elif default is not None:
@@ -86,14 +90,31 @@ class Output:
         else:
             self.path = None  # standard output
 
-    def final_path(self) -> str:
-        if not self.named and os.path.lexists(self.path):
-            self.path = free_path(self.path)  # taken while we worked: pick again
-        return self.path
+    def write(self, write) -> str:
+        """Call ``write(path, overwrite)`` to write the output; returns the path written.
+
+        A named output is written with ``overwrite=True``. A default name is
+        claimed atomically (``overwrite=False``: ``FileExistsError`` when the
+        name was taken meanwhile, e.g. by another run), and the next free name
+        is tried until one is ours.
+        """
+        if self.named:
+            write(self.path, True)
+            return self.path
+        for name in default_names(self.default):
+            if os.path.lexists(name):
+                continue
+            try:
+                write(name, False)
+            except FileExistsError:
+                continue  # taken between our look and our write: the next one
+            self.path = name
+            return name
+        raise AssertionError("unreachable: default_names never ends")
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    with atomic_open(path, "w", newline="") as f:
+def write_text_atomic(path: str, text: str, overwrite: bool = True) -> None:
+    with atomic_open(path, "w", newline="", overwrite=overwrite) as f:
         f.write(text)
 
 
@@ -102,8 +123,7 @@ def emit(out: Output, text: str, what: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        path = out.final_path()
-        write_text_atomic(path, text)
+        path = out.write(lambda p, overwrite: write_text_atomic(p, text, overwrite))
         print(f"{what} written to {path}", file=sys.stderr)
 
 

@@ -1,0 +1,142 @@
+"""The command's outputs at their edges: special files and links as --out, and two
+runs racing for one default name."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from test_cli import ROOT, run
+
+import npmdn
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="FIFOs, links and /proc are POSIX")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """temp, pressure and y as CSV; y depends on pressure only. A model fitted on
+    --x pressure --y y."""
+    d = tmp_path_factory.mktemp("cols")
+    rng = np.random.default_rng(0)
+    temp, pressure = rng.normal(size=200), rng.normal(size=200)
+    y = np.sin(2 * pressure) + 0.1 * rng.normal(size=200)
+    with open(d / "train.csv", "w") as f:
+        f.write("temp,pressure,y\n")
+        f.writelines(f"{a!r},{b!r},{c!r}\n" for a, b, c in
+                     zip(temp.tolist(), pressure.tolist(), y.tolist(), strict=True))
+    run("fit", "train.csv", "--x", "pressure", "--y", "y", "-k", 2, "--hidden", "8",
+        "--epochs", 3, "--out", "m.npz", cwd=d, check=0)
+    return d, temp, pressure, y
+
+
+# ------------------------------------------------------------------------------------
+# item 1: special files as --out are written through, never replaced
+# ------------------------------------------------------------------------------------
+
+
+@posix_only
+def test_out_through_links_fifos_and_descriptors(small, tmp_path):
+    d, _, pressure, _ = small
+    args = (d / "m.npz", d / "train.csv", "--x", "pressure")
+    ref = run("predict", *args, cwd=tmp_path, check=0).stdout
+    # a FIFO: a reader gets the CSV, the FIFO stays a FIFO
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    t = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    t.start()
+    run("predict", *args, "--out", fifo, cwd=tmp_path, check=0)
+    t.join(20)
+    assert got == [ref] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # /dev/null through a link: still a character device, the link still a link
+    null = tmp_path / "null.csv"
+    null.symlink_to(os.devnull)
+    run("predict", *args, "--out", null, cwd=tmp_path, check=0)
+    assert null.is_symlink() and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    # a dangling link: its target is made, the link kept
+    dangling = tmp_path / "pred.csv"
+    dangling.symlink_to("made.csv")
+    run("predict", *args, "--out", dangling, cwd=tmp_path, check=0)
+    assert dangling.is_symlink() and (tmp_path / "made.csv").read_text() == ref
+    # standard output by its descriptor path
+    if os.path.isdir("/proc/self/fd"):
+        proc = run("predict", *args, "--out", "/proc/self/fd/1", cwd=tmp_path, check=0)
+        assert proc.stdout == ref
+    # a model through a link keeps the target's permission bits
+    target = tmp_path / "keep.npz"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    (tmp_path / "via.npz").symlink_to("keep.npz")
+    run("fit", d / "train.csv", "--x", "pressure", "--y", "y", "--hidden", "4", "--epochs", 1,
+        "--out", tmp_path / "via.npz", cwd=tmp_path, check=0)
+    assert (tmp_path / "via.npz").is_symlink() and npmdn.load(target).fitted
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@posix_only
+def test_out_that_cannot_be_written_is_refused_before_the_work(small, tmp_path):
+    d, *_ = small
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(tmp_path / "sock"))
+    try:
+        for out, words in ((tmp_path / "sock", "it is a socket"),
+                           ("sub/", "ends in a path separator"),
+                           ("nowhere/x.npz", "does not exist")):
+            proc = run("fit", d / "train.csv", "--x", "pressure", "--y", "y", "--out", out,
+                       "--epochs", 1000, cwd=tmp_path)
+            assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+            assert len(proc.stderr.splitlines()) == 1 and ".npmdn-" not in proc.stderr
+            assert "trained" not in proc.stdout  # refused before training
+        assert stat.S_ISSOCK(os.stat(tmp_path / "sock").st_mode)
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------------------------
+# item 2: runs racing for the default name each keep their model
+# ------------------------------------------------------------------------------------
+
+# Every run waits inside its fsync until all have written their model: the moment
+# where the name is decided. Check-then-rename lets each of them take model.npz.
+_RACE = r"""
+import os, sys, time
+gate, n = sys.argv[1], int(sys.argv[2])
+real_fsync = os.fsync
+def fsync(fd):
+    real_fsync(fd)
+    open(os.path.join(gate, str(os.getpid())), "w").close()
+    t0 = time.monotonic()
+    while len(os.listdir(gate)) < n and time.monotonic() - t0 < 60:
+        time.sleep(0.01)
+os.fsync = fsync
+from npmdn.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_runs_racing_for_the_default_name_never_lose_a_model(small, tmp_path):
+    d, *_ = small
+    n = 3
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NPMDN_BACKEND="numpy")
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _RACE, str(gate), str(n), "fit", str(d / "train.csv"),
+         "--x", "pressure", "--y", "y", "--hidden", "4", "--epochs", "1", "--seed", str(i)],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(n)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    said = sorted(line.split()[-1] for out, _ in outs for line in out.splitlines()
+                  if line.startswith("model saved to"))
+    assert said == ["model-2.npz", "model-3.npz", "model.npz"], said
+    seeds = sorted(npmdn.load(work / name).params[0] for name in said)
+    assert len(set(seeds)) == n  # three different models, none lost
+    assert sorted(os.listdir(work)) == said  # and no temporary files
