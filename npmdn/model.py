@@ -37,12 +37,53 @@ from .functional import (
 )
 from .mixture import COVARIANCES
 from .nn import ACTIVATIONS, MLP
+from .nn import n_params as mlp_n_params
 from .predictive import Mixture
 from .training import History, NonFiniteLossError
 
 __all__ = ["MDN", "load", "History", "NonFiniteLossError", "COVARIANCES"]
 
 PREDICT_KINDS = ("mean", "mode", "component")
+CONFIG_KEYS = ("in_dim", "out_dim", "n_components", "hidden", "activation", "covariance", "dtype")
+
+
+def head_size(n_components: int, out_dim: int, covariance: str) -> int:
+    """``P = K (1 + D + S)``: the head's outputs per row (S = D diagonal, 1 isotropic)."""
+    scale_dim = out_dim if covariance == "diagonal" else 1
+    return n_components * (1 + out_dim + scale_dim)
+
+
+def count_params(in_dim, out_dim, n_components, hidden, covariance="diagonal") -> int:
+    """The number of parameters of an MDN of these sizes, computed without building it."""
+    return mlp_n_params((in_dim, *hidden, head_size(n_components, out_dim, covariance)))
+
+
+def file_layout(cfg) -> dict:
+    """``{name: (shape, dtype)}`` of the arrays a model file with configuration ``cfg``
+    holds, after checking ``cfg`` strictly (the keys of :attr:`MDN.config`, each of
+    its type); allocates nothing, so a crafted size costs nothing."""
+    if not isinstance(cfg, dict) or set(cfg) != set(CONFIG_KEYS):
+        got = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
+        raise ValueError(f"the configuration must have the keys {list(CONFIG_KEYS)}, got {got}")
+    in_dim = C.int_arg(cfg["in_dim"], "in_dim", 1)
+    out_dim = C.int_arg(cfg["out_dim"], "out_dim", 1)
+    k = C.int_arg(cfg["n_components"], "n_components", 1)
+    if not isinstance(cfg["hidden"], list):
+        raise C.InputDTypeError(f"hidden must be a list of widths, got {cfg['hidden']!r}")
+    hidden = [C.int_arg(h, "hidden layer width", 1) for h in cfg["hidden"]]
+    C.choice_arg(cfg["activation"], "activation", ACTIVATIONS)
+    covariance = C.choice_arg(cfg["covariance"], "covariance", COVARIANCES)
+    dtype = np.dtype(C.choice_arg(cfg["dtype"], "dtype", ("float32", "float64")))
+    f64 = np.dtype(np.float64)
+    return {
+        "params": ((count_params(in_dim, out_dim, k, hidden, covariance),), dtype),
+        "x_shift": ((in_dim,), f64),
+        "x_scale": ((in_dim,), f64),
+        "y_shift": ((out_dim,), f64),
+        "y_scale": ((out_dim,), f64),
+    }
+
+
 class MDN:
     """A mixture density network ``x -> p(y | x)``, a mixture of K Gaussians.
 
@@ -96,7 +137,7 @@ class MDN:
         self.backend: Backend = get_backend(backend)
         k, d = self.n_components, self.out_dim
         self.scale_dim = d if self.covariance == "diagonal" else 1
-        self.head_size = k * (1 + d + self.scale_dim)
+        self.head_size = head_size(k, d, self.covariance)
         self.net = MLP(
             (self.in_dim, *self.hidden, self.head_size), self.activation, self.dtype,
             self.backend.xp,
@@ -548,11 +589,15 @@ class MDN:
         to one new name, one wins and the other is told. The format is
         described in :mod:`npmdn.persistence`. Returns the path written.
         """
-        return persistence.write(path, self.config, self._arrays(), self.fitted,
+        return self._save(path, overwrite=overwrite)
+
+    def _save(self, path, extra=None, overwrite=True) -> str:
+        return persistence.write(path, self.config, self._arrays(), self.fitted, extra=extra,
                                  overwrite=overwrite)
 
     @classmethod
     def load(cls, path, backend=None) -> MDN:
+        """Read a model written by :meth:`save`; see :func:`npmdn.load`."""
         return load(path, backend=backend)
 
 
@@ -560,23 +605,27 @@ def load(path, backend=None) -> MDN:
     """Read a model written by :meth:`MDN.save` (no pickle is ever loaded).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming
-    the problem for a corrupt, truncated, foreign or inconsistent file.
+    the problem for anything else that is not a valid model file: a directory,
+    FIFO or device, a corrupt, truncated, foreign, crafted or inconsistent
+    file. An unusable backend (the argument or ``NPMDN_BACKEND``) is reported
+    as such (:func:`npmdn.get_backend`), never as a bad file.
     """
+    return _load(path, backend)[0]
 
-    def build(cfg):
-        model = MDN(**cfg, backend=backend)
-        f64 = np.dtype(np.float64)
-        return model, {
-            "params": ((model.n_params,), model.dtype),
-            "x_shift": ((model.in_dim,), f64),
-            "x_scale": ((model.in_dim,), f64),
-            "y_shift": ((model.out_dim,), f64),
-            "y_scale": ((model.out_dim,), f64),
-        }
 
-    model, data, header = persistence.read(path, build)
+def _load(path, backend=None, extra=()):
+    """``(model, extras)``: :func:`load`, and the extra members named (see
+    :func:`npmdn.persistence.read`)."""
+    backend = get_backend(backend)  # before the file: its errors are not the file's
+    header, data, extras = persistence.read(path, file_layout, extra)
+    try:
+        model = MDN(**header["config"], backend=backend)
+    except MemoryError as exc:
+        raise persistence.bad_file(
+            path, f"its model of {header['n_params']} parameters does not fit in memory"
+        ) from exc
     model.net.set_params(data["params"])
     model.x_shift, model.x_scale = data["x_shift"], data["x_scale"]
     model.y_shift, model.y_scale = data["y_shift"], data["y_scale"]
-    model.fitted = bool(header.get("fitted", False))
-    return model
+    model.fitted = header["fitted"]
+    return model, extras

@@ -387,6 +387,10 @@ BAD = [
      "must end in one of"),
     (["plot", "model.npz", "text.csv", "--out", "existing.png"], "'abc' is not a number"),
     (["plot", "garbage.npz", "data.npz", "--out", "existing.png"], "not a valid npmdn model file"),
+    # damaged and crafted model files: one line, not a traceback
+    (["predict", "method.npz", "data.csv", "--x", "x"], "compression method 1"),
+    (["predict", "huge.npz", "data.csv", "--x", "x"], "architecture"),
+    (["score", "nosums.npz", "data.csv", "--x", "x", "--y", "y"], "'sha256' must map"),
 ]
 
 
@@ -395,6 +399,18 @@ def bad_dir(work):
     d, _, _ = work
     for name, text in BAD_FILES.items():
         (d / name).write_text(text)
+    # the fixture's model with one bit flipped in a member's compression method, with a
+    # header describing a network of 10^12 parameters, and with its checksums a list
+    raw = bytearray((d / "model.npz").read_bytes())
+    raw[raw.find(b"PK\x01\x02") + 10] ^= 1
+    (d / "method.npz").write_bytes(bytes(raw))
+    with np.load(d / "model.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(arrays["header"].tobytes())
+    for name, change in (("huge", {"config": {**header["config"], "hidden": [10**6, 10**6]}}),
+                         ("nosums", {"sha256": []})):
+        blob = json.dumps({**header, **change}).encode()
+        np.savez(d / f"{name}.npz", **{**arrays, "header": np.frombuffer(blob, np.uint8)})
     # CuPy that cannot import: the same path as a machine without a working CUDA
     fake = d / "_no_cupy"
     fake.mkdir(exist_ok=True)

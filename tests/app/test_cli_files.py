@@ -1,5 +1,5 @@
-"""The command's outputs at their edges: special files and links as --out, and two
-runs racing for one default name."""
+"""The command's outputs and inputs at their edges: special files and links as --out,
+two runs racing for one default name, and the environment."""
 
 import os
 import socket
@@ -140,3 +140,22 @@ def test_runs_racing_for_the_default_name_never_lose_a_model(small, tmp_path):
     seeds = sorted(npmdn.load(work / name).params[0] for name in said)
     assert len(set(seeds)) == n  # three different models, none lost
     assert sorted(os.listdir(work)) == said  # and no temporary files
+
+
+# ------------------------------------------------------------------------------------
+# item 11: the environment, named when it is wrong
+# ------------------------------------------------------------------------------------
+
+
+def test_a_bad_npmdn_backend_is_named(small, tmp_path):
+    d, *_ = small
+    proc = run("predict", d / "m.npz", d / "train.csv", "--x", "pressure", cwd=tmp_path,
+               env={"NPMDN_BACKEND": "bogus"}, check=2)
+    assert "environment variable NPMDN_BACKEND" in proc.stderr and "'bogus'" in proc.stderr
+    assert "not a valid npmdn model file" not in proc.stderr
+    with pytest.raises(ValueError, match="NPMDN_BACKEND"):
+        os.environ["NPMDN_BACKEND"] = "bogus"
+        try:
+            npmdn.get_backend()
+        finally:
+            del os.environ["NPMDN_BACKEND"]
