@@ -84,6 +84,37 @@ def file_layout(cfg) -> dict:
     }
 
 
+def _column_names(a):
+    """The column names of a pandas DataFrame (or the name of a Series) when they are
+    all strings, else None; pandas itself is never imported here."""
+    cols = getattr(a, "columns", None)
+    if cols is not None and type(a).__module__.startswith("pandas"):
+        names = [c for c in cols]
+        return tuple(names) if names and all(isinstance(c, str) for c in names) else None
+    name = getattr(a, "name", None)
+    if type(a).__module__.startswith("pandas") and getattr(a, "ndim", 0) == 1:
+        return (name,) if isinstance(name, str) else None
+    return None
+
+
+def _check_names(names, width, what):
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise C.InputDTypeError(f"{what} must be a sequence of strings, got {names!r}") from None
+    if not all(isinstance(n, str) and n for n in names):
+        raise C.InputDTypeError(f"{what} must be non-empty strings, got {list(names)!r}")
+    if len(names) != width:
+        raise ValueError(f"{what} must name {width} column(s), got {len(names)}: {list(names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must be distinct, got {list(names)}")
+    return names
+
+
 class MDN:
     """A mixture density network ``x -> p(y | x)``, a mixture of K Gaussians.
 
@@ -148,6 +179,8 @@ class MDN:
         self.y_shift = np.zeros(self.out_dim)
         self.y_scale = np.ones(self.out_dim)
         self.fitted = False
+        self.x_names: tuple | None = None  # the columns of x and y at fit, when known
+        self.y_names: tuple | None = None
 
     # ------------------------------------------------------------------
     # construction helpers
@@ -206,7 +239,8 @@ class MDN:
         # pickle (scikit-learn, joblib, Dask) by value: host arrays and the backend's
         # name, never the backend's modules or device memory
         return {"config": self.config, "backend": self.backend.name, "seed": self.seed,
-                "fitted": self.fitted, **self._arrays()}
+                "fitted": self.fitted, "x_names": self.x_names, "y_names": self.y_names,
+                **self._arrays()}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state["config"], backend=state["backend"], seed=state["seed"])
@@ -214,6 +248,7 @@ class MDN:
         for name in ("x_shift", "x_scale", "y_shift", "y_scale"):
             setattr(self, name, np.array(state[name], dtype=np.float64))
         self.fitted = state["fitted"]
+        self.x_names, self.y_names = state.get("x_names"), state.get("y_names")
 
     def __repr__(self) -> str:
         h = "x".join(map(str, self.hidden)) or "none"
@@ -228,8 +263,23 @@ class MDN:
     # input handling
     # ------------------------------------------------------------------
 
-    def _rows(self, a, name: str, width: int) -> np.ndarray:
-        """User data -> checked host array [N, width] in float64 (1-D allowed when width 1)."""
+    def _rows(self, a, name: str, width: int, names=None) -> np.ndarray:
+        """User data -> checked host array [N, width] in float64 (1-D allowed when width 1).
+
+        A pandas DataFrame with string columns, given to a model that knows the
+        ``names`` of its columns, is read by those names (in the model's order);
+        one that lacks any of them is refused, naming them.
+        """
+        if names is not None and getattr(a, "ndim", None) == 2:
+            have = _column_names(a)
+            if have is not None:
+                missing = [n for n in names if n not in have]
+                if missing:
+                    raise ValueError(
+                        f"{name} lacks the column(s) {', '.join(map(repr, missing))} the model "
+                        f"was fitted on (it has {', '.join(map(repr, have))})"
+                    )
+                a = a[list(names)]
         arr = C.real_array(a, name, np.float64)
         if arr.ndim == 1 and width == 1:
             arr = arr[:, None]
@@ -241,8 +291,8 @@ class MDN:
         return arr
 
     def _xy(self, x, y, xname="x", yname="y"):
-        x = self._rows(x, xname, self.in_dim)
-        y = self._rows(y, yname, self.out_dim)
+        x = self._rows(x, xname, self.in_dim, self.x_names)
+        y = self._rows(y, yname, self.out_dim, self.y_names)
         if x.shape[0] != y.shape[0]:
             raise ValueError(
                 f"{xname} and {yname} must have the same number of rows, "
@@ -302,7 +352,7 @@ class MDN:
         These are the raw-parameter arrays that :func:`npmdn.mixture_nll`,
         :func:`npmdn.mixture_sample` and the ``npmdn.metrics`` functions take.
         """
-        x = self._rows(x, "x", self.in_dim)
+        x = self._rows(x, "x", self.in_dim, self.x_names)
         parts = []
         for a, b in self._chunks(x.shape[0]):
             h = self._head(self._std_x(x[a:b]))
@@ -380,7 +430,7 @@ class MDN:
         same seed gives the same draws on every backend and whatever the
         batch size); row ``i`` of ``x`` is row ``i`` of the Philox stream.
         """
-        x = self._rows(x, "x", self.in_dim)
+        x = self._rows(x, "x", self.in_dim, self.x_names)
         n_samples = C.int_arg(n_samples, "n_samples", 1, 2**32 - 1)
         seed = C.seed_arg(seed)
         method = C.choice_arg(method, "method", mixture.SAMPLE_METHODS)
@@ -484,6 +534,8 @@ class MDN:
         seed: int | None = None,
         verbose: bool | None = None,
         callback=None,
+        x_names=None,
+        y_names=None,
     ) -> History:
         """Train by minibatch gradient descent on the mean NLL.
 
@@ -524,6 +576,12 @@ class MDN:
             Progress display on stderr: ``None`` shows it on a terminal only.
         callback : callable, optional
             ``callback(epoch, history)`` after each epoch; returning True stops.
+        x_names, y_names : sequence of str, optional
+            The names of the columns of x and y, kept with the model (and in
+            its file) so that the command can find them in a data file and
+            label its outputs. Taken from the columns when x (or y) is a
+            pandas DataFrame. A model that knows its names reads a DataFrame
+            given to any method by those names.
 
         Returns
         -------
@@ -538,14 +596,40 @@ class MDN:
             the epoch and step; the model keeps the last weights whose loss was
             finite.
         """
-        return training.fit(
-            self, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
-            validation_data=validation_data, validation_split=validation_split,
-            optimizer=optimizer, optimizer_options=optimizer_options,
-            weight_decay=weight_decay, clip_norm=clip_norm, patience=patience,
-            min_delta=min_delta, restore_best=restore_best, lr_schedule=lr_schedule,
-            seed=seed, verbose=verbose, callback=callback,
-        )
+        names = self._fit_names(x, y, x_names, y_names)
+        try:
+            return training.fit(
+                self, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                validation_data=validation_data, validation_split=validation_split,
+                optimizer=optimizer, optimizer_options=optimizer_options,
+                weight_decay=weight_decay, clip_norm=clip_norm, patience=patience,
+                min_delta=min_delta, restore_best=restore_best, lr_schedule=lr_schedule,
+                seed=seed, verbose=verbose, callback=callback,
+            )
+        finally:
+            if self.fitted:
+                self.x_names, self.y_names = names
+
+    def _fit_names(self, x, y, x_names, y_names):
+        """The column names after a fit on (x, y): given, else the data's (DataFrame),
+        else the model's own; a model fitted on other names is refused."""
+        out = []
+        for given, data, width, what, mine in (
+            (x_names, x, self.in_dim, "x_names", self.x_names),
+            (y_names, y, self.out_dim, "y_names", self.y_names),
+        ):
+            names = _check_names(given, width, what)
+            if names is None:
+                found = _column_names(data)
+                if found is not None and mine is not None and set(mine) <= set(found):
+                    found = mine  # a DataFrame is read by the model's names (see _rows)
+                names = found if found is not None and len(found) == width else None
+            if names is not None and mine is not None and names != mine:
+                raise ValueError(f"{what} {list(names)} differ from the columns this model "
+                                 f"was fitted on, {list(mine)}")
+            out.append(mine if names is None else names)
+        return tuple(out)
+
 
     def loss_grad(self, x, y):
         """Mean NLL of (x, y) in user units and its gradient with respect to the flat
@@ -592,7 +676,8 @@ class MDN:
         return self._save(path, overwrite=overwrite)
 
     def _save(self, path, extra=None, overwrite=True) -> str:
-        return persistence.write(path, self.config, self._arrays(), self.fitted, extra=extra,
+        return persistence.write(path, self.config, self._arrays(), self.fitted,
+                                 x_names=self.x_names, y_names=self.y_names, extra=extra,
                                  overwrite=overwrite)
 
     @classmethod
@@ -628,4 +713,6 @@ def _load(path, backend=None, extra=()):
     model.x_shift, model.x_scale = data["x_shift"], data["x_scale"]
     model.y_shift, model.y_scale = data["y_shift"], data["y_scale"]
     model.fitted = header["fitted"]
+    model.x_names = None if header["x_names"] is None else tuple(header["x_names"])
+    model.y_names = None if header["y_names"] is None else tuple(header["y_names"])
     return model, extras

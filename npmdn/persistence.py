@@ -7,7 +7,8 @@ A model file is a zip archive (NumPy's ``.npz``) of plain ``.npy`` members:
     ``format_version`` (2; version 1 files are read too), ``npmdn_version``,
     ``config`` (the model's constructor arguments), ``fitted``, ``n_params``,
     ``sha256`` (the SHA-256 of each member array's bytes), and from version 2
-    ``extra`` (the names of further members, e.g. ``estimator``).
+    ``x_names`` and ``y_names`` (the columns the model was fitted on, or
+    null) and ``extra`` (the names of further members, e.g. ``estimator``).
 ``params``, ``x_shift``, ``x_scale``, ``y_shift``, ``y_scale``
     the flat parameters in the model's dtype and the standardization, float64.
 
@@ -45,7 +46,7 @@ from ._version import __version__
 FORMAT = "npmdn-model"
 FORMAT_VERSION = 2
 ARRAYS = ("params", "x_shift", "x_scale", "y_shift", "y_scale")
-MAX_HEADER_BYTES = 1 << 20  # the JSON header
+MAX_HEADER_BYTES = 1 << 20  # the JSON header; names of many columns fit easily
 MAX_EXTRA_BYTES = 64 << 20  # an extra member (a JSON document)
 MAX_NPY_HEADER = 1 << 16  # a .npy member's own header (NumPy writes < 200 bytes)
 # Deflate cannot expand a stream by more than about 1032:1, so a member whose
@@ -72,8 +73,17 @@ def bad_file(path, why) -> InvalidModelFile:
 # --------------------------------------------------------------------------
 
 
-def write(path, config: dict, arrays: dict, fitted: bool, *, extra: dict | None = None,
-          overwrite: bool = True) -> str:
+def _checked_names(names, width, what):
+    if names is None:
+        return None
+    names = list(names)
+    if len(names) != width or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what} must be {width} non-empty strings, got {names!r}")
+    return names
+
+
+def write(path, config: dict, arrays: dict, fitted: bool, *, x_names=None, y_names=None,
+          extra: dict | None = None, overwrite: bool = True) -> str:
     """Write a model file at ``path`` (the name is kept as given); returns the path written.
 
     ``extra`` maps further member names to arrays (written and checksummed
@@ -93,6 +103,8 @@ def write(path, config: dict, arrays: dict, fitted: bool, *, extra: dict | None 
         "config": config,
         "fitted": bool(fitted),
         "n_params": int(arrays["params"].shape[0]),
+        "x_names": _checked_names(x_names, config["in_dim"], "x_names"),
+        "y_names": _checked_names(y_names, config["out_dim"], "y_names"),
         "extra": sorted(extra),
         "sha256": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                    for k, v in members.items()},
@@ -148,6 +160,17 @@ def _header(path, blob: bytes) -> dict:
         if not isinstance(extra, list) or not all(isinstance(e, str) for e in extra):
             raise bad_file(path, "its 'extra' must be a list of member names")
     return header
+
+
+def _names(path, header, key, width):
+    names = header.get(key)
+    if names is None:
+        return None
+    if (not isinstance(names, list) or len(names) != width
+            or not all(isinstance(n, str) and n for n in names)):
+        raise bad_file(path, f"its {key!r} must be null or {width} non-empty strings, "
+                       f"got {names!r}")
+    return names
 
 
 class _Members:
@@ -252,7 +275,8 @@ def read(path, layout, extra=()):
     header's configuration needs, raising ``TypeError`` or ``ValueError`` for
     an invalid one; it must not allocate. ``extra`` names further members to
     read (1-D, at most :data:`MAX_EXTRA_BYTES`): ``extras[name]`` is the
-    array, or None where the file has no such member.
+    array, or None where the file has no such member. ``header["x_names"]``
+    and ``["y_names"]`` are set (None in a version 1 file).
 
     Raises ``FileNotFoundError`` for a missing file and
     :class:`InvalidModelFile` (a ``ValueError``) naming the problem for
@@ -289,6 +313,8 @@ def _read(path, fh, size, layout, extra):
     if header["n_params"] != expected["params"][0][0]:
         raise bad_file(path, f"its header says {header['n_params']} parameters, its "
                        f"architecture has {expected['params'][0][0]}")
+    header["x_names"] = _names(path, header, "x_names", config["in_dim"])
+    header["y_names"] = _names(path, header, "y_names", config["out_dim"])
     sums = header["sha256"]
     arrays = {}
     for name, (shape, dtype) in expected.items():

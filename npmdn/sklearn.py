@@ -26,7 +26,7 @@ Files: :meth:`MDNRegressor.save` writes npmdn's model file (``.npz`` with a
 JSON header, no pickle, atomic), with one more member, ``estimator``: a JSON
 document of the estimator's parameters and fitted attributes, checksummed
 like the model's arrays (``persistence.write``'s ``extra``) and read in the
-same pass as the model.
+same pass as the model. ``feature_names_in_`` become the model's ``x_names``.
 :func:`npmdn.load` reads such a file as the plain ``MDN`` it holds;
 :func:`load` reads it back as the estimator. Pickling (what scikit-learn and
 joblib do) works as well: the ``MDN`` pickles by value, its backend by name.
@@ -238,6 +238,11 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             check_consistent_length(np.empty(n_rows), y)
         return y
 
+    def _x_names(self):
+        """``feature_names_in_`` as the model's column names (kept in its file)."""
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(n) for n in names]
+
     def _shaped(self, a) -> np.ndarray:
         """A per-row [N, D] result as float64, [N] when y was 1-D."""
         a = np.asarray(a, dtype=np.float64)
@@ -281,7 +286,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         history = model.fit(
             X, y, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
             lr_schedule=args["lr_schedule"], validation_data=validation,
-            patience=args["patience"], weight_decay=args["weight_decay"],
+            patience=args["patience"], x_names=self._x_names(),
+            weight_decay=args["weight_decay"],
             clip_norm=args["clip_norm"], seed=seed, verbose=args["verbose"],
         )
         self.model_ = model
@@ -324,7 +330,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         step_seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0])
         h = model.fit(
             X, y, epochs=1, batch_size=args["batch_size"], lr=args["lr"],
-            weight_decay=args["weight_decay"], clip_norm=args["clip_norm"],
+            weight_decay=args["weight_decay"], x_names=self._x_names(),
+            clip_norm=args["clip_norm"],
             seed=step_seed, verbose=args["verbose"],
         )
         if first:

@@ -12,16 +12,8 @@ import os
 import numpy as np
 
 from .. import mixture
-from .files import (
-    DataFile,
-    Output,
-    UsageError,
-    csv_text,
-    emit,
-    load_model,
-    model_columns,
-    spec,
-)
+from .data import DataFile, load_model, model_columns, spec
+from .files import Output, UsageError, csv_text, emit
 
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
@@ -67,11 +59,13 @@ def fit(args) -> int:
     model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
                 activation=args.activation, covariance=args.covariance,
                 backend=args.backend, dtype=args.dtype, seed=args.seed)
+    named = data.kind != "npy"  # an .npy's columns have positions, not names
     history = model.fit(
         x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_schedule=args.lr_schedule, validation_split=args.validation_split,
         patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
         verbose=False if args.quiet else None,
+        x_names=x_names if named else None, y_names=y_names if named else None,
     )
     path = out.write(lambda p, overwrite: model.save(p, overwrite=overwrite))
     n_train = x.shape[0] - int(round(args.validation_split * x.shape[0]))  # as fit splits
@@ -88,6 +82,14 @@ def fit(args) -> int:
     return 0
 
 
+def _suffixes(model) -> list[str]:
+    """Column suffixes per output dimension: none for one y, else ``_<name>`` (or ``_j``)."""
+    if model.out_dim == 1:
+        return [""]
+    names = model.y_names or [str(j) for j in range(model.out_dim)]
+    return [f"_{n}" for n in names]
+
+
 def predict(args) -> int:
     out = Output(args.out, None, inputs=[args.model, args.data])
     model = load_model(args.model, args.backend)
@@ -96,7 +98,7 @@ def predict(args) -> int:
     raw = model.mixture_raw(x)  # one pass through the network for every column below
     mean, std = mixture.mean(raw[0], raw[1]), np.sqrt(mixture.variance(*raw))
     d = model.out_dim
-    sfx = [""] if d == 1 else [f"_{j}" for j in range(d)]
+    sfx = _suffixes(model)
     names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
     cols = list(x.T) + list(mean.T) + list(std.T)
     if args.mixture:
@@ -122,7 +124,11 @@ def sample(args) -> int:
     n, j, d = draws.shape
     row = np.repeat(np.arange(n), j)
     draw = np.tile(np.arange(j), n)
-    names = ["row", "draw"] + list(x_names) + (["y"] if d == 1 else [f"y_{i}" for i in range(d)])
+    if model.y_names:
+        y_cols = list(model.y_names)
+    else:
+        y_cols = ["y"] if d == 1 else [f"y_{i}" for i in range(d)]
+    names = ["row", "draw"] + list(x_names) + y_cols
     cols = [row, draw] + [np.repeat(c, j) for c in x.T] + list(draws.reshape(n * j, d).T)
     emit(out, csv_text(names, cols), f"{n * j} draws")
     return 0

@@ -249,6 +249,8 @@ def test_a_flipped_bit_in_the_zip_structure_is_a_value_error(tmp_path, trained):
     ({"n_params": "169"}, "'n_params' must be an integer"),
     ({"config": None}, "configuration is invalid"),
     ({"config": "mdn"}, "configuration is invalid"),
+    ({"x_names": ["a", "b"]}, "'x_names' must be null or 1"),
+    ({"x_names": [3]}, "'x_names' must be null or 1"),
     ({"extra": "estimator"}, "'extra' must be a list"),
 ])
 def test_crafted_header_fields_are_value_errors(tmp_path, trained, change, message):
@@ -416,9 +418,20 @@ def test_version_1_files_still_load(tmp_path, trained):
     _v1_file(tmp_path / "v1.npz", m)
     back = npmdn.load(tmp_path / "v1.npz", backend="numpy")
     assert back.params.tobytes() == m.params.tobytes() and back.fitted
+    assert back.x_names is None and back.y_names is None
     np.testing.assert_array_equal(back.log_prob(d.x, d.y), m.log_prob(d.x, d.y))
     back.save(tmp_path / "v2.npz")
     assert _header_of(tmp_path / "v2.npz")["format_version"] == 2
+
+
+def test_column_names_round_trip(tmp_path, trained):
+    m, d = trained
+    m.fit(d.x, d.y, epochs=1, verbose=False, x_names=["dose"], y_names=["response"])
+    m.save(tmp_path / "named.npz")
+    back = npmdn.load(tmp_path / "named.npz")
+    assert (back.x_names, back.y_names) == (("dose",), ("response",))
+    header = _header_of(tmp_path / "named.npz")
+    assert (header["x_names"], header["y_names"]) == (["dose"], ["response"])
 
 
 def test_a_bad_backend_is_not_a_bad_file(tmp_path, trained, monkeypatch):

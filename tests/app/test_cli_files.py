@@ -1,6 +1,8 @@
 """The command's outputs and inputs at their edges: special files and links as --out,
-two runs racing for one default name, and the environment."""
+two runs racing for one default name, the columns a model was fitted on, and the
+environment."""
 
+import json
 import os
 import socket
 import stat
@@ -10,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-from test_cli import ROOT, run
+from test_cli import ROOT, read_csv, run
 
 import npmdn
 
@@ -140,6 +142,55 @@ def test_runs_racing_for_the_default_name_never_lose_a_model(small, tmp_path):
     seeds = sorted(npmdn.load(work / name).params[0] for name in said)
     assert len(set(seeds)) == n  # three different models, none lost
     assert sorted(os.listdir(work)) == said  # and no temporary files
+
+
+# ------------------------------------------------------------------------------------
+# item 10: the columns a model was fitted on
+# ------------------------------------------------------------------------------------
+
+
+def test_the_columns_fitted_on_are_used_by_name(small, tmp_path):
+    d, temp, pressure, y = small
+    m = npmdn.load(d / "m.npz", backend="numpy")
+    assert (m.x_names, m.y_names) == (("pressure",), ("y",))
+    # another file with temp first: predict reads pressure, not the first column
+    with open(tmp_path / "new.csv", "w") as f:
+        f.write("temp,pressure\n")
+        f.writelines(f"{a!r},{b!r}\n" for a, b in
+                     zip(temp.tolist(), pressure.tolist(), strict=True))
+    names, table = read_csv(run("predict", d / "m.npz", "new.csv", cwd=tmp_path,
+                                check=0).stdout, text=True)
+    assert names == ["pressure", "mean", "std"]
+    np.testing.assert_array_equal(table[:, 0], pressure)
+    np.testing.assert_array_equal(table[:, 1].astype(np.float32), m.predict(pressure)[:, 0])
+    names, _ = read_csv(run("sample", d / "m.npz", "new.csv", cwd=tmp_path, check=0).stdout,
+                        text=True)
+    assert names == ["row", "draw", "pressure", "y"]
+    scored = run("score", d / "m.npz", d / "train.csv", "--json", cwd=tmp_path, check=0)
+    assert json.loads(scored.stdout)["nll"] == pytest.approx(m.nll(pressure, y), rel=1e-5)
+    # a file without them is refused, naming them
+    with open(tmp_path / "other.csv", "w") as f:
+        f.write("temp\n1.0\n")
+    proc = run("predict", d / "m.npz", "other.csv", cwd=tmp_path, check=2)
+    assert "'pressure'" in proc.stderr and "--x" in proc.stderr
+    proc = run("score", d / "m.npz", "new.csv", cwd=tmp_path, check=2)
+    assert "fitted on the y column 'y'" in proc.stderr
+
+
+def test_outputs_are_labelled_with_the_names(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(100, 2))
+    np.savez(tmp_path / "d.npz", a=x[:, 0], b=x[:, 1], up=x.sum(1), down=-x[:, 0])
+    run("fit", "d.npz", "--x", "a,b", "--y", "up,down", "--hidden", "4", "--epochs", 1, "-k", 2,
+        "--out", "m.npz", cwd=tmp_path, check=0)
+    names, _ = read_csv(run("predict", "m.npz", "d.npz", "--mixture", cwd=tmp_path,
+                            check=0).stdout, text=True)
+    assert names == ["a", "b", "mean_up", "mean_down", "std_up", "std_down", "pi_0", "pi_1",
+                     "mu_0_up", "mu_0_down", "mu_1_up", "mu_1_down", "sigma_0_up",
+                     "sigma_0_down", "sigma_1_up", "sigma_1_down"]
+    names, _ = read_csv(run("sample", "m.npz", "d.npz", cwd=tmp_path, check=0).stdout,
+                        text=True)
+    assert names == ["row", "draw", "a", "b", "up", "down"]
 
 
 # ------------------------------------------------------------------------------------
