@@ -14,7 +14,10 @@ from ._arrays import array_module, is_device_array
 
 
 class InputDTypeError(TypeError, ValueError):
-    """A wrong dtype. Both a ``TypeError`` and a ``ValueError``, so either catches it."""
+    """A wrong dtype or kind of argument. Both a ``TypeError`` and a ``ValueError``,
+    so either catches it; public as ``npmdn.InputDTypeError``."""
+
+    __module__ = "npmdn"
 
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -151,6 +154,31 @@ def mixture_args(logits, mu, log_sigma, y=None):
     for nm, a in arrays:
         check_finite(a, nm, xp)
     return n, k, d, s
+
+
+def like_mixture(y, like, name: str = "y"):
+    """Targets of the log-likelihood functions in the dtype of the mixture array ``like``.
+
+    Any real dtype is accepted and converted (float64 targets of a float32
+    mixture are rounded to float32, the precision the kernels compute in);
+    booleans, complex numbers, strings and objects are refused. Shapes and
+    values are checked by :func:`mixture_args`.
+    """
+    if is_device_array(y) != is_device_array(like):
+        raise InputDTypeError(
+            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
+        )
+    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
+    if y.dtype.kind not in "iuf":
+        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
+    dtype = getattr(like, "dtype", None)
+    if dtype in FLOAT_DTYPES and y.dtype != dtype:
+        y = array_module(y).asarray(y, dtype=dtype)
+    return y
 
 
 def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):

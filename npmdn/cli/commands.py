@@ -18,6 +18,30 @@ from .files import Output, UsageError, csv_text, emit
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
 
+# --------------------------------------------------------------------------
+# sizes checked before any work
+# --------------------------------------------------------------------------
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+
+
+def check_memory(need: float, what: str) -> None:
+    """Refuse work whose arrays cannot fit in this machine's memory at all."""
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise UsageError(f"{what} needs about {_gb(need)} of memory, and this machine has "
+                         f"{_gb(have)}")
+
+
 def headless_matplotlib() -> None:
     """The command only writes files: draw with Agg, whatever display there is."""
     try:
@@ -45,7 +69,7 @@ def demo(args) -> int:
 
 
 def fit(args) -> int:
-    from ..model import MDN
+    from ..model import MDN, count_params
 
     out = Output(args.out, "model.npz", inputs=[args.data])
     if args.x is None or args.y is None:
@@ -56,6 +80,14 @@ def fit(args) -> int:
     overlap = set(x_names) & set(y_names)
     if overlap:
         raise UsageError(f"column(s) {', '.join(sorted(overlap))} chosen for both x and y")
+    n_params = count_params(x.shape[1], y.shape[1], args.components, args.hidden,
+                            args.covariance)
+    head = count_params(0, y.shape[1], args.components, (), args.covariance)
+    itemsize = np.dtype(args.dtype).itemsize
+    # parameters, gradients, Adam's two moments, the best and last good weights, the
+    # float64 initialisation; the head's gradient of a batch
+    check_memory(n_params * (6 * itemsize + 8) + 2 * args.batch_size * head * itemsize,
+                 f"a network of {n_params:,} parameters (--hidden, -k)")
     model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
                 activation=args.activation, covariance=args.covariance,
                 backend=args.backend, dtype=args.dtype, seed=args.seed)
@@ -95,6 +127,9 @@ def predict(args) -> int:
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
     x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
+    if args.mixture:
+        width = len(x_names) + model.out_dim * (2 + 2 * model.n_components) + model.n_components
+        check_memory(x.shape[0] * width * 40.0, f"--mixture for {x.shape[0]:,} rows")
     raw = model.mixture_raw(x)  # one pass through the network for every column below
     mean, std = mixture.mean(raw[0], raw[1]), np.sqrt(mixture.variance(*raw))
     d = model.out_dim
@@ -120,8 +155,11 @@ def sample(args) -> int:
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
     x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
-    draws = model.sample(x, args.n_samples, seed=args.seed)  # [N, J, D]
-    n, j, d = draws.shape
+    n, j, d = x.shape[0], args.n_samples, model.out_dim
+    # the draws, and their CSV text (about 25 bytes a value) before it is written
+    check_memory(n * j * (d * 8.0 + (2 + len(x_names) + d) * 40.0),
+                 f"-n {j} draws for each of {n:,} rows ({n * j:,} lines of CSV)")
+    draws = model.sample(x, j, seed=args.seed)  # [N, J, D]
     row = np.repeat(np.arange(n), j)
     draw = np.tile(np.arange(j), n)
     if model.y_names:

@@ -1,7 +1,8 @@
 """The command's data files: reading columns, and choosing them for a saved model.
 
 :class:`DataFile` opens CSV (``.tsv`` tab-separated), ``.npz`` or ``.npy`` and
-parses only the columns asked for. :func:`model_columns` chooses x (and y) for a
+parses only the columns asked for; a cell is a number only in plain decimal
+form (:func:`parse_number`). :func:`model_columns` chooses x (and y) for a
 saved model: those named by ``--x``/``--y``, else the columns the model was
 fitted on, found by name, else (a model that does not know them) the
 positional defaults. Every bad input raises :class:`~npmdn.cli.files.UsageError`.
@@ -32,6 +33,25 @@ def spec(text: str | None):
     if not all(items):
         raise UsageError(f"empty entry in the column list {text!r}")
     return items
+
+
+SEPARATORS = {";": "semicolon", "\t": "tab", "|": "vertical bar", ",": "comma"}
+
+
+def parse_number(cell: str) -> float | None:
+    """A CSV cell as a float, or None when it is not a plain decimal number.
+
+    Python's ``float`` also takes ``1_0`` (as 10) and non-ASCII digits; a data
+    file with those is more likely wrong than meant, so they are refused like
+    any other text. ``nan`` and ``inf`` parse (and are then refused as not finite).
+    """
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    if "_" in cell or not cell.isascii():
+        return None
+    return v
 
 
 class DataFile:
@@ -80,6 +100,7 @@ class DataFile:
             raise UsageError(f"cannot read {self.path}: {exc.strerror}") from exc
         if header is None:
             raise UsageError(f"{self.path} is empty: a header row and data rows are needed")
+        self._check_separator(header, rows, delimiter)
         self.names = [h.strip() for h in header]
         if not rows:
             raise UsageError(f"{self.path} has a header but no data rows")
@@ -91,6 +112,23 @@ class DataFile:
                 )
         self._rows, self._lines = rows, lines
         self.n_rows = len(rows)
+
+    def _check_separator(self, header, rows, delimiter):
+        """A header of one field holding another separator: the file uses that one."""
+        if len(header) != 1:
+            return
+        for sep, name in SEPARATORS.items():
+            if sep == delimiter or sep not in header[0]:
+                continue
+            if rows and rows[0] and sep not in rows[0][0]:
+                continue
+            want = "tab" if delimiter == "\t" else "comma"
+            raise UsageError(
+                f"{self.path} looks {name}-separated (its header {header[0]!r} is one "
+                f"{want}-separated column); npmdn reads {want}-separated files "
+                f"({'.tsv' if delimiter == chr(9) else '.csv'}): convert it, or name it "
+                f"{'.tsv' if sep == chr(9) else 'with commas'}"
+            )
 
     def _read_npz(self):
         try:
@@ -202,11 +240,10 @@ class DataFile:
         out = np.empty(self.n_rows)
         for i, (row, line) in enumerate(zip(self._rows, self._lines, strict=True)):
             cell = row[j].strip()
-            try:
-                v = float(cell)
-            except ValueError:
+            v = parse_number(cell)
+            if v is None:
                 what = "an empty cell" if not cell else f"{cell!r} is not a number"
-                raise UsageError(f"{self.path} line {line}, column {name!r}: {what}") from None
+                raise UsageError(f"{self.path} line {line}, column {name!r}: {what}")
             if not math.isfinite(v):
                 raise UsageError(
                     f"{self.path} line {line}, column {name!r}: {cell!r} is not a finite "

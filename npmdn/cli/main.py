@@ -189,6 +189,11 @@ def main(argv=None) -> int:
     except NonFiniteLossError as exc:
         print(f"{prog}: training diverged: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except MemoryError as exc:
+        what = f" ({_one_line(exc)})" if str(exc) else ""
+        print(f"{prog}: error: out of memory{what}: try fewer rows, draws, components or "
+              "smaller --hidden", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # the reader of our standard output went away (e.g. `| head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -140,7 +140,7 @@ def _args(n=4, k=3, d=2, s=2, dtype=np.float64):
     (lambda a: a.__setitem__(2, a[2][:, :, :1].repeat(3, 2)), ValueError, "log_sigma"),
     (lambda a: a.__setitem__(0, a[0][0]), ValueError, "logits must be 2-D"),
     (lambda a: a.__setitem__(0, a[0].astype(np.float32)), TypeError, "share one float dtype"),
-    (lambda a: a.__setitem__(3, a[3].astype(np.int64)), TypeError, "float32 or float64"),
+    (lambda a: a.__setitem__(3, a[3].astype(complex)), TypeError, "y must hold real numbers"),
     (lambda a: a[1].__setitem__((0, 0, 0), np.nan), ValueError, "mu must be finite"),
     (lambda a: a[2].__setitem__((1, 0, 0), np.inf), ValueError, "log_sigma must be finite"),
 ])

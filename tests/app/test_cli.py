@@ -352,6 +352,8 @@ BAD_FILES = {
     "garbage.npz": "this is not a zip archive",
     "existing.csv": "results the user keeps\n",
     "existing.png": "a figure the user keeps",
+    "underscore.csv": "x,y\n1,2\n1_0,3\n",
+    "semicolon.csv": "x;y\n1;2\n3;4\n",
 }
 
 BAD = [
@@ -396,6 +398,14 @@ BAD = [
     (["predict", "method.npz", "data.csv"], "compression method 1"),
     (["predict", "huge.npz", "data.csv"], "architecture"),
     (["score", "nosums.npz", "data.csv"], "'sha256' must map"),
+    # absurd sizes: refused before the work, not a MemoryError
+    (["sample", "model.npz", "data.csv", "-n", "1000000000"], "memory"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--hidden", "100000,100000"], "memory"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "-k", "1000000000"], "memory"),
+    (["predict", "model.npz", "data.csv", "--out", "sub/"], "ends in a path separator"),
+    # CSV that only looks numeric, or is not comma-separated
+    (["fit", "underscore.csv", "--x", "x", "--y", "y"], "'1_0' is not a number"),
+    (["fit", "semicolon.csv", "--x", "x", "--y", "y"], "semicolon-separated"),
 ]
 
 
