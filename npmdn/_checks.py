@@ -91,12 +91,14 @@ def int_arg(value, name: str, minimum: int | None = None, maximum: int | None = 
 def float_arg(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputDTypeError(f"{name} must be a real number, got {type(value).__name__}")
+    # a float32 is shown as it was given (0.1, not 0.10000000149011612)
+    shown = str(value) if isinstance(value, np.floating) else repr(float(value))
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise ValueError(f"{name} must be finite, got {shown}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+        raise ValueError(f"{name} must be {op} {minimum}, got {shown}")
     return value
 
 

@@ -49,7 +49,8 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     test = datasets.load(key, n_test, seed=seed + 1)
     model = MDN(1, 1, cfg["n_components"], hidden=cfg["hidden"], backend=backend, seed=seed)
     history = model.fit(train.x, train.y, epochs=cfg["epochs"], batch_size=BATCH_SIZE,
-                        lr=cfg["lr"], lr_schedule="cosine", verbose=verbose)
+                        lr=cfg["lr"], lr_schedule="cosine", validation_split=0.0,
+                        verbose=verbose)
     result = {
         "problem": key,
         "backend": model.backend.name,

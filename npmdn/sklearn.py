@@ -54,7 +54,15 @@ from .backend import Backend
 from .model import MDN
 from .model import _load as _load_model
 from .predictive import Mixture
-from .training import LR_SCHEDULES, History
+from .training import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
+    DEFAULT_VALIDATION_SPLIT,
+    LR_SCHEDULES,
+    History,
+)
 
 ESTIMATOR_FORMAT = "npmdn-sklearn"
 ESTIMATOR_FORMAT_VERSION = 1
@@ -128,11 +136,11 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         activation="tanh",
         covariance="diagonal",
         *,
-        epochs=100,
-        batch_size=256,
-        lr=3e-3,
-        lr_schedule="cosine",
-        validation_fraction=0.1,
+        epochs=DEFAULT_EPOCHS,
+        batch_size=DEFAULT_BATCH_SIZE,
+        lr=DEFAULT_LR,
+        lr_schedule=DEFAULT_LR_SCHEDULE,
+        validation_fraction=DEFAULT_VALIDATION_SPLIT,
         n_iter_no_change=None,
         weight_decay=0.0,
         clip_norm=None,
@@ -286,7 +294,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         history = model.fit(
             X, y, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
             lr_schedule=args["lr_schedule"], validation_data=validation,
-            patience=args["patience"], x_names=self._x_names(),
+            validation_split=0.0, patience=args["patience"], x_names=self._x_names(),
             weight_decay=args["weight_decay"],
             clip_norm=args["clip_norm"], seed=seed, verbose=args["verbose"],
         )
@@ -330,8 +338,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         step_seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0])
         h = model.fit(
             X, y, epochs=1, batch_size=args["batch_size"], lr=args["lr"],
-            weight_decay=args["weight_decay"], x_names=self._x_names(),
-            clip_norm=args["clip_norm"],
+            lr_schedule="constant", validation_split=0.0, weight_decay=args["weight_decay"],
+            x_names=self._x_names(), clip_norm=args["clip_norm"],
             seed=step_seed, verbose=args["verbose"],
         )
         if first:

@@ -2,20 +2,58 @@
 
 Argument errors are :class:`~npmdn.cli.files.UsageError`; :func:`npmdn.cli.main.main`
 turns them (and the library's ``ValueError``) into one line and exit status 2.
+The library's messages name its parameters (``clip_norm``); :func:`options`
+says them as the command's options (``--clip-norm``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 
 import numpy as np
 
 from .. import mixture
+from ..training import stop_note
 from .data import DataFile, load_model, model_columns, spec
 from .files import Output, UsageError, csv_text, emit
 
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+# The library's parameter names and the options that set them, in one place.
+OPTION_OF = {
+    "n_components": "-k/--components", "hidden layer width": "--hidden", "hidden": "--hidden",
+    "activation": "--activation", "covariance": "--covariance", "dtype": "--dtype",
+    "epochs": "--epochs", "batch_size": "--batch-size", "lr_schedule": "--lr-schedule",
+    "lr": "--lr", "validation_split": "--validation-split", "patience": "--patience",
+    "weight_decay": "--weight-decay", "clip_norm": "--clip-norm", "seed": "--seed",
+    "n_samples": "-n/--n-samples",
+}
+_ANYWHERE = re.compile(r"(?<![\w-])(" + "|".join(
+    re.escape(k) for k in sorted(OPTION_OF, key=len, reverse=True) if "_" in k or k == "lr"
+) + r")(=?)(?![\w])")
+_AT_START = re.compile(r"^(" + "|".join(
+    re.escape(k) for k in sorted(OPTION_OF, key=len, reverse=True)) + r")(?= |=|:)")
+
+
+def option_names(message: str) -> str:
+    """A library message with its parameter names said as the command's options:
+    ``clip_norm must be > 0`` -> ``--clip-norm must be > 0``, ``validation_split=0``
+    -> ``--validation-split 0``."""
+    message = _AT_START.sub(lambda m: OPTION_OF[m.group(1)], message)
+    return _ANYWHERE.sub(lambda m: OPTION_OF[m.group(1)] + (" " if m.group(2) else ""),
+                         message)
+
+
+@contextlib.contextmanager
+def options():
+    """Errors of the library's argument checks, re-raised in the command's words."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise UsageError(option_names(str(exc))) from exc
 
 
 # --------------------------------------------------------------------------
@@ -58,6 +96,11 @@ def _figure_writer(out: Output):
     return lambda fig: out.write(lambda p, overwrite: save_figure(fig, p, overwrite=overwrite))
 
 
+# --------------------------------------------------------------------------
+# the subcommands
+# --------------------------------------------------------------------------
+
+
 def demo(args) -> int:
     from ..demo import run_demo
 
@@ -75,40 +118,46 @@ def fit(args) -> int:
     if args.x is None or args.y is None:
         raise UsageError("fit needs --x and --y: the columns (or .npz arrays) of x and of y")
     data = DataFile(args.data)
-    x, x_names = data.select(spec(args.x))
-    y, y_names = data.select(spec(args.y))
+    x, x_names, _ = data.select(spec(args.x))
+    y, y_names, _ = data.select(spec(args.y))
     overlap = set(x_names) & set(y_names)
     if overlap:
         raise UsageError(f"column(s) {', '.join(sorted(overlap))} chosen for both x and y")
-    n_params = count_params(x.shape[1], y.shape[1], args.components, args.hidden,
-                            args.covariance)
-    head = count_params(0, y.shape[1], args.components, (), args.covariance)
+    with options():
+        n_params = count_params(x.shape[1], y.shape[1], args.components, args.hidden,
+                                args.covariance)
+        head = count_params(0, y.shape[1], args.components, (), args.covariance)
     itemsize = np.dtype(args.dtype).itemsize
     # parameters, gradients, Adam's two moments, the best and last good weights, the
     # float64 initialisation; the head's gradient of a batch
     check_memory(n_params * (6 * itemsize + 8) + 2 * args.batch_size * head * itemsize,
                  f"a network of {n_params:,} parameters (--hidden, -k)")
-    model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
-                activation=args.activation, covariance=args.covariance,
-                backend=args.backend, dtype=args.dtype, seed=args.seed)
+    with options():
+        model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
+                    activation=args.activation, covariance=args.covariance,
+                    backend=args.backend, dtype=args.dtype, seed=args.seed)
     named = data.kind != "npy"  # an .npy's columns have positions, not names
-    history = model.fit(
-        x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_schedule=args.lr_schedule, validation_split=args.validation_split,
-        patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
-        verbose=False if args.quiet else None,
-        x_names=x_names if named else None, y_names=y_names if named else None,
-    )
+    with options():
+        history = model.fit(
+            x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            lr_schedule=args.lr_schedule, validation_split=args.validation_split,
+            patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+            verbose=False if args.quiet else None,
+            x_names=x_names if named else None, y_names=y_names if named else None,
+        )
     path = out.write(lambda p, overwrite: model.save(p, overwrite=overwrite))
-    n_train = x.shape[0] - int(round(args.validation_split * x.shape[0]))  # as fit splits
-    line = (f"trained {history.epochs} epochs on {n_train} rows in {history.seconds:.2f} s "
-            f"(backend {model.backend.name}): train NLL {history.train_nll[-1]:.4f}")
+    line = (f"trained {history.epochs} epochs on {history.n_train} rows in "
+            f"{history.seconds:.2f} s (backend {model.backend.name}): train NLL "
+            f"{history.train_nll[-1]:.4f}")
     if history.val_nll:
         best = history.best_epoch
         line += (f", validation NLL {history.val_nll[-1]:.4f}"
                  f" (best {history.val_nll[best - 1]:.4f} at epoch {best}")
         line += ", weights of that epoch kept)" if history.restored_best else ")"
     print(line)
+    note = stop_note(history, args.patience, "--patience")
+    if note:
+        print(note)
     print(f"x = {', '.join(x_names)}; y = {', '.join(y_names)}")
     print(f"model saved to {path}")
     return 0
@@ -126,7 +175,7 @@ def predict(args) -> int:
     out = Output(args.out, None, inputs=[args.model, args.data])
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
+    x, x_names, x_source, _ = model_columns(data, model, spec(args.x), None, need_y=False)
     if args.mixture:
         width = len(x_names) + model.out_dim * (2 + 2 * model.n_components) + model.n_components
         check_memory(x.shape[0] * width * 40.0, f"--mixture for {x.shape[0]:,} rows")
@@ -135,7 +184,7 @@ def predict(args) -> int:
     d = model.out_dim
     sfx = _suffixes(model)
     names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
-    cols = list(x.T) + list(mean.T) + list(std.T)
+    cols = list(x_source) + list(mean.T) + list(std.T)
     if args.mixture:
         pi, mu, sigma = mixture.params(*raw)
         k_range = range(model.n_components)
@@ -154,7 +203,7 @@ def sample(args) -> int:
     out = Output(args.out, None, inputs=[args.model, args.data])
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, x_names, _ = model_columns(data, model, spec(args.x), None, need_y=False)
+    x, x_names, x_source, _ = model_columns(data, model, spec(args.x), None, need_y=False)
     n, j, d = x.shape[0], args.n_samples, model.out_dim
     # the draws, and their CSV text (about 25 bytes a value) before it is written
     check_memory(n * j * (d * 8.0 + (2 + len(x_names) + d) * 40.0),
@@ -167,7 +216,7 @@ def sample(args) -> int:
     else:
         y_cols = ["y"] if d == 1 else [f"y_{i}" for i in range(d)]
     names = ["row", "draw"] + list(x_names) + y_cols
-    cols = [row, draw] + [np.repeat(c, j) for c in x.T] + list(draws.reshape(n * j, d).T)
+    cols = [row, draw] + [np.repeat(c, j) for c in x_source] + list(draws.reshape(n * j, d).T)
     emit(out, csv_text(names, cols), f"{n * j} draws")
     return 0
 
@@ -175,7 +224,7 @@ def sample(args) -> int:
 def score(args) -> int:
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    x, _, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
     scores = model.score(x, y)
     if args.json:
         print(json.dumps({"rows": x.shape[0], **{k: _jsonable(v) for k, v in scores.items()}}))
@@ -213,9 +262,9 @@ def plot(args) -> int:
         )
     stem = os.path.splitext(os.path.basename(args.model))[0]
     out = Output(args.out, f"{stem}.png", inputs=[args.model, args.data],
-                  formats=FIGURE_FORMATS)
+                 formats=FIGURE_FORMATS)
     data = DataFile(args.data)
-    x, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    x, _, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
     fig = plot.plot_fit(model, x, y, title=args.title or f"npmdn: {args.model}", seed=args.seed)
     path = _figure_writer(out)(fig)
     print(f"figure written to {path}")

@@ -253,16 +253,20 @@ class DataFile:
         return out
 
     def select(self, tokens):
-        """The columns named by ``tokens`` as float64 [N, C], and their names."""
+        """``(values, names, source)``: the columns named by ``tokens`` as float64
+        [N, C], their names, and each column as stored (float32 stays float32, so
+        that it is written back as it was read)."""
         if self.kind == "npz":
             return self._select_npz(tokens)
         idx = [self.index(t) for t in tokens]
         names = [self.names[j] for j in idx]
         if self.kind == "npy":
-            arr = self._matrix[:, idx].astype(np.float64)
-            self._check_finite(arr, lambda i, c: f"row {i}, column {idx[c]} is {arr[i, c]}")
-            return arr, names
-        return np.stack([self._csv_column(j) for j in idx], axis=1), names
+            raw = self._matrix[:, idx]
+            arr = raw.astype(np.float64)
+            self._check_finite(arr, lambda i, c: f"row {i}, column {idx[c]} is {raw[i, c]}")
+            return arr, names, list(raw.T)
+        arr = np.stack([self._csv_column(j) for j in idx], axis=1)
+        return arr, names, list(arr.T)
 
     def _check_finite(self, arr, where):
         bad = ~np.isfinite(arr)
@@ -300,15 +304,16 @@ class DataFile:
             self._check_finite(a.astype(np.float64),
                                lambda i, c, key=key, a=a: f"array {key!r} holds {a[i, c]} at "
                                f"row {i}")
-            cols.append(a.astype(np.float64))
-        arr = np.concatenate(cols, axis=1)
-        if arr.shape[0] == 0:
+            cols.append(a)
+        raw = np.concatenate(cols, axis=1) if len({c.dtype for c in cols}) == 1 else \
+            np.concatenate([c.astype(np.float64) for c in cols], axis=1)
+        if raw.shape[0] == 0:
             raise UsageError(f"{self.path}: the arrays have no rows")
-        return arr, names
+        return raw.astype(np.float64), names, list(raw.T)
 
 
 def model_columns(data: DataFile, model, xspec, yspec, need_y: bool):
-    """``(x, x_names, y)`` for a saved model: the columns chosen by
+    """``(x, x_names, x_source, y)`` for a saved model: the columns chosen by
     --x/--y, else those the model was fitted on (by name), else the defaults of
     the module docstring; widths checked against the model."""
     d_in, d_out = model.in_dim, model.out_dim
@@ -321,7 +326,7 @@ def model_columns(data: DataFile, model, xspec, yspec, need_y: bool):
         yspec = data.find(y_names, "y", "--y")
     if xspec is None or (need_y and yspec is None):
         xspec, yspec = _unnamed_defaults(data, model, xspec, yspec, need_y, plural)
-    x, xn = data.select(xspec)
+    x, xn, x_source = data.select(xspec)
     if x.shape[1] != d_in:
         raise UsageError(
             f"wrong width for the model: it takes {plural(d_in, 'x')}, but the x selection "
@@ -329,7 +334,7 @@ def model_columns(data: DataFile, model, xspec, yspec, need_y: bool):
         )
     y = None
     if need_y:
-        y, yn = data.select(yspec)
+        y, yn, _ = data.select(yspec)
         if y.shape[1] != d_out:
             raise UsageError(
                 f"wrong width for the model: it predicts {plural(d_out, 'y')}, but the y "
@@ -337,7 +342,7 @@ def model_columns(data: DataFile, model, xspec, yspec, need_y: bool):
             )
         if y.shape[0] != x.shape[0]:
             raise UsageError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-    return x, xn, y
+    return x, xn, x_source, y
 
 
 def _unnamed_defaults(data, model, xspec, yspec, need_y, plural):

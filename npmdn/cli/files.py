@@ -129,7 +129,8 @@ def emit(out: Output, text: str, what: str) -> None:
 
 
 def as_text(col) -> np.ndarray:
-    """Shortest text that reads back to the same float (float32 stays short)."""
+    """Shortest text that reads back to the same number in the column's own dtype:
+    a float32 0.04729 is written ``0.04729``, not as the double it widens to."""
     return np.asarray(col).astype(str)
 
 

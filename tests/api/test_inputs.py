@@ -159,3 +159,11 @@ def test_functional_empty_batch():
         npmdn.mixture_nll(*args, backend="numpy")
     with pytest.raises(ValueError, match="empty"):
         npmdn.mixture_sample(*args[:3], 1, seed=0, backend="numpy")
+
+
+def test_float32_arguments_are_shown_as_given(model):
+    """A float32 in a message reads as it was typed, not as the double it widens to."""
+    with pytest.raises(ValueError, match=r"lr must be > 0.0, got -0.04729$"):
+        model.fit(GOOD_X, GOOD_Y, epochs=1, lr=np.float32(-0.04729), verbose=False)
+    with pytest.raises(ValueError, match=r"temperature must be >= 0.0, got -0.1$"):
+        model.sample(GOOD_X, temperature=np.float32(-0.1))

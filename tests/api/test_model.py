@@ -23,7 +23,7 @@ def test_fit_reduces_nll_and_records_history():
     d = small_data()
     m = make()
     before = m.nll(d.x, d.y)
-    h = m.fit(d.x, d.y, epochs=15, batch_size=64, lr=1e-2, verbose=False)
+    h = m.fit(d.x, d.y, epochs=15, batch_size=64, lr=1e-2, validation_split=0, verbose=False)
     assert h.epochs == 15 and len(h.train_nll) == 15 and h.val_nll == []
     assert m.nll(d.x, d.y) < before - 0.5
     assert h.train_nll[-1] < h.train_nll[0]
@@ -116,7 +116,8 @@ def test_non_finite_loss_stops_with_epoch_and_keeps_finite_weights():
     d = small_data()
     m = make()
     with pytest.raises(npmdn.NonFiniteLossError, match=r"epoch \d+") as info:
-        m.fit(d.x, d.y, epochs=50, batch_size=None, lr=1e8, optimizer="sgd", verbose=False)
+        m.fit(d.x, d.y, epochs=50, batch_size=None, lr=1e8, optimizer="sgd",
+              validation_split=0, verbose=False)
     assert "finite" in str(info.value)
     assert np.isfinite(m.params).all()
     assert np.isfinite(m.nll(d.x, d.y))

@@ -406,6 +406,10 @@ BAD = [
     # CSV that only looks numeric, or is not comma-separated
     (["fit", "underscore.csv", "--x", "x", "--y", "y"], "'1_0' is not a number"),
     (["fit", "semicolon.csv", "--x", "x", "--y", "y"], "semicolon-separated"),
+    # the library's checks in the command's words
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--clip-norm", "-1"], "--clip-norm must be >"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--validation-split", "1.5"],
+     "--validation-split must be in [0, 1)"),
 ]
 
 

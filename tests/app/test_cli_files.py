@@ -1,7 +1,9 @@
 """The command's outputs and inputs at their edges: special files and links as --out,
-two runs racing for one default name, the columns a model was fitted on, and the
-environment."""
+two runs racing for one default name, the columns a model was fitted on, the
+environment, and the defaults it shows and says."""
 
+import argparse
+import inspect
 import json
 import os
 import socket
@@ -15,6 +17,8 @@ import pytest
 from test_cli import ROOT, read_csv, run
 
 import npmdn
+from npmdn.cli import build_parser
+from npmdn.cli.main import _Help
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="FIFOs, links and /proc are POSIX")
 
@@ -193,6 +197,15 @@ def test_outputs_are_labelled_with_the_names(tmp_path):
     assert names == ["row", "draw", "a", "b", "up", "down"]
 
 
+def test_float32_inputs_are_echoed_as_read(tmp_path):
+    x = np.array([0.04729, 1.1, -3.3], dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=x * 2)
+    run("fit", "d.npz", "--x", "x", "--y", "y", "--hidden", "3", "--epochs", 1,
+        "--validation-split", 0, "--out", "m.npz", cwd=tmp_path, check=0)
+    out = run("predict", "m.npz", "d.npz", cwd=tmp_path, check=0).stdout
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["0.04729", "1.1", "-3.3"]
+
+
 # ------------------------------------------------------------------------------------
 # item 11: the environment, named when it is wrong
 # ------------------------------------------------------------------------------------
@@ -210,3 +223,54 @@ def test_a_bad_npmdn_backend_is_named(small, tmp_path):
             npmdn.get_backend()
         finally:
             del os.environ["NPMDN_BACKEND"]
+
+
+# ------------------------------------------------------------------------------------
+# item 13: one set of defaults, shown and said
+# ------------------------------------------------------------------------------------
+
+
+def test_python_and_command_defaults_are_one_set():
+    fit = build_parser()._subparsers._group_actions[0].choices["fit"]
+    opt = {a.dest: a.default for a in fit._actions}
+    sig = inspect.signature(npmdn.MDN.fit).parameters
+    assert sig["lr"].default == opt["lr"] == 3e-3
+    assert sig["lr_schedule"].default == opt["lr_schedule"] == "cosine"
+    assert sig["epochs"].default == opt["epochs"] and sig["batch_size"].default == \
+        opt["batch_size"]
+    assert opt["validation_split"] == 0.1
+    d = npmdn.datasets.heteroscedastic(200, seed=0)
+    m = npmdn.MDN(1, 1, 2, hidden=(4,), seed=0, backend="numpy")
+    h = m.fit(d.x, d.y, epochs=3, verbose=False)
+    assert (h.n_train, h.n_val, len(h.val_nll)) == (180, 20, 3)  # 10% held out by default
+    assert h.lr[0] == pytest.approx(3e-3) and h.lr[-1] == pytest.approx(3e-5)
+    h = m.fit(d.x, d.y, epochs=1, validation_data=(d.x[:5], d.y[:5]), verbose=False)
+    assert (h.n_train, h.n_val) == (200, 5)  # given validation data: no split
+
+
+def test_every_default_is_in_the_help(tmp_path):
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        fmt = _Help(name)
+        for action in sub._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or \
+                    isinstance(action, argparse._HelpAction):
+                continue
+            assert "default" in fmt._get_help_string(action), (name, action.dest)
+    text = run("fit", "-h", cwd=tmp_path, check=0).stdout
+    for shown in ("(default: 0.003)", "(default: cosine)", "(default: 0.1)", "(default: 256)",
+                  "(default: 100)", "(default: 64,64)", "(default: 5)", "(default: float32)"):
+        assert shown in text, shown
+
+
+def test_an_early_stop_is_said(small, tmp_path):
+    d, *_ = small
+    proc = run("fit", d / "train.csv", "--x", "pressure", "--y", "y", "--hidden", "4",
+               "--epochs", 200, "--lr", 0.05, "--patience", 2, "--out", "m.npz", cwd=tmp_path,
+               check=0)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("stopped early"))
+    assert "--patience 2" in line and "validation NLL did not improve" in line
+    h = npmdn.MDN(1, 1, 1, hidden=(4,), seed=0, backend="numpy").fit(
+        np.arange(50.0), np.arange(50.0), epochs=10, verbose=False,
+        callback=lambda epoch, history: epoch == 3)
+    assert h.stopped_early and h.stop_reason == "callback" and h.epochs == 3
