@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -80,6 +81,23 @@ def check_memory(need: float, what: str) -> None:
                          f"{_gb(have)}")
 
 
+def note_compiles(backend, quiet: bool) -> None:
+    """On the numba backend, say so on stderr when a kernel compiles (first run only)."""
+    if quiet or getattr(backend, "name", None) != "numba":
+        return
+    from .._numba.kernels import on_compile
+
+    said = set()
+
+    def say(what):
+        if what not in said:
+            said.add(what)
+            print(f"npmdn: compiling the numba {what} kernel for this machine (first run "
+                  "only, about 10 s)...", file=sys.stderr, flush=True)
+
+    on_compile(say)
+
+
 def headless_matplotlib() -> None:
     """The command only writes files: draw with Agg, whatever display there is."""
     try:
@@ -102,12 +120,15 @@ def _figure_writer(out: Output):
 
 
 def demo(args) -> int:
+    from ..backend import get_backend
     from ..demo import run_demo
 
     headless_matplotlib()
     out = Output(args.out, f"npmdn-demo-{args.problem}.png", formats=FIGURE_FORMATS)
+    backend = get_backend(args.backend)
+    note_compiles(backend, args.quiet)
     run_demo(args.problem, n_train=args.n, seed=args.seed, png=_figure_writer(out),
-             backend=args.backend, verbose=False if args.quiet else None)
+             backend=backend, verbose=False if args.quiet else None)
     return 0
 
 
@@ -136,6 +157,7 @@ def fit(args) -> int:
         model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
                     activation=args.activation, covariance=args.covariance,
                     backend=args.backend, dtype=args.dtype, seed=args.seed)
+    note_compiles(model.backend, args.quiet)
     named = data.kind != "npy"  # an .npy's columns have positions, not names
     with options():
         history = model.fit(
@@ -208,6 +230,7 @@ def sample(args) -> int:
     # the draws, and their CSV text (about 25 bytes a value) before it is written
     check_memory(n * j * (d * 8.0 + (2 + len(x_names) + d) * 40.0),
                  f"-n {j} draws for each of {n:,} rows ({n * j:,} lines of CSV)")
+    note_compiles(model.backend, False)
     draws = model.sample(x, j, seed=args.seed)  # [N, J, D]
     row = np.repeat(np.arange(n), j)
     draw = np.tile(np.arange(j), n)
@@ -225,6 +248,7 @@ def score(args) -> int:
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
     x, _, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    note_compiles(model.backend, False)
     scores = model.score(x, y)
     if args.json:
         print(json.dumps({"rows": x.shape[0], **{k: _jsonable(v) for k, v in scores.items()}}))
@@ -265,6 +289,7 @@ def plot(args) -> int:
                  formats=FIGURE_FORMATS)
     data = DataFile(args.data)
     x, _, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    note_compiles(model.backend, False)
     fig = plot.plot_fit(model, x, y, title=args.title or f"npmdn: {args.model}", seed=args.seed)
     path = _figure_writer(out)(fig)
     print(f"figure written to {path}")

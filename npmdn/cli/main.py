@@ -180,7 +180,8 @@ def _fit_parser(sub):
                    help="numpy, numba or cupy (default: automatic, or NPMDN_BACKEND)")
     f.add_argument("--out", metavar="MODEL",
                    help="model file (default: model.npz, or model-2.npz... if taken)")
-    f.add_argument("--quiet", action="store_true", help="no progress display")
+    f.add_argument("--quiet", action="store_true",
+                   help="no progress display and no compile note")
     f.set_defaults(func=commands.fit)
 
 

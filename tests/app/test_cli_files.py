@@ -1,9 +1,11 @@
 """The command's outputs and inputs at their edges: special files and links as --out,
 two runs racing for one default name, the columns a model was fitted on, the
-environment, and the defaults it shows and says."""
+environment, absurd sizes, odd CSV, the defaults it shows and says, and what the
+first run on a machine prints while Numba compiles."""
 
 import argparse
 import inspect
+import io
 import json
 import os
 import socket
@@ -213,7 +215,7 @@ def test_float32_inputs_are_echoed_as_read(tmp_path):
 
 def test_a_bad_npmdn_backend_is_named(small, tmp_path):
     d, *_ = small
-    proc = run("predict", d / "m.npz", d / "train.csv", "--x", "pressure", cwd=tmp_path,
+    proc = run("predict", d / "m.npz", d / "train.csv", cwd=tmp_path,
                env={"NPMDN_BACKEND": "bogus"}, check=2)
     assert "environment variable NPMDN_BACKEND" in proc.stderr and "'bogus'" in proc.stderr
     assert "not a valid npmdn model file" not in proc.stderr
@@ -274,3 +276,41 @@ def test_an_early_stop_is_said(small, tmp_path):
         np.arange(50.0), np.arange(50.0), epochs=10, verbose=False,
         callback=lambda epoch, history: epoch == 3)
     assert h.stopped_early and h.stop_reason == "callback" and h.epochs == 3
+
+
+# ------------------------------------------------------------------------------------
+# item 14: the first run says what it is doing
+# ------------------------------------------------------------------------------------
+
+
+def test_demo_says_what_it_trains_before_training(monkeypatch):
+    from npmdn import demo
+
+    out = io.StringIO()
+    seen = []
+    real_fit = npmdn.MDN.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(out.getvalue())
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(npmdn.MDN, "fit", fit)
+    demo.run_demo("heteroscedastic", n_train=200, n_test=100, backend="numpy", verbose=False,
+                  out=out)
+    assert seen and seen[0].startswith("npmdn demo: heteroscedastic problem")
+
+
+@pytest.mark.slow
+def test_first_run_says_numba_is_compiling(small, tmp_path):
+    """In a fresh Numba cache the first command that needs a kernel says so on stderr,
+    once per kernel; the next run loads them from the cache and says nothing."""
+    pytest.importorskip("numba")
+    d, *_ = small
+    env = {"NPMDN_BACKEND": "numba", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = run("score", d / "m.npz", d / "train.csv", cwd=tmp_path, env=env, check=0,
+                timeout=600)
+    assert first.stderr.count("npmdn: compiling the numba") == 1, first.stderr
+    assert "log-likelihood kernel" in first.stderr and "first run only" in first.stderr
+    again = run("score", d / "m.npz", d / "train.csv", cwd=tmp_path, env=env, check=0,
+                timeout=600)
+    assert again.stderr == "" and again.stdout == first.stdout
