@@ -49,7 +49,9 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or \
+        no_default = action.default is None or action.default is False or \
+            action.default == argparse.SUPPRESS  # identity: 0 and 0.0 are defaults to show
+        if no_default or "default" in text or \
                 action.option_strings == [] and action.nargs is None:
             return text
         return (text + " " if text else "") + "(default: %(default)s)"

@@ -255,13 +255,14 @@ def test_every_default_is_in_the_help(tmp_path):
     for name, sub in parser._subparsers._group_actions[0].choices.items():
         fmt = _Help(name)
         for action in sub._actions:
-            if action.default in (None, False, argparse.SUPPRESS) or \
+            if action.default is None or action.default is False or \
                     isinstance(action, argparse._HelpAction):
                 continue
             assert "default" in fmt._get_help_string(action), (name, action.dest)
     text = run("fit", "-h", cwd=tmp_path, check=0).stdout
     for shown in ("(default: 0.003)", "(default: cosine)", "(default: 0.1)", "(default: 256)",
-                  "(default: 100)", "(default: 64,64)", "(default: 5)", "(default: float32)"):
+                  "(default: 100)", "(default: 64,64)", "(default: 5)", "(default: float32)",
+                  "(default: 0.0)", "(default: 0)"):
         assert shown in text, shown
 
 
