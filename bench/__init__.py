@@ -5,6 +5,7 @@
     python -m bench.profile_sampling   where the sampler's time goes
     python -m bench.learning       held-out NLL against the true NLL on the seed problems
     python -m bench.distribution   accuracy and speed of CDF, quantiles, CRPS, modes
+    python -m bench.defaults       held-out NLL gap of candidate MDN.fit defaults
 
 Results and the commands that made them: ``bench/RESULTS.md``. This package
 is not part of the wheel.

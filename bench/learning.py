@@ -29,7 +29,7 @@ SETUPS = {
     # up to five branches of the inverse at one x
     "inverted": dict(n_components=8, hidden=(64, 64), epochs=100),
 }
-FIT = dict(batch_size=256, lr=3e-3, lr_schedule="cosine", verbose=False)
+FIT = dict(batch_size=256, lr=3e-3, lr_schedule="cosine", validation_split=0, verbose=False)
 
 
 def sigma_tracking(model, lo=1.0, hi=5.2, n=85):

@@ -110,7 +110,7 @@ def run(name, cfg, threads, seed=0):
     init = model.params
     t0 = time.perf_counter()
     hist = model.fit(x, y, epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed,
-                     verbose=False)
+                     lr_schedule="constant", validation_split=0, verbose=False)
     t_npmdn = time.perf_counter() - t0
     assert hist.epochs == epochs
 

@@ -38,7 +38,8 @@ y_mse_inv = mse_inv.predict(x_test_inv)[:, 0]
 
 # (c-e) the MDN: 20 tanh units, 5 Gaussians, full-batch Adam as in the tutorial
 mdn = npmdn.MDN(1, 1, n_components=5, hidden=(20,), seed=0)
-mdn.fit(inv_x, inv_y, epochs=10000 // steps, batch_size=None, lr=3e-3, verbose=False)
+mdn.fit(inv_x, inv_y, epochs=10000 // steps, batch_size=None, lr=3e-3, lr_schedule="constant",
+        validation_split=0, verbose=False)
 pi, mu, sigma = mdn.mixture(x_test_inv)  # [N, K], [N, K, 1], [N, K, 1]
 mu, sigma = mu[..., 0], sigma[..., 0]
 sampled = mdn.sample(x_test_inv, n_samples=1, seed=0)[:, 0, 0]

@@ -24,7 +24,8 @@ steps = 30 if args.quick else 1
 data = npmdn.datasets.inverted_sinusoid(1000, seed=0)
 x, y = data.x[:, 0], data.y[:, 0]
 mdn = npmdn.MDN(1, 1, n_components=5, hidden=(20,), seed=0)
-mdn.fit(x, y, epochs=10000 // steps, batch_size=None, lr=3e-3, verbose=False)
+mdn.fit(x, y, epochs=10000 // steps, batch_size=None, lr=3e-3, lr_schedule="constant",
+        validation_split=0, verbose=False)
 
 x_test = np.linspace(-15, 15, 1000)
 pi_data, mu_data, sigma_data = (a.reshape(len(x_test), -1) for a in mdn.mixture(x_test))

@@ -37,7 +37,7 @@ y_pred = mse.predict(x_test)[:, 0]
 
 mdn = npmdn.MDN(1, 1, n_components=1, hidden=(12, 12, 12), seed=0)
 mdn.fit(x_arr, y_arr, epochs=1000 // steps, batch_size=50, lr=3e-3, lr_schedule="cosine",
-        verbose=False)
+        validation_split=0, verbose=False)
 _, mu, sigma = mdn.mixture(x_test)
 mu_pred, sigma_pred = mu[:, 0, 0], sigma[:, 0, 0]
 for xv, s in zip(x_test[::4], sigma_pred[::4], strict=True):

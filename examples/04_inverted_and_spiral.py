@@ -48,7 +48,8 @@ def fit_mdn(xtr, ytr, xte, yte):
     mdn = npmdn.MDN(1, 1, n_components=30, hidden=(50, 50), activation="relu",
                     covariance="isotropic", seed=0)
     history = mdn.fit(xtr, ytr, epochs=1000 // steps, batch_size=1500, lr=1e-2,
-                      validation_data=(xte, yte), restore_best=False, verbose=False)
+                      lr_schedule="constant", validation_data=(xte, yte), restore_best=False,
+                      verbose=False)
     return mdn, history
 
 

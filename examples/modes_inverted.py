@@ -40,7 +40,7 @@ def main(path="docs/modes-inverted.png"):
     data = npmdn.datasets.inverted_sinusoid(8000, seed=0)
     model = npmdn.MDN(1, 1, 8, hidden=(32, 32), seed=0, backend="numpy")
     model.fit(data.x, data.y, epochs=120, batch_size=128, lr=5e-3, lr_schedule="cosine",
-              verbose=False)
+              validation_split=0, verbose=False)
 
     xs = np.linspace(-10.5, 10.5, 141)
     ys = np.linspace(-10.5, 10.5, 2101)

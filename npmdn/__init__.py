@@ -13,6 +13,7 @@ the mixture head runs in fused kernels behind one backend switch.
 """
 
 from . import datasets, metrics
+from ._checks import InputDTypeError
 from ._version import __version__
 from .backend import BackendUnavailable, available_backends, get_backend, set_backend
 from .distribution import Modes
@@ -38,6 +39,7 @@ __all__ = [
     "History",
     "NonFiniteLossError",
     "BackendUnavailable",
+    "InputDTypeError",
     "load",
     "mixture_nll",
     "mixture_log_prob",

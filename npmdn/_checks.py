@@ -14,7 +14,10 @@ from ._arrays import array_module, is_device_array
 
 
 class InputDTypeError(TypeError, ValueError):
-    """A wrong dtype. Both a ``TypeError`` and a ``ValueError``, so either catches it."""
+    """A wrong dtype or kind of argument. Both a ``TypeError`` and a ``ValueError``,
+    so either catches it; public as ``npmdn.InputDTypeError``."""
+
+    __module__ = "npmdn"
 
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -88,12 +91,14 @@ def int_arg(value, name: str, minimum: int | None = None, maximum: int | None = 
 def float_arg(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputDTypeError(f"{name} must be a real number, got {type(value).__name__}")
+    # a float32 is shown as it was given (0.1, not 0.10000000149011612)
+    shown = str(value) if isinstance(value, np.floating) else repr(float(value))
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise ValueError(f"{name} must be finite, got {shown}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+        raise ValueError(f"{name} must be {op} {minimum}, got {shown}")
     return value
 
 
@@ -151,6 +156,31 @@ def mixture_args(logits, mu, log_sigma, y=None):
     for nm, a in arrays:
         check_finite(a, nm, xp)
     return n, k, d, s
+
+
+def like_mixture(y, like, name: str = "y"):
+    """Targets of the log-likelihood functions in the dtype of the mixture array ``like``.
+
+    Any real dtype is accepted and converted (float64 targets of a float32
+    mixture are rounded to float32, the precision the kernels compute in);
+    booleans, complex numbers, strings and objects are refused. Shapes and
+    values are checked by :func:`mixture_args`.
+    """
+    if is_device_array(y) != is_device_array(like):
+        raise InputDTypeError(
+            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
+        )
+    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
+    if y.dtype.kind not in "iuf":
+        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
+    dtype = getattr(like, "dtype", None)
+    if dtype in FLOAT_DTYPES and y.dtype != dtype:
+        y = array_module(y).asarray(y, dtype=dtype)
+    return y
 
 
 def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):

@@ -180,12 +180,27 @@ def _auto() -> str:
     return _auto_choice
 
 
+def _from_env() -> str | None:
+    """``NPMDN_BACKEND`` checked: a backend's name, or None when unset or empty. A bad
+    value is an error that names the variable, since nothing else the user typed is."""
+    value = os.environ.get(config.ENV_BACKEND)
+    if not value:
+        return None
+    if value.strip().lower() not in BACKENDS:
+        raise ValueError(
+            f"the environment variable {config.ENV_BACKEND} is {value!r}, which is not a "
+            f"backend: set it to one of {', '.join(BACKENDS)}, or unset it for the automatic "
+            "choice"
+        )
+    return value.strip().lower()
+
+
 def get_backend(name: str | Backend | None = None) -> Backend:
     """Resolve a backend by the rules in the module docstring and load it (cached)."""
     if isinstance(name, Backend):
         return name
     if name is None:
-        name = _selected or os.environ.get(config.ENV_BACKEND) or _auto()
+        name = _selected or _from_env() or _auto()
     name = check_name(name)
     if name not in _cache:
         _cache[name] = _LOADERS[name]()
@@ -226,7 +241,7 @@ def backend_for_arrays(arrays, name=None) -> Backend:
     on the fastest CPU backend (``numba``, else ``numpy``).
     """
     if name is None:
-        name = _selected or os.environ.get(config.ENV_BACKEND)
+        name = _selected or _from_env()
     if name is not None:
         return get_backend(name)
     if any(is_device_array(a) for a in arrays):

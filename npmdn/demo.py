@@ -27,10 +27,11 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     """Train on ``n_train`` fresh points of ``problem`` and score ``n_test`` others.
 
     ``n_train`` defaults to the problem's setting in :data:`SETTINGS` and
-    ``n_test`` to ``n_train``. Prints the held-out NLL (and the true
-    conditional NLL where known) to ``out``. ``png`` is the figure's path, or
-    a callable returning it once the figure is drawn; the figure is written
-    when matplotlib is installed. Returns ``(model, result dict)``.
+    ``n_test`` to ``n_train``. Prints what it trains (before training), then
+    the held-out NLL (and the true conditional NLL where known) to ``out``.
+    ``png`` is the figure's path, or a callable ``png(fig) -> path`` that
+    writes the figure and returns where; the figure is made when matplotlib
+    is installed. Returns ``(model, result dict)``.
     """
     key = datasets.problem_name(problem)
     cfg = SETTINGS[key]
@@ -47,8 +48,11 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     train = datasets.load(key, n_train, seed=seed)
     test = datasets.load(key, n_test, seed=seed + 1)
     model = MDN(1, 1, cfg["n_components"], hidden=cfg["hidden"], backend=backend, seed=seed)
+    print(f"npmdn demo: {key} problem, {n_train} training points, K={cfg['n_components']}, "
+          f"hidden={cfg['hidden']}, backend={model.backend.name}", file=out, flush=True)
     history = model.fit(train.x, train.y, epochs=cfg["epochs"], batch_size=BATCH_SIZE,
-                        lr=cfg["lr"], lr_schedule="cosine", verbose=verbose)
+                        lr=cfg["lr"], lr_schedule="cosine", validation_split=0.0,
+                        verbose=verbose)
     result = {
         "problem": key,
         "backend": model.backend.name,
@@ -58,8 +62,6 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
         "true_nll": test.true_nll() if test.has_true_density else None,
         "png": None,
     }
-    print(f"npmdn demo: {key} problem, {n_train} training points, K={cfg['n_components']}, "
-          f"hidden={cfg['hidden']}, backend={model.backend.name}", file=out)
     print(f"trained {history.epochs} epochs in {history.seconds:.1f} s", file=out)
     line = f"held-out NLL ({n_test} fresh points): {result['heldout_nll']:.4f} nats"
     if result["true_nll"] is not None:
@@ -75,8 +77,11 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
             title += f" (true {result['true_nll']:.3f})"
         fig = plot_fit(model, test.x, test.y, title=title, seed=seed,
                        true_log_prob=test.log_prob_fn)
-        path = png() if callable(png) else png
-        save_figure(fig, path)
+        if callable(png):
+            path = png(fig)
+        else:
+            path = png
+            save_figure(fig, path)
         pyplot().close(fig)
         result["png"] = str(path)
         print(f"figure written to {path}", file=out)

@@ -38,8 +38,11 @@ def mixture_nll(logits, mu, log_sigma, y, backend=None):
         Component means.
     log_sigma : (N, K, S) float array
         Log standard deviations; ``S = D`` (diagonal) or ``S = 1`` (isotropic).
-    y : (N, D) float array
-        Targets. All four arrays share one dtype (float32 or float64).
+    y : (N, D) array of real numbers
+        Targets. logits, mu and log_sigma share one float dtype (float32 or
+        float64; else :class:`npmdn.InputDTypeError`); y of any real dtype is
+        converted to it, so float64 targets of a float32 mixture (what
+        ``MDN.mixture_raw`` gives for a float32 model) are rounded to float32.
     backend : str, optional
         ``"numpy"``, ``"numba"`` or ``"cupy"``; see :mod:`npmdn.backend`.
 
@@ -51,6 +54,7 @@ def mixture_nll(logits, mu, log_sigma, y, backend=None):
     (d_logits, d_mu, d_log_sigma) : arrays shaped like the inputs
         The gradient of each row's NLL with respect to its own head outputs.
     """
+    y = C.like_mixture(y, logits)
     C.mixture_args(logits, mu, log_sigma, y)
     be = backend_for_arrays((logits, mu, log_sigma, y), backend)
     dev = C.is_device_array(logits)
@@ -60,7 +64,9 @@ def mixture_nll(logits, mu, log_sigma, y, backend=None):
 
 
 def mixture_log_prob(logits, mu, log_sigma, y, backend=None):
-    """Per-row ``log p(y)`` (N,) under the mixture; shapes as in :func:`mixture_nll`."""
+    """Per-row ``log p(y)`` (N,) under the mixture; shapes and dtypes as in
+    :func:`mixture_nll`."""
+    y = C.like_mixture(y, logits)
     C.mixture_args(logits, mu, log_sigma, y)
     be = backend_for_arrays((logits, mu, log_sigma, y), backend)
     dev = C.is_device_array(logits)

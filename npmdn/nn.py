@@ -98,6 +98,14 @@ def dense_backward(dout, cache, W, dW, db, need_dx: bool = True, xp=np):
 # --------------------------------------------------------------------------
 
 
+def n_params(sizes) -> int:
+    """The number of weights and biases of an MLP of layer ``sizes`` (no allocation):
+    ``sum over layers of n_in * n_out + n_out``."""
+    sizes = [int(s) for s in sizes]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+
 class MLP:
     """``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, ``activation`` after each
     hidden layer and none after the last.

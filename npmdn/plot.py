@@ -47,6 +47,13 @@ def _check_1d(model):
         )
 
 
+def _labels(model):
+    """Axis labels: the names of x and y the model was fitted on, else "x" and "y"."""
+    xn = getattr(model, "x_names", None)
+    yn = getattr(model, "y_names", None)
+    return (xn[0] if xn else "x"), (yn[0] if yn else "y")
+
+
 def _column(a, name) -> np.ndarray:
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -127,8 +134,8 @@ def plot_components(model, x, y, ax=None, grid=None, min_weight=MIN_WEIGHT):
         ax.fill_between(xs, m - s, m + s, where=on, color=color, alpha=0.18, lw=0)
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(*_span(y))
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set_xlabel(_labels(model)[0])
+    ax.set_ylabel(_labels(model)[1])
     ax.set_title(r"component means $\mu_k(x) \pm \sigma_k(x)$")
     return ax
 
@@ -166,7 +173,7 @@ def plot_parameters(model, x, axes=None, grid=None, min_weight=MIN_WEIGHT, y=Non
         ax_sig.set_ylim(0, 1.1 * float(sigma[..., 0][on].max()))
     for ax in axes:
         ax.set_xlim(xs[0], xs[-1])
-    axes[-1].set_xlabel("x")
+    axes[-1].set_xlabel(_labels(model)[0])
     return axes
 
 
@@ -181,8 +188,8 @@ def plot_samples(model, x, y, ax=None, n_samples=1, seed=0):
     ax.scatter(np.repeat(x, n_samples), draws.reshape(-1), s=4, c="tab:red", alpha=0.25, lw=0,
                label="model samples")
     ax.legend(loc="upper left", markerscale=3, fontsize="small")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set_xlabel(_labels(model)[0])
+    ax.set_ylabel(_labels(model)[1])
     ax.set_title(r"samples from $p(y \mid x)$ over the data")
     return ax
 
@@ -203,13 +210,13 @@ def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
     for x0, color in zip(at, _colors(len(at)), strict=True):
         xq = np.full_like(ys, float(x0))
         ax.plot(ys, np.exp(model.log_prob(xq, ys)), color=color, lw=1.6,
-                label=f"model, x = {x0:.2f}")
+                label=f"model, {_labels(model)[0]} = {x0:.2f}")
         if true_log_prob is not None:  # legend columns fill top-down: model above true
             ax.plot(ys, np.exp(true_log_prob(xq, ys)), color=color, lw=1.2, ls="--",
-                    label=f"true, x = {x0:.2f}")
+                    label=f"true, {_labels(model)[0]} = {x0:.2f}")
     ax.set_xlim(ys[0], ys[-1])
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # headroom for the legend above the peaks
-    ax.set_xlabel("y")
+    ax.set_xlabel(_labels(model)[1])
     ax.set_ylabel("density")
     ax.legend(fontsize="small", loc="upper center", ncol=len(at))
     ax.set_title(r"predicted conditional densities $p(y \mid x = x_0)$")
@@ -252,11 +259,19 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
     return fig
 
 
-def save_figure(fig, path, dpi=80):
-    """Write ``fig`` to ``path`` (format from the extension, PNG when there is none)
-    through a temporary file renamed into place, so a failed write never leaves a
-    broken figure or damages an existing file."""
+def save_figure(fig, path, dpi=80, *, overwrite: bool = True) -> str:
+    """Write ``fig`` to ``path`` (format from the extension, PNG when there is none);
+    returns the path written.
+
+    Written as :func:`npmdn._io.atomic_open` writes: through a temporary file
+    renamed into place, so a failed write never leaves a broken figure or
+    damages an existing file; links followed, a FIFO or device written to and
+    never replaced; ``overwrite=False`` raises ``FileExistsError`` when
+    ``path`` is taken (atomically).
+    """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    with atomic_open(path, "wb", suffix=f".{ext}") as f:
+    writer = atomic_open(path, "wb", suffix=f".{ext}", overwrite=overwrite)
+    with writer as f:
         fig.savefig(f, format=ext, dpi=dpi)
+    return path

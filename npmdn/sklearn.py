@@ -23,8 +23,10 @@ standard deviation, quantiles and intervals.
 (3,)
 
 Files: :meth:`MDNRegressor.save` writes npmdn's model file (``.npz`` with a
-JSON header, no pickle, atomic), with one more array, ``estimator``: a JSON
-document of the estimator's parameters and fitted attributes.
+JSON header, no pickle, atomic), with one more member, ``estimator``: a JSON
+document of the estimator's parameters and fitted attributes, checksummed
+like the model's arrays (``persistence.write``'s ``extra``) and read in the
+same pass as the model. ``feature_names_in_`` become the model's ``x_names``.
 :func:`npmdn.load` reads such a file as the plain ``MDN`` it holds;
 :func:`load` reads it back as the estimator. Pickling (what scikit-learn and
 joblib do) works as well: the ``MDN`` pickles by value, its backend by name.
@@ -35,9 +37,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import shutil
-import tempfile
-import zipfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -51,12 +50,19 @@ from sklearn.utils.validation import (
 )
 
 from . import _checks as C
-from ._io import atomic_open
 from .backend import Backend
 from .model import MDN
-from .model import load as load_model
+from .model import _load as _load_model
 from .predictive import Mixture
-from .training import LR_SCHEDULES, History
+from .training import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
+    DEFAULT_VALIDATION_SPLIT,
+    LR_SCHEDULES,
+    History,
+)
 
 ESTIMATOR_FORMAT = "npmdn-sklearn"
 ESTIMATOR_FORMAT_VERSION = 1
@@ -130,11 +136,11 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         activation="tanh",
         covariance="diagonal",
         *,
-        epochs=100,
-        batch_size=256,
-        lr=3e-3,
-        lr_schedule="cosine",
-        validation_fraction=0.1,
+        epochs=DEFAULT_EPOCHS,
+        batch_size=DEFAULT_BATCH_SIZE,
+        lr=DEFAULT_LR,
+        lr_schedule=DEFAULT_LR_SCHEDULE,
+        validation_fraction=DEFAULT_VALIDATION_SPLIT,
         n_iter_no_change=None,
         weight_decay=0.0,
         clip_norm=None,
@@ -240,6 +246,11 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             check_consistent_length(np.empty(n_rows), y)
         return y
 
+    def _x_names(self):
+        """``feature_names_in_`` as the model's column names (kept in its file)."""
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(n) for n in names]
+
     def _shaped(self, a) -> np.ndarray:
         """A per-row [N, D] result as float64, [N] when y was 1-D."""
         a = np.asarray(a, dtype=np.float64)
@@ -283,7 +294,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         history = model.fit(
             X, y, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
             lr_schedule=args["lr_schedule"], validation_data=validation,
-            patience=args["patience"], weight_decay=args["weight_decay"],
+            validation_split=0.0, patience=args["patience"], x_names=self._x_names(),
+            weight_decay=args["weight_decay"],
             clip_norm=args["clip_norm"], seed=seed, verbose=args["verbose"],
         )
         self.model_ = model
@@ -326,7 +338,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         step_seed = int(np.random.SeedSequence([seed, n_done]).generate_state(1)[0])
         h = model.fit(
             X, y, epochs=1, batch_size=args["batch_size"], lr=args["lr"],
-            weight_decay=args["weight_decay"], clip_norm=args["clip_norm"],
+            lr_schedule="constant", validation_split=0.0, weight_decay=args["weight_decay"],
+            x_names=self._x_names(), clip_norm=args["clip_norm"],
             seed=step_seed, verbose=args["verbose"],
         )
         if first:
@@ -402,21 +415,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         ``random_state`` given as a RandomState instance is stored as ``null``.
         """
         check_is_fitted(self)
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ValueError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-        if os.path.isdir(path):
-            raise ValueError(f"cannot save to {path!r}: it is a directory")
         doc = json.dumps(self._document(), sort_keys=True).encode()
-        blob = np.frombuffer(doc, dtype=np.uint8)
-        with tempfile.TemporaryDirectory() as tmp, atomic_open(path, "w+b") as f:
-            inner = os.path.join(tmp, "model.npz")
-            self.model_.save(inner)
-            with open(inner, "rb") as src:
-                shutil.copyfileobj(src, f)
-            with zipfile.ZipFile(f, "a") as z, z.open("estimator.npy", "w") as entry:
-                np.lib.format.write_array(entry, blob, allow_pickle=False)
+        self.model_._save(path, extra={"estimator": np.frombuffer(doc, dtype=np.uint8)})
 
     def _document(self) -> dict:
         params = {}
@@ -472,14 +472,14 @@ def load(path, backend=None) -> MDNRegressor:
     the estimator's ``backend`` parameter. A plain model file (from
     ``MDN.save``) is refused here: read it with :func:`npmdn.load`.
     """
-    model = load_model(path, backend=backend)  # checks the file and the model in it
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        if "estimator" not in f.files:
-            raise ValueError(
-                f"{os.fspath(path)!r} holds an npmdn model but no MDNRegressor; read it "
-                "with npmdn.load"
-            )
-        raw = f["estimator"]
+    # checks the file and the model in it, and reads the estimator's member
+    model, extras = _load_model(path, backend=backend, extra=("estimator",))
+    raw = extras["estimator"]
+    if raw is None:
+        raise ValueError(
+            f"{os.fspath(path)!r} holds an npmdn model but no MDNRegressor; read it "
+            "with npmdn.load"
+        )
     try:
         doc = json.loads(raw.tobytes().decode())
         if doc.get("format") != ESTIMATOR_FORMAT:
@@ -504,7 +504,7 @@ def load(path, backend=None) -> MDNRegressor:
         est._y_1d = bool(fitted["y_1d"])
         est._seed_used = int(fitted["seed"])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            AttributeError, ValueError) as exc:
+            AttributeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{os.fspath(path)!r} is not a valid MDNRegressor file: {exc}") from exc
     if (est.n_features_in_, est.n_outputs_) != (model.in_dim, model.out_dim):
         raise ValueError(

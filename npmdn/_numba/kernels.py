@@ -154,3 +154,35 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
         out.reshape(n * n_samples, d), config.SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
     )
     return out
+
+
+# --------------------------------------------------------------------------
+# first-run compilation, said out loud
+# --------------------------------------------------------------------------
+
+# the kernels a run compiles (each 5-15 s on a small machine) and what each does
+KERNELS = {"head_kernel": "log-likelihood", "sample_kernel": "sampling",
+           "train_epoch_parallel": "training", "train_epoch_serial": "training"}
+
+
+def on_compile(callback) -> None:
+    """Call ``callback(what)`` whenever one of :data:`KERNELS` starts compiling.
+
+    Loading a kernel from Numba's on-disk cache is no compilation and calls
+    nothing, so this fires on the first run on a machine (or after an upgrade)
+    only. Uses Numba's event API (``numba:compile``), which fires exactly
+    when the dispatcher compiles and not when its cache answers.
+    """
+    from numba.core import event
+
+    class _Listener(event.Listener):
+        def on_start(self, ev):
+            fn = getattr(ev.data.get("dispatcher"), "py_func", None)
+            name = getattr(fn, "__name__", None)
+            if name in KERNELS and getattr(fn, "__module__", "").startswith(__package__):
+                callback(KERNELS[name])
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", _Listener())

@@ -1,7 +1,7 @@
 """The ``npmdn`` command (also ``python -m npmdn``).
 
 ``main.py`` is the parser and the entry point, ``commands.py`` the
-subcommands, ``files.py`` the data files and outputs.
+subcommands, ``data.py`` the data files, ``files.py`` the outputs.
 
 Subcommands
 -----------
@@ -21,19 +21,23 @@ Data files
 * ``.npz``: ``--x``/``--y`` name arrays (1-D: one column; 2-D: all columns).
 * ``.npy``: one 1-D or 2-D array; columns by 0-based index.
 
-``fit`` needs ``--x`` and ``--y``. The other subcommands take the model's
-widths from the model: without ``--x``/``--y`` an ``.npz`` uses its arrays
-``x`` and ``y``, and a CSV or ``.npy`` file must hold exactly the x columns
-(or, where y is not needed, x then y columns) in that order.
+``fit`` needs ``--x`` and ``--y`` and keeps their names in the model file.
+The other subcommands take the model's widths from the model and, without
+``--x``/``--y``, the columns it was fitted on, by name (a file without them
+is refused, naming them). A model that does not know its columns uses an
+``.npz``'s arrays ``x`` and ``y``, or a CSV or ``.npy`` file holding exactly
+the x columns (or, where y is not needed, x then y columns) in that order.
 
 Outputs
 -------
 A file you name with ``--out`` is replaced if it exists (written to a
-temporary file first and renamed, so a failed run leaves it as it was); it
-may not be one of the inputs. A default name (``model.npz``, the figure of
-``demo`` and ``plot``) never replaces anything: the first free name
-``stem-2.ext``, ``stem-3.ext``, ... is used. ``predict`` and ``sample``
-write to standard output unless given ``--out``.
+temporary file first and renamed, so a failed run leaves it as it was; its
+permissions are kept); a link is followed, a FIFO or device written to,
+never replaced; it may not be one of the inputs. A default name
+(``model.npz``, the figure of ``demo`` and ``plot``) never replaces
+anything, even with runs racing for it: the first free name of ``stem.ext``,
+``stem-2.ext``, ``stem-3.ext``, ... is claimed atomically. ``predict`` and
+``sample`` write to standard output unless given ``--out``.
 
 Exit status: 0 success; 2 bad input (one line on stderr, nothing written);
 1 training diverged (NaN loss); 130 interrupted.

@@ -16,18 +16,45 @@ from ..backend import BACKENDS, BackendUnavailable
 from ..demo import SETTINGS as DEMO_SETTINGS
 from ..mixture import COVARIANCES
 from ..nn import ACTIVATIONS
-from ..training import LR_SCHEDULES, NonFiniteLossError
+from ..training import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
+    DEFAULT_VALIDATION_SPLIT,
+    LR_SCHEDULES,
+    NonFiniteLossError,
+)
 from . import commands
+from .commands import option_names
 from .files import UsageError
 
 PROBLEMS = tuple(DEMO_SETTINGS)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like every other bad input."""
+    """argparse, with its errors on one line like every other bad input, and every
+    option's default in ``-h``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` after every option that has a default to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        no_default = action.default is None or action.default is False or \
+            action.default == argparse.SUPPRESS  # identity: 0 and 0.0 are defaults to show
+        if no_default or "default" in text or \
+                action.option_strings == [] and action.nargs is None:
+            return text
+        return (text + " " if text else "") + "(default: %(default)s)"
 
 
 
@@ -71,12 +98,15 @@ def _nonneg_int(text):
 def _add_common(p, y=True, out_help=None):
     p.add_argument("model", help="a model file written by `npmdn fit` or MDN.save")
     p.add_argument("data", help="CSV (header row), .npz or .npy")
-    p.add_argument("--x", metavar="COLS", help="x columns or .npz arrays (default: see npmdn -h)")
+    p.add_argument("--x", metavar="COLS", help="x columns or .npz arrays (default: the "
+                   "columns the model was fitted on; see npmdn -h)")
     if y:
-        p.add_argument("--y", metavar="COLS", help="y columns or .npz arrays")
+        p.add_argument("--y", metavar="COLS", help="y columns or .npz arrays (default: as "
+                       "--x)")
     if out_help:
         p.add_argument("--out", metavar="FILE", help=out_help)
-    p.add_argument("--backend", choices=BACKENDS, help="numpy, numba or cupy (default: automatic)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="numpy, numba or cupy (default: automatic, or NPMDN_BACKEND)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="npmdn",
         description="Mixture density networks: fit p(y | x) as a mixture of Gaussians.",
         epilog="Columns: --x/--y take comma-separated header names or 0-based indices "
-        "(.npz: array names). Without them, predict/sample/score/plot use an .npz's arrays "
-        "x and y, or a CSV/.npy whose columns are exactly x (then y). Bad input: one line on "
-        "stderr, exit status 2.",
+        "(.npz: array names). Without them, predict/sample/score/plot use the columns the "
+        "model was fitted on (by name), or for a model that does not know them an .npz's "
+        "arrays x and y, or a CSV/.npy whose columns are exactly x (then y). Bad input: one "
+        "line on stderr, exit status 2.",
     )
     p.add_argument("--version", action="version", version=f"npmdn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,11 +134,12 @@ def _demo_parser(sub):
     d.add_argument("problem", nargs="?", default="inverted", choices=PROBLEMS)
     d.add_argument("-n", type=_positive_int, default=None,
                    help="training points (default: per problem, see npmdn.demo.SETTINGS)")
-    d.add_argument("--seed", type=_nonneg_int, default=0)
+    d.add_argument("--seed", type=_nonneg_int, default=0, help="seeds data and weights")
     d.add_argument("--out", "--png", dest="out", metavar="FIG",
                    help="figure path, .png/.svg/.pdf (default: npmdn-demo-PROBLEM.png, "
                    "never overwritten)")
-    d.add_argument("--backend", choices=BACKENDS, help="numpy, numba or cupy (default: automatic)")
+    d.add_argument("--backend", choices=BACKENDS,
+                   help="numpy, numba or cupy (default: automatic, or NPMDN_BACKEND)")
     d.add_argument("--quiet", action="store_true", help="no progress display")
     d.set_defaults(func=commands.demo)
 
@@ -119,28 +151,39 @@ def _fit_parser(sub):
     f.add_argument("data", help="CSV (header row), .npz or .npy")
     f.add_argument("--x", metavar="COLS", help="x columns (names or 0-based indices) or arrays")
     f.add_argument("--y", metavar="COLS", help="y columns (names or 0-based indices) or arrays")
-    f.add_argument("-k", "--components", type=_positive_int, default=5, help="K (default 5)")
-    f.add_argument("--hidden", type=_hidden, default=(64, 64),
-                   help="hidden widths, e.g. 64,64 (default); 'none' for a linear head")
-    f.add_argument("--activation", choices=ACTIVATIONS, default="tanh")
-    f.add_argument("--covariance", choices=COVARIANCES, default="diagonal")
-    f.add_argument("--epochs", type=_positive_int, default=100)
-    f.add_argument("--batch-size", type=_positive_int, default=256)
-    f.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    f.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine")
-    f.add_argument("--validation-split", type=float, default=0.1,
-                   help="fraction held out to monitor and pick the best epoch (default 0.1; "
-                   "0 for none)")
+    f.add_argument("-k", "--components", type=_positive_int, default=5,
+                   help="K, the number of Gaussians")
+    f.add_argument("--hidden", type=_hidden, default=(64, 64), metavar="WIDTHS",
+                   help="hidden widths, e.g. 64,64; 'none' for a linear head (default: 64,64)")
+    f.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="of hidden layers")
+    f.add_argument("--covariance", choices=COVARIANCES, default="diagonal",
+                   help="one sigma per output dimension and component, or one per component")
+    f.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
+                   help="passes over the training rows")
+    f.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="rows per step")
+    f.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate")
+    f.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=DEFAULT_LR_SCHEDULE,
+                   help="cosine: from --lr down to --lr/100")
+    f.add_argument("--validation-split", type=float, default=DEFAULT_VALIDATION_SPLIT,
+                   help="fraction held out to monitor and pick the best epoch, whose weights "
+                   "are kept; 0 for none")
     f.add_argument("--patience", type=_positive_int, default=None,
-                   help="stop after this many epochs without improvement")
-    f.add_argument("--weight-decay", type=float, default=0.0)
-    f.add_argument("--clip-norm", type=float, default=None)
-    f.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    f.add_argument("--seed", type=_nonneg_int, default=0)
-    f.add_argument("--backend", choices=BACKENDS, help="numpy, numba or cupy (default: automatic)")
+                   help="stop after this many epochs without improvement (default: never)")
+    f.add_argument("--weight-decay", type=float, default=0.0,
+                   help="decoupled weight decay on the weights")
+    f.add_argument("--clip-norm", type=float, default=None,
+                   help="clip each step's gradient to this norm (default: no clipping)")
+    f.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="precision of the network")
+    f.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seeds the weights, the split and the batch order")
+    f.add_argument("--backend", choices=BACKENDS,
+                   help="numpy, numba or cupy (default: automatic, or NPMDN_BACKEND)")
     f.add_argument("--out", metavar="MODEL",
                    help="model file (default: model.npz, or model-2.npz... if taken)")
-    f.add_argument("--quiet", action="store_true", help="no progress display")
+    f.add_argument("--quiet", action="store_true",
+                   help="no progress display and no compile note")
     f.set_defaults(func=commands.fit)
 
 
@@ -150,7 +193,8 @@ def _query_parsers(sub):
                         description="Write CSV: the x columns, mean and std of p(y | x), and "
                         "with --mixture the weights pi_k, means mu_k and sigmas sigma_k.")
     _add_common(pr, y=False, out_help="CSV file (default: standard output)")
-    pr.add_argument("--mixture", action="store_true", help="add pi_k, mu_k, sigma_k columns")
+    pr.add_argument("--mixture", action="store_true",
+                    help="add pi_k, mu_k, sigma_k columns (default: mean and std only)")
     pr.set_defaults(func=commands.predict)
 
     sa = sub.add_parser("sample", help="draws from p(y | x) as CSV",
@@ -158,21 +202,22 @@ def _query_parsers(sub):
                         "DATA), draw, the x columns and the drawn y.")
     _add_common(sa, y=False, out_help="CSV file (default: standard output)")
     sa.add_argument("-n", "--n-samples", dest="n_samples", type=_positive_int, default=1,
-                    help="draws per row (default 1)")
+                    help="draws per row")
     sa.add_argument("--seed", type=_nonneg_int, default=0,
-                    help="seed of the Philox stream (default 0: the same draws every run)")
+                    help="seed of the Philox stream (the same seed, the same draws)")
     sa.set_defaults(func=commands.sample)
 
     sc = sub.add_parser("score", help="held-out NLL and the other metrics",
                         description="Print every score MDN.score returns (nats per row).")
     _add_common(sc)
-    sc.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    sc.add_argument("--json", action="store_true",
+                    help="one JSON object instead of lines (default: lines)")
     sc.set_defaults(func=commands.score)
 
     pl = sub.add_parser("plot", help="the demo figure for a saved model (1-D x and y)")
     _add_common(pl, out_help="figure, .png/.svg/.pdf (default: MODEL's name with .png, "
                 "never overwritten)")
-    pl.add_argument("--title")
+    pl.add_argument("--title", help="(default: npmdn: MODEL)")
     pl.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the drawn samples")
     pl.set_defaults(func=commands.plot)
 
@@ -187,8 +232,13 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except NonFiniteLossError as exc:
-        print(f"{prog}: training diverged: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: training diverged: {option_names(_one_line(exc))}", file=sys.stderr)
         return 1
+    except MemoryError as exc:
+        what = f" ({_one_line(exc)})" if str(exc) else ""
+        print(f"{prog}: error: out of memory{what}: try fewer rows, draws, components or "
+              "smaller --hidden", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # the reader of our standard output went away (e.g. `| head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

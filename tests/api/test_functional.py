@@ -66,3 +66,24 @@ def test_unavailable_backend_is_a_clear_error(monkeypatch):
         B.get_backend("numba")
     with pytest.raises(B.BackendUnavailable, match="needs CuPy"):
         npmdn.MDN(1, 1, 2, backend="cupy")
+
+
+def test_targets_of_any_real_dtype_take_the_mixtures_dtype():
+    """``mixture_nll(*model.mixture_raw(x), y)`` with float64 y and a float32 model: y is
+    rounded to float32 (the documented rule), never an error from a private module."""
+    m = npmdn.MDN(1, 1, 2, hidden=(3,), seed=0, backend="numpy")
+    x, y = np.linspace(-1, 1, 5), np.linspace(0, 1, 5)[:, None]
+    raw = m.mixture_raw(x)
+    nll, grads = npmdn.mixture_nll(*raw, y, backend="numpy")
+    want, want_grads = npmdn.mixture_nll(*raw, y.astype(np.float32), backend="numpy")
+    assert nll.dtype == np.float32 and nll.tobytes() == want.tobytes()
+    for g, w in zip(grads, want_grads, strict=True):
+        assert g.tobytes() == w.tobytes()
+    lp = npmdn.mixture_log_prob(*raw, np.arange(5)[:, None], backend="numpy")  # ints too
+    assert lp.dtype == np.float32
+    # mixed parameters are still an error, of a public type that is both kinds
+    assert issubclass(npmdn.InputDTypeError, TypeError)
+    assert issubclass(npmdn.InputDTypeError, ValueError)
+    assert npmdn.InputDTypeError.__module__ == "npmdn"
+    with pytest.raises(npmdn.InputDTypeError, match="share one float dtype"):
+        npmdn.mixture_nll(raw[0], raw[1].astype(np.float64), raw[2], y)

@@ -140,7 +140,7 @@ def _args(n=4, k=3, d=2, s=2, dtype=np.float64):
     (lambda a: a.__setitem__(2, a[2][:, :, :1].repeat(3, 2)), ValueError, "log_sigma"),
     (lambda a: a.__setitem__(0, a[0][0]), ValueError, "logits must be 2-D"),
     (lambda a: a.__setitem__(0, a[0].astype(np.float32)), TypeError, "share one float dtype"),
-    (lambda a: a.__setitem__(3, a[3].astype(np.int64)), TypeError, "float32 or float64"),
+    (lambda a: a.__setitem__(3, a[3].astype(complex)), TypeError, "y must hold real numbers"),
     (lambda a: a[1].__setitem__((0, 0, 0), np.nan), ValueError, "mu must be finite"),
     (lambda a: a[2].__setitem__((1, 0, 0), np.inf), ValueError, "log_sigma must be finite"),
 ])
@@ -159,3 +159,11 @@ def test_functional_empty_batch():
         npmdn.mixture_nll(*args, backend="numpy")
     with pytest.raises(ValueError, match="empty"):
         npmdn.mixture_sample(*args[:3], 1, seed=0, backend="numpy")
+
+
+def test_float32_arguments_are_shown_as_given(model):
+    """A float32 in a message reads as it was typed, not as the double it widens to."""
+    with pytest.raises(ValueError, match=r"lr must be > 0.0, got -0.04729$"):
+        model.fit(GOOD_X, GOOD_Y, epochs=1, lr=np.float32(-0.04729), verbose=False)
+    with pytest.raises(ValueError, match=r"temperature must be >= 0.0, got -0.1$"):
+        model.sample(GOOD_X, temperature=np.float32(-0.1))

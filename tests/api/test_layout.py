@@ -42,6 +42,7 @@ LAYERS = [
     ["npmdn.demo"],
     # the command
     ["npmdn.cli.files"],
+    ["npmdn.cli.data"],
     ["npmdn.cli.commands"],
     ["npmdn.cli.main"],
     # 12: entry points

@@ -23,7 +23,7 @@ def test_fit_reduces_nll_and_records_history():
     d = small_data()
     m = make()
     before = m.nll(d.x, d.y)
-    h = m.fit(d.x, d.y, epochs=15, batch_size=64, lr=1e-2, verbose=False)
+    h = m.fit(d.x, d.y, epochs=15, batch_size=64, lr=1e-2, validation_split=0, verbose=False)
     assert h.epochs == 15 and len(h.train_nll) == 15 and h.val_nll == []
     assert m.nll(d.x, d.y) < before - 0.5
     assert h.train_nll[-1] < h.train_nll[0]
@@ -116,7 +116,8 @@ def test_non_finite_loss_stops_with_epoch_and_keeps_finite_weights():
     d = small_data()
     m = make()
     with pytest.raises(npmdn.NonFiniteLossError, match=r"epoch \d+") as info:
-        m.fit(d.x, d.y, epochs=50, batch_size=None, lr=1e8, optimizer="sgd", verbose=False)
+        m.fit(d.x, d.y, epochs=50, batch_size=None, lr=1e8, optimizer="sgd",
+              validation_split=0, verbose=False)
     assert "finite" in str(info.value)
     assert np.isfinite(m.params).all()
     assert np.isfinite(m.nll(d.x, d.y))
@@ -235,3 +236,29 @@ def test_large_inputs_are_chunked_consistently():
     raw = [a[65_530:65_540] for a in m.mixture_raw(x)]
     np.testing.assert_array_equal(s[65_530:65_540],
                                   mixture.sample(*raw, 2, 1, row_offset=65_530))
+
+
+def test_column_names_from_dataframes_and_arguments():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"temp": rng.normal(size=80), "pressure": rng.normal(size=80)})
+    target = pd.Series(frame["pressure"] * 2, name="yield")
+    m = make()
+    m.fit(frame[["pressure"]], target, epochs=1, verbose=False)
+    assert (m.x_names, m.y_names) == (("pressure",), ("yield",))
+    # a DataFrame is read by the names, whatever else it holds and in any order
+    np.testing.assert_array_equal(m.predict(frame), m.predict(frame["pressure"].to_numpy()))
+    with pytest.raises(ValueError, match="lacks the column"):
+        m.predict(frame[["temp"]])
+    with pytest.raises(ValueError, match="differ from the columns"):
+        m.fit(frame["temp"].to_numpy(), target, epochs=1, x_names=["temp"], verbose=False)
+    m2 = make()
+    m2.fit(np.arange(10.0), np.arange(10.0), epochs=1, x_names="t", y_names=["v"],
+           verbose=False)
+    assert (m2.x_names, m2.y_names) == (("t",), ("v",))
+    import pickle
+
+    back = pickle.loads(pickle.dumps(m))
+    assert (back.x_names, back.y_names) == (("pressure",), ("yield",))
+    with pytest.raises(ValueError, match="name 1 column"):
+        make().fit(np.arange(10.0), np.arange(10.0), epochs=1, x_names=["a", "b"])

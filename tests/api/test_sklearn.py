@@ -13,7 +13,9 @@ with 0.5 as an R^2, while this score is the mean log-likelihood
 The whole check run takes about 10 s on 2 cores.
 """
 
+import hashlib
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -421,7 +423,13 @@ def test_save_refusals_and_corrupt_files(tmp_path, hetero):
         arrays = {k: f[k] for k in f.files}
     arrays["estimator"] = np.frombuffer(b"{not json", dtype=np.uint8)
     bad = tmp_path / "bad.npz"
-    np.savez(bad, **arrays)
+    np.savez(bad, **arrays)  # the member is checksummed like the model's own arrays
+    with pytest.raises(ValueError, match="checksum of 'estimator'"):
+        load(bad)
+    header = json.loads(arrays["header"].tobytes())
+    header["sha256"]["estimator"] = hashlib.sha256(b"{not json").hexdigest()
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(bad, **arrays)  # checksum right, document wrong
     with pytest.raises(ValueError, match="not a valid MDNRegressor file"):
         load(bad)
     # nothing left behind by the atomic writes

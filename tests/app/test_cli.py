@@ -113,7 +113,8 @@ def test_fit_reads_csv_by_index_npz_and_npy_alike(work, tmp_path):
 
 def test_header_names_win_over_indices(work, tmp_path):
     """A header name is matched before a 0-based index: in a file whose header is
-    "1,0", --x 1 is the first column, and so is the positional default of predict."""
+    "1,0", --x 1 is the first column, and so is the column named "1" that predict
+    finds by the name the model was fitted on."""
     d, data, _ = work
     with open(tmp_path / "digits.csv", "w") as f:
         f.write("1,0\n" + "".join(f"{a!r},{b!r}\n" for a, b in
@@ -122,7 +123,8 @@ def test_header_names_win_over_indices(work, tmp_path):
         "--seed", 1, "--out", "m.npz", cwd=tmp_path, check=0)
     ref = npmdn.load(d / "model.npz").params  # x = column "x", y = column "y"
     assert npmdn.load(tmp_path / "m.npz").params.tobytes() == ref.tobytes()
-    proc = run("predict", d / "model.npz", "digits.csv", cwd=tmp_path, check=0)
+    assert npmdn.load(tmp_path / "m.npz").x_names == ("1",)
+    proc = run("predict", "m.npz", "digits.csv", cwd=tmp_path, check=0)
     names, table = read_csv(proc.stdout, text=True)
     assert names == ["1", "mean", "std"]
     np.testing.assert_array_equal(table[:, 0], data.x[:, 0])
@@ -231,8 +233,8 @@ def test_two_dimensional_x_and_y(tmp_path):
     assert (m.in_dim, m.out_dim, m.covariance) == (2, 2, "isotropic")
     names, table = read_csv(run("predict", "m.npz", "d.npz", "--mixture", cwd=tmp_path,
                                 check=0).stdout, text=True)
-    assert names == ["x0", "x1", "mean_0", "mean_1", "std_0", "std_1", "pi_0", "pi_1",
-                     "mu_0_0", "mu_0_1", "mu_1_0", "mu_1_1", "sigma_0", "sigma_1"]
+    assert names == ["x0", "x1", "mean_y0", "mean_y1", "std_y0", "std_y1", "pi_0", "pi_1",
+                     "mu_0_y0", "mu_0_y1", "mu_1_y0", "mu_1_y1", "sigma_0", "sigma_1"]
     f32 = table.astype(np.float32)
     np.testing.assert_array_equal(f32[:, 2:4], m.predict(x))
     np.testing.assert_array_equal(f32[:, 4:6], m.predict_std(x))
@@ -241,7 +243,7 @@ def test_two_dimensional_x_and_y(tmp_path):
     np.testing.assert_array_equal(f32[:, 12:], sigma[..., 0])
     names, table = read_csv(run("sample", "m.npz", "d.npz", "-n", 2, cwd=tmp_path,
                                 check=0).stdout, text=True)
-    assert names == ["row", "draw", "x0", "x1", "y_0", "y_1"] and table.shape == (600, 6)
+    assert names == ["row", "draw", "x0", "x1", "y0", "y1"] and table.shape == (600, 6)
     np.testing.assert_array_equal(table[:, 4:].astype(np.float32),
                                   m.sample(x, 2, seed=0).reshape(600, 2))
 
@@ -285,8 +287,8 @@ def test_score_prints_every_metric_of_the_api(work):
 
 def test_plot_writes_a_real_png(work, tmp_path):
     d, _, _ = work
-    proc = run("plot", d / "model.npz", d / "data.npy", "--out", tmp_path / "fig.png",
-               cwd=tmp_path, check=0)
+    proc = run("plot", d / "model.npz", d / "data.npy", "--x", 0, "--y", 1,
+               "--out", tmp_path / "fig.png", cwd=tmp_path, check=0)
     assert "figure written to" in proc.stdout
     w, h = png_size(tmp_path / "fig.png")
     assert 600 <= w <= 2000 and 400 <= h <= 1500 and w > h
@@ -350,6 +352,8 @@ BAD_FILES = {
     "garbage.npz": "this is not a zip archive",
     "existing.csv": "results the user keeps\n",
     "existing.png": "a figure the user keeps",
+    "underscore.csv": "x,y\n1,2\n1_0,3\n",
+    "semicolon.csv": "x;y\n1;2\n3;4\n",
 }
 
 BAD = [
@@ -374,7 +378,10 @@ BAD = [
     (["fit", "data.npz", "--x", "x", "--y", "y", "--backend", "cupy"], "backend 'cupy'"),
     (["predict", "model.npz", "data.csv", "--x", "x,y", "--out", "existing.csv"],
      "wrong width for the model"),
-    (["predict", "model.npz", "data.csv", "--out", "existing.csv"], "say which with --x"),
+    (["predict", "unnamed.npz", "data.csv", "--out", "existing.csv"], "say which with --x"),
+    (["predict", "model.npz", "two.csv", "--out", "existing.csv"],
+     "fitted on the x column 'x'; two.csv lacks 'x'"),
+    (["plot", "model.npz", "data.npy", "--out", "existing.png"], "has no column names"),
     (["predict", "model.npz", "two.csv", "--x", "a,b"], "wrong width for the model"),
     (["predict", "missing.npz", "data.csv", "--x", "x"], "no model file"),
     (["predict", "garbage.npz", "data.csv", "--x", "x", "--out", "existing.csv"],
@@ -387,6 +394,22 @@ BAD = [
      "must end in one of"),
     (["plot", "model.npz", "text.csv", "--out", "existing.png"], "'abc' is not a number"),
     (["plot", "garbage.npz", "data.npz", "--out", "existing.png"], "not a valid npmdn model file"),
+    # damaged and crafted model files: one line, not a traceback
+    (["predict", "method.npz", "data.csv"], "compression method 1"),
+    (["predict", "huge.npz", "data.csv"], "architecture"),
+    (["score", "nosums.npz", "data.csv"], "'sha256' must map"),
+    # absurd sizes: refused before the work, not a MemoryError
+    (["sample", "model.npz", "data.csv", "-n", "1000000000"], "memory"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--hidden", "100000,100000"], "memory"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "-k", "1000000000"], "memory"),
+    (["predict", "model.npz", "data.csv", "--out", "sub/"], "ends in a path separator"),
+    # CSV that only looks numeric, or is not comma-separated
+    (["fit", "underscore.csv", "--x", "x", "--y", "y"], "'1_0' is not a number"),
+    (["fit", "semicolon.csv", "--x", "x", "--y", "y"], "semicolon-separated"),
+    # the library's checks in the command's words
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--clip-norm", "-1"], "--clip-norm must be >"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--validation-split", "1.5"],
+     "--validation-split must be in [0, 1)"),
 ]
 
 
@@ -395,6 +418,22 @@ def bad_dir(work):
     d, _, _ = work
     for name, text in BAD_FILES.items():
         (d / name).write_text(text)
+    # a model that does not know its columns (fitted from Python on plain arrays)
+    unnamed = npmdn.MDN(1, 1, 2, hidden=(4,), seed=0, backend="numpy")
+    unnamed.fit(np.arange(20.0), np.arange(20.0) ** 2, epochs=1, verbose=False)
+    unnamed.save(d / "unnamed.npz")
+    # the fixture's model with one bit flipped in a member's compression method, with a
+    # header describing a network of 10^12 parameters, and with its checksums a list
+    raw = bytearray((d / "model.npz").read_bytes())
+    raw[raw.find(b"PK\x01\x02") + 10] ^= 1
+    (d / "method.npz").write_bytes(bytes(raw))
+    with np.load(d / "model.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(arrays["header"].tobytes())
+    for name, change in (("huge", {"config": {**header["config"], "hidden": [10**6, 10**6]}}),
+                         ("nosums", {"sha256": []})):
+        blob = json.dumps({**header, **change}).encode()
+        np.savez(d / f"{name}.npz", **{**arrays, "header": np.frombuffer(blob, np.uint8)})
     # CuPy that cannot import: the same path as a machine without a working CUDA
     fake = d / "_no_cupy"
     fake.mkdir(exist_ok=True)

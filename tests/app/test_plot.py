@@ -211,3 +211,13 @@ def test_cli_without_matplotlib(tmp_path):
     assert "no figure: npmdn.plot needs matplotlib" in proc.stdout
     assert "held-out NLL" in proc.stdout
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_axes_are_labelled_with_the_models_column_names():
+    data = npmdn.datasets.heteroscedastic(100, seed=0)
+    m = npmdn.MDN(1, 1, 2, hidden=(4,), seed=0, backend="numpy")
+    m.fit(data.x, data.y, epochs=1, verbose=False, x_names=["dose"], y_names=["response"])
+    fig = plot.plot_fit(m, data.x, data.y)
+    labels = {(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes}
+    assert ("dose", "response") in labels and ("response", "density") in labels
+    assert not any("x" == a or "y" == b for a, b in labels)
