@@ -2,7 +2,10 @@
 
 These are the mixture-head kernels with their inputs checked, on the
 backend chosen by :func:`npmdn.backend.backend_for_arrays`. Arrays come back
-in the kind they went in (NumPy in, NumPy out; CuPy in, CuPy out).
+in the kind they went in (NumPy in, NumPy out; CuPy in, CuPy out; Dask in,
+lazy Dask out: each row block computed by the same function, with
+``mixture_sample`` drawing every block at its global rows; see
+:func:`npmdn._blocks.rowwise`).
 """
 
 from __future__ import annotations
