@@ -104,7 +104,7 @@ def as_rows(arrays, names):
     first = out[lazy[0]]
     for i, a in enumerate(arrays):
         if out[i] is None:
-            a = np.asarray(a) if not hasattr(a, "shape") else a
+            a = a if is_device_array(a) else np.asarray(a)
             if a.ndim == 0 or a.shape[0] != first.shape[0]:
                 raise ValueError(
                     f"{names[i]} must have the {first.shape[0]} rows of {names[lazy[0]]}, got "

@@ -21,8 +21,11 @@ import npmdn.dask
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    # without distributed's MALLOC_TRIM_THRESHOLD_=65536 (see bench/dask_scaling.py), which
+    # makes every NumPy temporary a fresh mmap and these tests several times slower
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                         dashboard_address=None) as cluster, Client(cluster) as c:
         yield c
 
 
