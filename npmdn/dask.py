@@ -36,7 +36,14 @@ What it guarantees:
   backend (cupy where a GPU answers, else numba) instead of the model's.
 * **Bounded memory.** A block's memory is the in-memory method's on that
   block (plus at most two network passes of padding); ``fit`` holds the block
-  it trains on and the next one, computed meanwhile.
+  it trains on (with its float32 copies and the rows left over from the one
+  before) and the next one, computed meanwhile.
+
+distributed's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
+which makes every NumPy temporary over 128 KiB a fresh ``mmap``: inference
+runs several times slower so. Unset it before starting workers with
+``dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
+None})`` (measurements in ``bench/RESULTS.md``).
 
 Inputs must be split along rows only, with known block sizes; x and y must
 have the same row blocks (a NumPy y is split like x). Anything else is a
