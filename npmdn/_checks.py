@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ._arrays import array_module, is_device_array
+from ._arrays import array_module, is_device_array, is_lazy_array
 
 
 class InputDTypeError(TypeError, ValueError):
@@ -152,6 +152,8 @@ def mixture_args(logits, mu, log_sigma, y=None):
     check_nonempty(n, "the batch (N)")
     if k == 0 or d == 0:
         raise ValueError(f"need K >= 1 components and D >= 1 dimensions, got K={k}, D={d}")
+    if any(is_lazy_array(a) for _, a in arrays):
+        return n, k, d, s  # Dask arrays: their blocks are checked when computed
     xp = array_module(logits)
     for nm, a in arrays:
         check_finite(a, nm, xp)

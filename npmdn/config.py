@@ -21,6 +21,14 @@ ENV_KERNEL_DIR = "NPMDN_KERNEL_DIR"  # a directory of edited CUDA sources to use
 # --------------------------------------------------------------------------
 
 INFERENCE_CHUNK = 1 << 16  # rows per network pass in MDN inference: bounds memory for any N
+# Rows per matrix product of the network in inference (the last pass of an array may be
+# shorter). BLAS may round a row's dot products differently with the number of rows in
+# the product (other kernels, other splits between threads), so passes of a fixed size,
+# counted from row 0, make a row's result depend only on the row and its index: a slice
+# that starts on a multiple of the pass, or a Dask block padded to one (npmdn.dask), gives
+# bit for bit the rows of the whole. INFERENCE_CHUNK is rounded to a multiple of it.
+NETWORK_PASS = 1 << 12  # numpy, numba: small enough for the caches, large for BLAS
+NETWORK_PASS_DEVICE = 1 << 16  # cupy: a GPU needs large products to fill it
 DISTRIBUTION_BLOCK = 1 << 20  # float64 elements per temporary of the CDF/quantile/CRPS/modes
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 These are the mixture-head kernels with their inputs checked, on the
 backend chosen by :func:`npmdn.backend.backend_for_arrays`. Arrays come back
-in the kind they went in (NumPy in, NumPy out; CuPy in, CuPy out).
+in the kind they went in (NumPy in, NumPy out; CuPy in, CuPy out; Dask in,
+lazy Dask out: each row block computed by the same function, with
+``mixture_sample`` drawing every block at its global rows; see
+:func:`npmdn._blocks.rowwise`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 from . import _checks as C
 from . import distribution, mixture
 from ._arrays import array_module
+from ._blocks import rowwise
 from .backend import backend_for_arrays
 from .distribution import Modes
 from .mixture import SAMPLE_METHODS
@@ -27,6 +31,7 @@ def _back(backend, like_device: bool, arrays):
     return [backend.to_host(a) for a in arrays]
 
 
+@rowwise(4)
 def mixture_nll(logits, mu, log_sigma, y, backend=None):
     """Per-row negative log-likelihood of ``y`` under a Gaussian mixture, and its gradient.
 
@@ -63,6 +68,7 @@ def mixture_nll(logits, mu, log_sigma, y, backend=None):
     return nll, (dl, dm, ds)
 
 
+@rowwise(4)
 def mixture_log_prob(logits, mu, log_sigma, y, backend=None):
     """Per-row ``log p(y)`` (N,) under the mixture; shapes and dtypes as in
     :func:`mixture_nll`."""
@@ -74,6 +80,7 @@ def mixture_log_prob(logits, mu, log_sigma, y, backend=None):
     return out
 
 
+@rowwise(3, offset="row_offset", seed="seed")
 def mixture_sample(
     logits,
     mu,
@@ -129,6 +136,7 @@ def mixture_sample(
     return out
 
 
+@rowwise(3)
 def mixture_params(logits, mu, log_sigma):
     """``(pi, mu, sigma)``: weights (N, K), means (N, K, D), scales (N, K, S)."""
     C.mixture_args(logits, mu, log_sigma)
@@ -148,6 +156,7 @@ def _drop_d(a, d):
     return a[..., 0] if d == 1 else a
 
 
+@rowwise(4)
 def mixture_cdf(logits, mu, log_sigma, y):
     """``P(Y_d <= y_d)`` under each row's mixture: [N] for D = 1, else per-dimension
     marginals [N, D]. ``y`` is [N, D] (or [N] when D = 1), any real dtype.
@@ -159,6 +168,7 @@ def mixture_cdf(logits, mu, log_sigma, y):
     return _drop_d(distribution.cdf(logits, mu, log_sigma, y), d)
 
 
+@rowwise(3)
 def mixture_quantile(logits, mu, log_sigma, q):
     """Quantiles ``F^-1(q)`` of each row's mixture at levels ``q``.
 
@@ -178,6 +188,7 @@ def mixture_quantile(logits, mu, log_sigma, q):
     return out[:, 0] if levels.ndim == 0 else out
 
 
+@rowwise(3)
 def mixture_interval(logits, mu, log_sigma, coverage=0.9):
     """The central interval holding probability ``coverage`` in each row (per dimension).
 
@@ -198,6 +209,7 @@ def mixture_interval(logits, mu, log_sigma, coverage=0.9):
     return lower, upper
 
 
+@rowwise(3)
 def mixture_modes(logits, mu, log_sigma, *, tol: float = 1e-10, max_iter: int = 500,
                   merge_tol: float = 1e-2):
     """Every local mode of each row's mixture density, highest first: a :class:`Modes`.
@@ -221,6 +233,7 @@ def mode_options(tol, max_iter, merge_tol):
     )
 
 
+@rowwise(3)
 def mixture_mean(logits, mu, log_sigma):
     """Mixture mean ``sum_k pi_k mu_k``: [N, D], computed in float64, in the dtype of
     ``mu`` (``log_sigma`` is checked, not used)."""
@@ -228,6 +241,7 @@ def mixture_mean(logits, mu, log_sigma):
     return mixture.mean(logits, mu)
 
 
+@rowwise(3)
 def mixture_covariance(logits, mu, log_sigma):
     """Full predictive covariance [N, D, D] by the law of total covariance:
     ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``; float64

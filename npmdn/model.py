@@ -22,10 +22,12 @@ checks, inference and the distribution queries.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from . import _blocks, config, metrics, mixture, persistence, standardization, training
 from . import _checks as C
-from . import config, metrics, mixture, persistence, standardization, training
 from .backend import Backend, get_backend
 from .functional import (
     Modes,
@@ -85,14 +87,17 @@ def file_layout(cfg) -> dict:
 
 
 def _column_names(a):
-    """The column names of a pandas DataFrame (or the name of a Series) when they are
-    all strings, else None; pandas itself is never imported here."""
+    """The column names of a pandas (or Dask) DataFrame, or the name of a Series, when
+    they are all strings, else None; neither pandas nor Dask is imported here."""
+    if not type(a).__module__.startswith(("pandas", "dask")) or \
+            type(a).__name__ not in ("DataFrame", "Series"):
+        return None
     cols = getattr(a, "columns", None)
-    if cols is not None and type(a).__module__.startswith("pandas"):
-        names = [c for c in cols]
+    if cols is not None:
+        names = list(cols)
         return tuple(names) if names and all(isinstance(c, str) for c in names) else None
     name = getattr(a, "name", None)
-    if type(a).__module__.startswith("pandas") and getattr(a, "ndim", 0) == 1:
+    if getattr(a, "ndim", 0) == 1:
         return (name,) if isinstance(name, str) else None
     return None
 
@@ -113,6 +118,22 @@ def _check_names(names, width, what):
     if len(set(names)) != len(names):
         raise ValueError(f"{what} must be distinct, got {list(names)}")
     return names
+
+
+
+def _dask_aware(method):
+    """A method whose rows may be Dask collections: such a call goes to :mod:`npmdn.dask`
+    (lazy results computed block by block, computed scores, a streaming fit)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if _blocks.any_lazy(*args, *kwargs.values()):
+            from . import dask as npmdn_dask
+
+            return npmdn_dask.dispatch(self, method, args, kwargs)
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MDN:
@@ -329,12 +350,31 @@ class MDN:
         log_sigma = h[:, k + k * d :].reshape(n, k, s)
         return logits, mu, log_sigma
 
+    def _network_pass(self) -> int:
+        """Rows per matrix product in inference (see ``config.NETWORK_PASS``)."""
+        return config.NETWORK_PASS_DEVICE if self.backend.on_device else config.NETWORK_PASS
+
     def _head(self, xs):
-        out, _ = self.net.forward(xs)
+        """The head output [N, P] of standardized rows, in network passes of a fixed
+        number of rows counted from the first, so that a row's result depends only on
+        the row and its index (``config.NETWORK_PASS`` says why)."""
+        rows = self._network_pass()
+        n = xs.shape[0]
+        if n <= rows:
+            out, _ = self.net.forward(xs)
+            return out
+        out = self.backend.xp.empty((n, self.head_size), dtype=self.dtype)
+        for a in range(0, n, rows):
+            h, _ = self.net.forward(xs[a : a + rows])
+            out[a : a + rows] = h
         return out
 
-    def _chunks(self, n):
-        rows = config.INFERENCE_CHUNK
+    def _chunks(self, n, rows=None):
+        """Row ranges of about ``rows`` (default ``config.INFERENCE_CHUNK``) rows that
+        start on network passes, so chunking never changes a result."""
+        step = self._network_pass()
+        rows = config.INFERENCE_CHUNK if rows is None else rows
+        rows = max(step, rows // step * step)
         for start in range(0, n, rows):
             yield start, min(n, start + rows)
 
@@ -351,6 +391,7 @@ class MDN:
     # inference
     # ------------------------------------------------------------------
 
+    @_dask_aware
     def mixture_raw(self, x):
         """``(logits [N,K], mu [N,K,D], log_sigma [N,K,S])`` in user units, as NumPy arrays.
 
@@ -364,17 +405,20 @@ class MDN:
             parts.append([self.backend.to_host(v) for v in self._user_mixture(*self._split(h))])
         return tuple(np.concatenate(p, axis=0) for p in zip(*parts, strict=True))
 
+    @_dask_aware
     def distribution(self, x) -> Mixture:
         """The predicted ``p(y | x)`` of each row as a :class:`npmdn.Mixture` (user
         units, on this model's backend): ``log_prob``, ``cdf``, ``quantile``, ``sample``..."""
         return Mixture(*self.mixture_raw(x), covariance_type=self.covariance,
                        backend=self.backend.name)
 
+    @_dask_aware
     def mixture(self, x):
         """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units."""
         logits, mu, log_sigma = self.mixture_raw(x)
         return mixture.params(logits, mu, log_sigma)
 
+    @_dask_aware
     def log_prob(self, x, y) -> np.ndarray:
         """``log p(y | x)`` per row [N], a density in the user's units of y."""
         x, y = self._xy(x, y)
@@ -385,10 +429,12 @@ class MDN:
             out[a:b] = self.backend.to_host(lp)
         return out - self.dtype.type(self.log_jacobian)
 
+    @_dask_aware
     def nll(self, x, y) -> float:
         """Mean negative log-likelihood (nats per row) of ``y`` given ``x``."""
         return float(-np.mean(self.log_prob(x, y), dtype=np.float64))
 
+    @_dask_aware
     def score(self, x, y, levels=metrics.DEFAULT_LEVELS) -> dict:
         """Scores of held-out data as a flat dict of floats: ``nll`` (mean, nats),
         ``crps``, ``coverage_<100c>`` per level, ``calibration_error`` and ``pit_ks``;
@@ -400,6 +446,7 @@ class MDN:
         out["nll"] = self.nll(x, y)  # the training loss's own kernel, as in History
         return out
 
+    @_dask_aware
     def predict(self, x, kind: str = "mean") -> np.ndarray:
         """A point prediction per row [N, D].
 
@@ -413,30 +460,38 @@ class MDN:
         logits, mu, _ = self.mixture_raw(x)
         return mixture.mean(logits, mu)
 
+    @_dask_aware
     def predict_variance(self, x) -> np.ndarray:
         """Predictive variance per output dimension [N, D] (law of total variance),
         float64 whatever the model's dtype (see :func:`npmdn.mixture.variance`)."""
         return mixture.variance(*self.mixture_raw(x))
 
+    @_dask_aware
     def predict_std(self, x) -> np.ndarray:
         """Predictive standard deviation per output dimension [N, D], in the model's
         dtype; computed in float64 without forming the variance, so it is finite
         wherever it fits the dtype (see :func:`npmdn.mixture.std`)."""
         return mixture.std(*self.mixture_raw(x))
 
+    @_dask_aware
     def predict_covariance(self, x) -> np.ndarray:
         """Full predictive covariance [N, D, D] (law of total covariance), float64."""
         return mixture.covariance(*self.mixture_raw(x))
 
+    @_dask_aware
     def sample(
         self, x, n_samples: int = 1, seed=None, *, method: str = "gumbel",
-        temperature: float = 1.0, sigma_scale: float = 1.0,
+        temperature: float = 1.0, sigma_scale: float = 1.0, row_offset: int = 0,
     ) -> np.ndarray:
         """Draws from ``p(y | x)``: [N, n_samples, D] in user units.
 
         Same arguments and guarantees as :func:`npmdn.mixture_sample` (the
         same seed gives the same draws on every backend and whatever the
-        batch size); row ``i`` of ``x`` is row ``i`` of the Philox stream.
+        batch size); row ``i`` of ``x`` is row ``row_offset + i`` of the Philox
+        stream, so rows ``a:b`` drawn with ``row_offset=a`` are those rows of the
+        whole batch's draws (bit for bit when ``a`` is a multiple of
+        ``config.NETWORK_PASS``; otherwise the network's float rounding may
+        differ in the last bit; :mod:`npmdn.dask` pads its blocks to passes).
         """
         x = self._rows(x, "x", self.in_dim, self.x_names)
         n_samples = C.int_arg(n_samples, "n_samples", 1, 2**32 - 1)
@@ -444,16 +499,18 @@ class MDN:
         method = C.choice_arg(method, "method", mixture.SAMPLE_METHODS)
         temperature = C.float_arg(temperature, "temperature", 0.0)
         sigma_scale = C.float_arg(sigma_scale, "sigma_scale", 0.0)
+        row_offset = C.int_arg(row_offset, "row_offset", 0, 2**64 - 1 - x.shape[0])
         out = np.empty((x.shape[0], n_samples, self.out_dim), dtype=self.dtype)
-        rows = max(1, config.INFERENCE_CHUNK // n_samples)
-        for a in range(0, x.shape[0], rows):
-            b = min(x.shape[0], a + rows)
-            h = self._head(self._std_x(x[a:b]))
-            draws = self.backend.sample(
-                *self._user_mixture(*self._split(h)),
-                n_samples, seed, a, method, temperature, sigma_scale,
-            )
-            out[a:b] = self.backend.to_host(draws)
+        per_call = max(1, config.INFERENCE_CHUNK // n_samples)  # bounds the draws' temporaries
+        for a, b in self._chunks(x.shape[0], per_call):
+            mix = self._user_mixture(*self._split(self._head(self._std_x(x[a:b]))))
+            for c in range(a, b, per_call):
+                d = min(b, c + per_call)
+                draws = self.backend.sample(
+                    *(m[c - a : d - a] for m in mix),
+                    n_samples, seed, row_offset + c, method, temperature, sigma_scale,
+                )
+                out[c:d] = self.backend.to_host(draws)
         return out
 
     # ------------------------------------------------------------------
@@ -461,6 +518,7 @@ class MDN:
     # (npmdn.functional and npmdn.metrics on mixture_raw, so every backend)
     # ------------------------------------------------------------------
 
+    @_dask_aware
     def modes(self, x, *, tol: float = 1e-10, max_iter: int = 500,
               merge_tol: float = 1e-2) -> Modes:
         """Every local mode of p(y | x) per row, highest density first.
@@ -481,12 +539,14 @@ class MDN:
         heaviest = np.argmax(logits, axis=1)  # ties: the lowest index
         return mu[np.arange(mu.shape[0]), heaviest]
 
+    @_dask_aware
     def cdf(self, x, y) -> np.ndarray:
         """``P(Y <= y | x)`` per row: [N] for 1-D y, per-dimension marginals [N, D]
         otherwise. At held-out targets these are the PIT values."""
         x, y = self._xy(x, y)
         return mixture_cdf(*self.mixture_raw(x), y)
 
+    @_dask_aware
     def quantile(self, x, q) -> np.ndarray:
         """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
         [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
@@ -494,6 +554,7 @@ class MDN:
         levels = C.probabilities(q, "q")
         return mixture_quantile(*self.mixture_raw(x), levels)
 
+    @_dask_aware
     def interval(self, x, coverage=0.9):
         """Central predictive interval ``(lower, upper)`` of probability ``coverage``
         per row: the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles, each [N] for 1-D y
@@ -501,6 +562,7 @@ class MDN:
         c = C.probabilities(coverage, "coverage")
         return mixture_interval(*self.mixture_raw(x), c)
 
+    @_dask_aware
     def crps(self, x, y) -> np.ndarray:
         """CRPS of each target under p(y | x), closed form: [N] for 1-D y, per-dimension
         marginals [N, D] otherwise (see :func:`npmdn.metrics.crps`)."""
@@ -520,6 +582,14 @@ class MDN:
     def _set_standardization(self, x, y):
         self.x_shift, self.x_scale, self.y_shift, self.y_scale = self._standardization(x, y)
 
+    def _standardize_from(self, mx, sx, my, sy):
+        """The standardization from the training set's column means and (population)
+        standard deviations, checked as :meth:`_set_standardization`'s; a streaming
+        fit (:mod:`npmdn.dask`) passes streamed ones."""
+        self.x_shift, self.x_scale, self.y_shift, self.y_scale = standardization.from_moments(
+            mx, sx, my, sy, self.dtype, self.covariance == "isotropic")
+
+    @_dask_aware
     def fit(
         self,
         x,

@@ -20,6 +20,7 @@ import numbers
 from . import _checks as C
 from . import metrics, mixture
 from ._arrays import array_module
+from ._blocks import any_lazy, rowwise
 from .backend import Backend, check_name
 from .functional import (
     mixture_cdf,
@@ -32,6 +33,10 @@ from .functional import (
     mixture_quantile,
     mixture_sample,
 )
+
+# the reference's moments, lazy on Dask arrays as the functions are
+_variance = rowwise(3)(mixture.variance)
+_component_covariances = rowwise(2)(mixture.component_covariances)
 
 
 class Mixture:
@@ -125,8 +130,9 @@ class Mixture:
             raise IndexError(f"index {key!r} does not select rows")
         if parts[0].shape[0] == 0:
             raise IndexError(f"index {key!r} selects no rows")
-        xp = array_module(parts[0])
-        parts = [xp.ascontiguousarray(p) for p in parts]
+        if not any_lazy(parts[0]):
+            xp = array_module(parts[0])
+            parts = [xp.ascontiguousarray(p) for p in parts]
         return Mixture(*parts, covariance_type=self.covariance_type, backend=self.backend)
 
     def __repr__(self) -> str:
@@ -153,7 +159,7 @@ class Mixture:
     @property
     def covariances(self):
         """Component covariance matrices [N, K, D, D], float64."""
-        return mixture.component_covariances(self.params[1], self.params[2])
+        return _component_covariances(self.params[1], self.params[2])
 
     # ------------------------------------------------------------------
     # densities, draws
@@ -201,7 +207,7 @@ class Mixture:
 
     def variance(self):
         """Predictive variance per output dimension [N, D], float64."""
-        return mixture.variance(*self.params)
+        return _variance(*self.params)
 
     def std(self):
         """Predictive standard deviation per output dimension [N, D], in the mixture's

@@ -42,6 +42,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
     _check_sample_weight,
     check_array,
     check_consistent_length,
@@ -49,6 +51,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from . import _blocks
 from . import _checks as C
 from .backend import Backend
 from .model import MDN
@@ -232,6 +235,19 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
         return X, y
 
+    def _lazy_fit_data(self, X, y, reset: bool):
+        """Dask X and y (Arrays, DataFrames, Series) checked as ``_fit_data`` checks arrays;
+        the values are checked block by block as training reads them."""
+        # a Dask DataFrame's _meta is an empty pandas one with its columns
+        _check_feature_names(self, getattr(X, "_meta", X), reset=reset)
+        X, y = _blocks.as_rows([X, y], ["X", "y"])
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        _check_n_features(self, X, reset=reset)
+        if y.ndim > 2:
+            raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
+        return X, y
+
     def _targets(self, y, n_rows: int) -> np.ndarray:
         """y as [N, D] float64, checked against the fitted width."""
         y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
@@ -314,12 +330,19 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         ``lr``, with no validation split. Adam's moment estimates restart at
         each call. ``fit`` starts again from scratch.
 
+        X and y may be Dask Arrays or DataFrames (y a Series), larger than memory:
+        the epoch then streams their blocks (see :mod:`npmdn.dask`), and the first
+        call's standardization comes from one pass over them.
+
         Returns
         -------
         self
         """
         first = not hasattr(self, "model_")
-        X, y = self._fit_data(X, y, reset=first)
+        if _blocks.any_lazy(X, y):
+            X, y = self._lazy_fit_data(X, y, reset=first)
+        else:
+            X, y = self._fit_data(X, y, reset=first)
         args = self._training_args()
         y_1d = y.ndim == 1
         y = y.reshape(y.shape[0], -1)

@@ -51,9 +51,20 @@ def fit(x, y, dtype, isotropic: bool):
     in units of 1e160 or 1e-200; a float64 one can). With ``isotropic`` every y
     column shares one scale, the RMS of their standard deviations.
     """
-    dtype = np.dtype(dtype)
     x_shift, sx = column_stats(x)
     y_shift, sy = column_stats(y)
+    return from_moments(x_shift, sx, y_shift, sy, dtype, isotropic)
+
+
+def from_moments(x_shift, sx, y_shift, sy, dtype, isotropic: bool):
+    """:func:`fit` from column means and (population) standard deviations computed
+    elsewhere (a streaming pass over blocks, :mod:`npmdn.dask`): the same scales,
+    the same checks."""
+    dtype = np.dtype(dtype)
+    x_shift, sx, y_shift, sy = (np.asarray(v, dtype=np.float64) for v in (x_shift, sx, y_shift,
+                                                                           sy))
+    if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
+        raise ValueError("the standard deviation of a column overflowed: rescale x or y")
     if isotropic:
         sy = np.full(sy.shape, rms(sy))
     tiny = np.finfo(np.float64).tiny

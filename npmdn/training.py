@@ -322,26 +322,33 @@ class _Run:
         self.n = x.shape[0]
         self.bs = self.n if opts.batch_size is None else min(opts.batch_size, self.n)
         self.steps = -(-self.n // self.bs)
-        net = model.net
-        self.last_good = net.params.copy()  # the weights of the last step with a finite loss
+        self.last_good = model.net.params.copy()  # the weights of the last step with a finite loss
+        self.engine = self._engine(self.xs, self.ys, self.bs, self.steps)
+        self.history = History()
+
+    def _engine(self, xs, ys, bs, steps):
+        """What runs ``steps`` steps of ``bs`` rows on (xs, ys): the backend's compiled
+        epoch where it applies, else the step loop."""
+        model, opt, clip = self.model, self.opt, self.opts.clip_norm
         fused = model.backend.fused_fit
         engine = None
-        if fused is not None:  # the backend's compiled epoch, where it applies
-            engine = fused(net, (model.n_components, model.out_dim, model.scale_dim), opt,
-                           self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
-        if engine is None:
-            engine = StepLoop(model, opt, self.xs, self.ys, self.bs, self.steps, opts.clip_norm)
-        self.engine = engine
-        self.history = History()
-        # the weights of the best validation epoch, kept for restore_best (also when a
-        # later step diverges)
-        self.best = net.params.copy() if self.val is not None and opts.restore_best else None
+        if fused is not None:
+            engine = fused(model.net, (model.n_components, model.out_dim, model.scale_dim), opt,
+                           xs, ys, bs, steps, clip)
+        return engine if engine is not None else StepLoop(model, opt, xs, ys, bs, steps, clip)
+
+    def _val_nll(self) -> float:
+        """Mean validation NLL in user units."""
+        return mean_nll(self.model, *self.val) + self.model.log_jacobian
 
     def train(self) -> History:
         opts, model, history = self.opts, self.model, self.history
         history.n_train = self.n
         history.n_val = 0 if self.val is None else int(self.val[0].shape[0])
         net = model.net
+        # the weights of the best validation epoch, kept for restore_best (also when a
+        # later step diverges)
+        self.best = net.params.copy() if self.val is not None and opts.restore_best else None
         best_val, wait = math.inf, 0
         jac = model.log_jacobian
         progress = Progress(opts.epochs, opts.verbose)
@@ -354,7 +361,7 @@ class _Run:
                 history.lr.append(lr_now)
                 val_nll = None
                 if self.val is not None:
-                    val_nll = mean_nll(model, *self.val) + jac
+                    val_nll = self._val_nll()
                     if not math.isfinite(val_nll):
                         self._diverged(epoch, None, "validation NLL", val_nll)
                     history.val_nll.append(val_nll)

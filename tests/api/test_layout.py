@@ -27,7 +27,7 @@ LAYERS = [
      "npmdn._numba.sample", "npmdn._cuda.sources", "npmdn.persistence"],
     # 2: built on the reference: the distribution, the backends' faces, data sets
     ["npmdn.distribution", "npmdn._numba.kernels", "npmdn._numba.train", "npmdn._cuda.plan",
-     "npmdn.datasets"],
+     "npmdn.datasets", "npmdn._blocks"],
     ["npmdn._cuda.kernels"],
     # 4: the switch, which loads the backends
     ["npmdn.backend"],
@@ -35,9 +35,12 @@ LAYERS = [
     ["npmdn.functional", "npmdn.metrics", "npmdn.training"],
     # 6: the predicted distribution as an object
     ["npmdn.predictive"],
-    # 7: the model
+    # 7: models on Dask rows (the model's methods send Dask inputs there, so it sits
+    # below the model and knows a model only by its methods)
+    ["npmdn.dask"],
+    # 8: the model
     ["npmdn.model"],
-    # 8: what uses models: figures, the demo, the ecosystem adapters
+    # 9: what uses models: figures, the demo, the ecosystem adapters
     ["npmdn.plot", "npmdn.sklearn"],
     ["npmdn.demo"],
     # the command
@@ -45,7 +48,7 @@ LAYERS = [
     ["npmdn.cli.data"],
     ["npmdn.cli.commands"],
     ["npmdn.cli.main"],
-    # 12: entry points
+    # 13: entry points
     ["npmdn", "npmdn.__main__", "npmdn.cli"],
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -177,3 +177,34 @@ def test_pit_ks_and_coverage_on_known_values():
     cov = metrics.coverage(u, [0.5, 0.9])
     assert cov == {"coverage_50": 0.5, "coverage_90": 0.75}
     assert set(metrics.coverage(u, [0.975])) == {"coverage_97.5"}
+
+
+def test_score_sums_in_pieces_equal_summary(fitted):
+    m, d = fitted
+    x, y = d.x[:900], d.y[:900]
+    raw = m.mixture_raw(x)
+    want = metrics.summary(*raw, y, levels=(0.5, 0.9))
+    parts = []
+    for a in (0, 250, 700):  # uneven pieces, merged
+        b = {0: 250, 250: 700, 700: 900}[a]
+        r = [p[a:b] for p in raw]
+        parts.append(metrics.ScoreSums((0.5, 0.9)).add(
+            metrics.log_score(*r, y[a:b]), metrics.crps(*r, y[a:b]), metrics.pit(*r, y[a:b])))
+    got = metrics.ScoreSums.merged(*parts).result()
+    assert got.keys() == want.keys()
+    for k in ("nll", "crps", "calibration_error"):
+        assert got[k] == pytest.approx(want[k], rel=1e-13), k
+    assert got["coverage_50"] == want["coverage_50"] and got["coverage_90"] == want["coverage_90"]
+    assert abs(got["pit_ks"] - want["pit_ks"]) <= 0.5 / metrics.PIT_BINS
+
+
+@pytest.mark.parametrize("bins", [4, 64, 4096])
+def test_score_sums_pit_ks_within_half_a_bin(bins):
+    rng = np.random.default_rng(bins)
+    for u in (rng.random(1000), rng.beta(2, 5, 3000), np.array([0.0, 0.5, 1.0, 1.0])):
+        s = metrics.ScoreSums(bins=bins).add(np.zeros(u.size), np.zeros(u.size), u)
+        assert abs(s.pit_ks() - metrics.pit_ks(u)) <= 0.5 / bins + 1e-15
+    with pytest.raises(ValueError, match="same levels and bins"):
+        metrics.ScoreSums(bins=4).merge(metrics.ScoreSums(bins=8))
+    with pytest.raises(ValueError, match="no rows"):
+        metrics.ScoreSums().result()

@@ -262,3 +262,23 @@ def test_column_names_from_dataframes_and_arguments():
     assert (back.x_names, back.y_names) == (("pressure",), ("yield",))
     with pytest.raises(ValueError, match="name 1 column"):
         make().fit(np.arange(10.0), np.arange(10.0), epochs=1, x_names=["a", "b"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_network_passes_make_rows_independent_of_their_batch(monkeypatch, dtype):
+    """The network runs in passes of config.NETWORK_PASS rows from row 0, so a slice that
+    starts on a pass gives its rows of the whole bit for bit (npmdn.dask relies on it),
+    and sample's row_offset places the slice in the Philox stream."""
+    from npmdn import config
+
+    monkeypatch.setattr(config, "NETWORK_PASS", 128)
+    monkeypatch.setattr(config, "INFERENCE_CHUNK", 384)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 1))
+    m = npmdn.MDN(2, 1, 3, hidden=(16,), dtype=dtype, seed=0)
+    lp, draws = m.log_prob(x, y), m.sample(x, 3, seed=4)
+    for a in (128, 640):
+        np.testing.assert_array_equal(m.log_prob(x[a:], y[a:]), lp[a:])
+        np.testing.assert_array_equal(m.sample(x[a:], 3, seed=4, row_offset=a), draws[a:])
+    with pytest.raises(ValueError, match="row_offset"):
+        m.sample(x, row_offset=-1)
