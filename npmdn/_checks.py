@@ -231,3 +231,39 @@ def probabilities(p, name: str) -> np.ndarray:
             f"{name} must lie strictly between 0 and 1, got {float(arr[bad].ravel()[0])!r}"
         )
     return arr
+
+
+def column_names(a):
+    """The column names of a pandas (or Dask) DataFrame, or the name of a Series, when
+    they are all strings, else None; neither pandas nor Dask is imported here."""
+    if not type(a).__module__.startswith(("pandas", "dask")) or \
+            type(a).__name__ not in ("DataFrame", "Series"):
+        return None
+    cols = getattr(a, "columns", None)
+    if cols is not None:
+        names = list(cols)
+        return tuple(names) if names and all(isinstance(c, str) for c in names) else None
+    name = getattr(a, "name", None)
+    if getattr(a, "ndim", 0) == 1:
+        return (name,) if isinstance(name, str) else None
+    return None
+
+
+def names_arg(names, width, what):
+    """Column names given by the user: None, a string (one column) or a sequence of
+    ``width`` distinct non-empty strings, as a tuple."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InputDTypeError(f"{what} must be a sequence of strings, got {names!r}") from None
+    if not all(isinstance(n, str) and n for n in names):
+        raise InputDTypeError(f"{what} must be non-empty strings, got {list(names)!r}")
+    if len(names) != width:
+        raise ValueError(f"{what} must name {width} column(s), got {len(names)}: {list(names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must be distinct, got {list(names)}")
+    return names

@@ -15,128 +15,29 @@ their standard deviations), so the mixture stays isotropic in user units.
 The head emits, per row, ``P = K (1 + D + S)`` numbers laid out as
 ``[logits (K) | mu (K x D, component-major) | log_sigma (K x S)]``.
 
-Training is in :mod:`npmdn.training` and the file format in
-:mod:`npmdn.persistence`; this module holds the model: construction, input
-checks, inference and the distribution queries.
+Training is in :mod:`npmdn.training`, the file format in
+:mod:`npmdn.persistence`, what the model answers (densities, draws, moments,
+quantiles...) in the mixin :class:`npmdn.queries.DistributionQueries`; this
+module holds the model: construction, parameters, input checks and
+standardization, the network and its head, fit's interface, save and load.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from . import _blocks, config, metrics, mixture, persistence, standardization, training
 from . import _checks as C
+from . import config, persistence, standardization, training
+from .architecture import CONFIG_KEYS, count_params, file_layout, head_size  # noqa: F401
 from .backend import Backend, get_backend
-from .functional import (
-    Modes,
-    mixture_cdf,
-    mixture_interval,
-    mixture_modes,
-    mixture_quantile,
-    mode_options,
-)
 from .mixture import COVARIANCES
 from .nn import ACTIVATIONS, MLP
-from .nn import n_params as mlp_n_params
-from .predictive import Mixture
+from .queries import DistributionQueries, dask_aware
 from .training import History, NonFiniteLossError
 
 __all__ = ["MDN", "load", "History", "NonFiniteLossError", "COVARIANCES"]
 
-PREDICT_KINDS = ("mean", "mode", "component")
-CONFIG_KEYS = ("in_dim", "out_dim", "n_components", "hidden", "activation", "covariance", "dtype")
-
-
-def head_size(n_components: int, out_dim: int, covariance: str) -> int:
-    """``P = K (1 + D + S)``: the head's outputs per row (S = D diagonal, 1 isotropic)."""
-    scale_dim = out_dim if covariance == "diagonal" else 1
-    return n_components * (1 + out_dim + scale_dim)
-
-
-def count_params(in_dim, out_dim, n_components, hidden, covariance="diagonal") -> int:
-    """The number of parameters of an MDN of these sizes, computed without building it."""
-    return mlp_n_params((in_dim, *hidden, head_size(n_components, out_dim, covariance)))
-
-
-def file_layout(cfg) -> dict:
-    """``{name: (shape, dtype)}`` of the arrays a model file with configuration ``cfg``
-    holds, after checking ``cfg`` strictly (the keys of :attr:`MDN.config`, each of
-    its type); allocates nothing, so a crafted size costs nothing."""
-    if not isinstance(cfg, dict) or set(cfg) != set(CONFIG_KEYS):
-        got = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f"the configuration must have the keys {list(CONFIG_KEYS)}, got {got}")
-    in_dim = C.int_arg(cfg["in_dim"], "in_dim", 1)
-    out_dim = C.int_arg(cfg["out_dim"], "out_dim", 1)
-    k = C.int_arg(cfg["n_components"], "n_components", 1)
-    if not isinstance(cfg["hidden"], list):
-        raise C.InputDTypeError(f"hidden must be a list of widths, got {cfg['hidden']!r}")
-    hidden = [C.int_arg(h, "hidden layer width", 1) for h in cfg["hidden"]]
-    C.choice_arg(cfg["activation"], "activation", ACTIVATIONS)
-    covariance = C.choice_arg(cfg["covariance"], "covariance", COVARIANCES)
-    dtype = np.dtype(C.choice_arg(cfg["dtype"], "dtype", ("float32", "float64")))
-    f64 = np.dtype(np.float64)
-    return {
-        "params": ((count_params(in_dim, out_dim, k, hidden, covariance),), dtype),
-        "x_shift": ((in_dim,), f64),
-        "x_scale": ((in_dim,), f64),
-        "y_shift": ((out_dim,), f64),
-        "y_scale": ((out_dim,), f64),
-    }
-
-
-def _column_names(a):
-    """The column names of a pandas (or Dask) DataFrame, or the name of a Series, when
-    they are all strings, else None; neither pandas nor Dask is imported here."""
-    if not type(a).__module__.startswith(("pandas", "dask")) or \
-            type(a).__name__ not in ("DataFrame", "Series"):
-        return None
-    cols = getattr(a, "columns", None)
-    if cols is not None:
-        names = list(cols)
-        return tuple(names) if names and all(isinstance(c, str) for c in names) else None
-    name = getattr(a, "name", None)
-    if getattr(a, "ndim", 0) == 1:
-        return (name,) if isinstance(name, str) else None
-    return None
-
-
-def _check_names(names, width, what):
-    if names is None:
-        return None
-    if isinstance(names, str):
-        names = (names,)
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise C.InputDTypeError(f"{what} must be a sequence of strings, got {names!r}") from None
-    if not all(isinstance(n, str) and n for n in names):
-        raise C.InputDTypeError(f"{what} must be non-empty strings, got {list(names)!r}")
-    if len(names) != width:
-        raise ValueError(f"{what} must name {width} column(s), got {len(names)}: {list(names)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{what} must be distinct, got {list(names)}")
-    return names
-
-
-
-def _dask_aware(method):
-    """A method whose rows may be Dask collections: such a call goes to :mod:`npmdn.dask`
-    (lazy results computed block by block, computed scores, a streaming fit)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if _blocks.any_lazy(*args, *kwargs.values()):
-            from . import dask as npmdn_dask
-
-            return npmdn_dask.dispatch(self, method, args, kwargs)
-        return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class MDN:
+class MDN(DistributionQueries):
     """A mixture density network ``x -> p(y | x)``, a mixture of K Gaussians.
 
     Parameters
@@ -292,7 +193,7 @@ class MDN:
         one that lacks any of them is refused, naming them.
         """
         if names is not None and getattr(a, "ndim", None) == 2:
-            have = _column_names(a)
+            have = C.column_names(a)
             if have is not None:
                 missing = [n for n in names if n not in have]
                 if missing:
@@ -391,7 +292,7 @@ class MDN:
     # inference
     # ------------------------------------------------------------------
 
-    @_dask_aware
+    @dask_aware
     def mixture_raw(self, x):
         """``(logits [N,K], mu [N,K,D], log_sigma [N,K,S])`` in user units, as NumPy arrays.
 
@@ -404,170 +305,6 @@ class MDN:
             h = self._head(self._std_x(x[a:b]))
             parts.append([self.backend.to_host(v) for v in self._user_mixture(*self._split(h))])
         return tuple(np.concatenate(p, axis=0) for p in zip(*parts, strict=True))
-
-    @_dask_aware
-    def distribution(self, x) -> Mixture:
-        """The predicted ``p(y | x)`` of each row as a :class:`npmdn.Mixture` (user
-        units, on this model's backend): ``log_prob``, ``cdf``, ``quantile``, ``sample``..."""
-        return Mixture(*self.mixture_raw(x), covariance_type=self.covariance,
-                       backend=self.backend.name)
-
-    @_dask_aware
-    def mixture(self, x):
-        """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units."""
-        logits, mu, log_sigma = self.mixture_raw(x)
-        return mixture.params(logits, mu, log_sigma)
-
-    @_dask_aware
-    def log_prob(self, x, y) -> np.ndarray:
-        """``log p(y | x)`` per row [N], a density in the user's units of y."""
-        x, y = self._xy(x, y)
-        out = np.empty(x.shape[0], dtype=self.dtype)
-        for a, b in self._chunks(x.shape[0]):
-            h = self._head(self._std_x(x[a:b]))
-            lp = self.backend.log_prob(*self._split(h), self._std_y(y[a:b]))
-            out[a:b] = self.backend.to_host(lp)
-        return out - self.dtype.type(self.log_jacobian)
-
-    @_dask_aware
-    def nll(self, x, y) -> float:
-        """Mean negative log-likelihood (nats per row) of ``y`` given ``x``."""
-        return float(-np.mean(self.log_prob(x, y), dtype=np.float64))
-
-    @_dask_aware
-    def score(self, x, y, levels=metrics.DEFAULT_LEVELS) -> dict:
-        """Scores of held-out data as a flat dict of floats: ``nll`` (mean, nats),
-        ``crps``, ``coverage_<100c>`` per level, ``calibration_error`` and ``pit_ks``;
-        see :func:`npmdn.metrics.summary` (for D > 1, CRPS and PIT are per-dimension
-        marginals, averaged and pooled)."""
-        x, y = self._xy(x, y)
-        levels = C.probabilities(levels, "levels")
-        out = metrics.summary(*self.mixture_raw(x), y, levels)
-        out["nll"] = self.nll(x, y)  # the training loss's own kernel, as in History
-        return out
-
-    @_dask_aware
-    def predict(self, x, kind: str = "mean") -> np.ndarray:
-        """A point prediction per row [N, D].
-
-        ``kind="mean"``: the conditional mean ``E[y | x] = sum_k pi_k mu_k``;
-        ``"mode"``: the highest mode of p(y | x) (see :meth:`modes`);
-        ``"component"``: the mean of the heaviest component.
-        """
-        kind = C.choice_arg(kind, "kind", PREDICT_KINDS)
-        if kind != "mean":
-            return self._predict_point(x, kind)
-        logits, mu, _ = self.mixture_raw(x)
-        return mixture.mean(logits, mu)
-
-    @_dask_aware
-    def predict_variance(self, x) -> np.ndarray:
-        """Predictive variance per output dimension [N, D] (law of total variance),
-        float64 whatever the model's dtype (see :func:`npmdn.mixture.variance`)."""
-        return mixture.variance(*self.mixture_raw(x))
-
-    @_dask_aware
-    def predict_std(self, x) -> np.ndarray:
-        """Predictive standard deviation per output dimension [N, D], in the model's
-        dtype; computed in float64 without forming the variance, so it is finite
-        wherever it fits the dtype (see :func:`npmdn.mixture.std`)."""
-        return mixture.std(*self.mixture_raw(x))
-
-    @_dask_aware
-    def predict_covariance(self, x) -> np.ndarray:
-        """Full predictive covariance [N, D, D] (law of total covariance), float64."""
-        return mixture.covariance(*self.mixture_raw(x))
-
-    @_dask_aware
-    def sample(
-        self, x, n_samples: int = 1, seed=None, *, method: str = "gumbel",
-        temperature: float = 1.0, sigma_scale: float = 1.0, row_offset: int = 0,
-    ) -> np.ndarray:
-        """Draws from ``p(y | x)``: [N, n_samples, D] in user units.
-
-        Same arguments and guarantees as :func:`npmdn.mixture_sample` (the
-        same seed gives the same draws on every backend and whatever the
-        batch size); row ``i`` of ``x`` is row ``row_offset + i`` of the Philox
-        stream, so rows ``a:b`` drawn with ``row_offset=a`` are those rows of the
-        whole batch's draws (bit for bit when ``a`` is a multiple of
-        ``config.NETWORK_PASS``; otherwise the network's float rounding may
-        differ in the last bit; :mod:`npmdn.dask` pads its blocks to passes).
-        """
-        x = self._rows(x, "x", self.in_dim, self.x_names)
-        n_samples = C.int_arg(n_samples, "n_samples", 1, 2**32 - 1)
-        seed = C.seed_arg(seed)
-        method = C.choice_arg(method, "method", mixture.SAMPLE_METHODS)
-        temperature = C.float_arg(temperature, "temperature", 0.0)
-        sigma_scale = C.float_arg(sigma_scale, "sigma_scale", 0.0)
-        row_offset = C.int_arg(row_offset, "row_offset", 0, 2**64 - 1 - x.shape[0])
-        out = np.empty((x.shape[0], n_samples, self.out_dim), dtype=self.dtype)
-        per_call = max(1, config.INFERENCE_CHUNK // n_samples)  # bounds the draws' temporaries
-        for a, b in self._chunks(x.shape[0], per_call):
-            mix = self._user_mixture(*self._split(self._head(self._std_x(x[a:b]))))
-            for c in range(a, b, per_call):
-                d = min(b, c + per_call)
-                draws = self.backend.sample(
-                    *(m[c - a : d - a] for m in mix),
-                    n_samples, seed, row_offset + c, method, temperature, sigma_scale,
-                )
-                out[c:d] = self.backend.to_host(draws)
-        return out
-
-    # ------------------------------------------------------------------
-    # the predicted density beyond its mean: modes, CDF, quantiles, CRPS
-    # (npmdn.functional and npmdn.metrics on mixture_raw, so every backend)
-    # ------------------------------------------------------------------
-
-    @_dask_aware
-    def modes(self, x, *, tol: float = 1e-10, max_iter: int = 500,
-              merge_tol: float = 1e-2) -> Modes:
-        """Every local mode of p(y | x) per row, highest density first.
-
-        A :class:`npmdn.Modes`: ``locations [N, K, D]``, ``log_density [N, K]``
-        (log p(mode | x), in the user's units of y) and ``count [N]``; unused
-        slots hold NaN and ``-inf``. The options are :func:`npmdn.mixture_modes`'s.
-        """
-        tol, max_iter, merge_tol = mode_options(tol, max_iter, merge_tol)
-        return mixture_modes(*self.mixture_raw(x), tol=tol, max_iter=max_iter,
-                             merge_tol=merge_tol)
-
-    def _predict_point(self, x, kind):
-        logits, mu, log_sigma = self.mixture_raw(x)
-        if kind == "mode":
-            best = mixture_modes(logits, mu, log_sigma).best()
-            return best.astype(self.dtype)
-        heaviest = np.argmax(logits, axis=1)  # ties: the lowest index
-        return mu[np.arange(mu.shape[0]), heaviest]
-
-    @_dask_aware
-    def cdf(self, x, y) -> np.ndarray:
-        """``P(Y <= y | x)`` per row: [N] for 1-D y, per-dimension marginals [N, D]
-        otherwise. At held-out targets these are the PIT values."""
-        x, y = self._xy(x, y)
-        return mixture_cdf(*self.mixture_raw(x), y)
-
-    @_dask_aware
-    def quantile(self, x, q) -> np.ndarray:
-        """Quantiles of p(y | x) at levels ``q`` (a level or 1-D levels in (0, 1)):
-        [N, len(q)] for 1-D y ([N] for a scalar q), per-dimension marginals
-        [N, len(q), D] otherwise; accuracy and monotonicity as :func:`npmdn.mixture_quantile`."""
-        levels = C.probabilities(q, "q")
-        return mixture_quantile(*self.mixture_raw(x), levels)
-
-    @_dask_aware
-    def interval(self, x, coverage=0.9):
-        """Central predictive interval ``(lower, upper)`` of probability ``coverage``
-        per row: the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles, each [N] for 1-D y
-        and a scalar coverage (shapes as in :meth:`quantile`)."""
-        c = C.probabilities(coverage, "coverage")
-        return mixture_interval(*self.mixture_raw(x), c)
-
-    @_dask_aware
-    def crps(self, x, y) -> np.ndarray:
-        """CRPS of each target under p(y | x), closed form: [N] for 1-D y, per-dimension
-        marginals [N, D] otherwise (see :func:`npmdn.metrics.crps`)."""
-        x, y = self._xy(x, y)
-        return metrics.crps(*self.mixture_raw(x), y)
 
     # ------------------------------------------------------------------
     # training
@@ -589,7 +326,7 @@ class MDN:
         self.x_shift, self.x_scale, self.y_shift, self.y_scale = standardization.from_moments(
             mx, sx, my, sy, self.dtype, self.covariance == "isotropic")
 
-    @_dask_aware
+    @dask_aware
     def fit(
         self,
         x,
@@ -705,9 +442,9 @@ class MDN:
             (x_names, x, self.in_dim, "x_names", self.x_names),
             (y_names, y, self.out_dim, "y_names", self.y_names),
         ):
-            names = _check_names(given, width, what)
+            names = C.names_arg(given, width, what)
             if names is None:
-                found = _column_names(data)
+                found = C.column_names(data)
                 if found is not None and mine is not None and set(mine) <= set(found):
                     found = mine  # a DataFrame is read by the model's names (see _rows)
                 names = found if found is not None and len(found) == width else None

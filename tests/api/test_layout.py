@@ -27,7 +27,7 @@ LAYERS = [
      "npmdn._numba.sample", "npmdn._cuda.sources", "npmdn.persistence"],
     # 2: built on the reference: the distribution, the backends' faces, data sets
     ["npmdn.distribution", "npmdn._numba.kernels", "npmdn._numba.train", "npmdn._cuda.plan",
-     "npmdn.datasets", "npmdn._blocks"],
+     "npmdn.datasets", "npmdn._blocks", "npmdn.architecture"],
     ["npmdn._cuda.kernels"],
     # 4: the switch, which loads the backends
     ["npmdn.backend"],
@@ -38,7 +38,9 @@ LAYERS = [
     # 7: models on Dask rows (the model's methods send Dask inputs there, so it sits
     # below the model and knows a model only by its methods)
     ["npmdn.dask"],
-    # 8: the model
+    # 8: what a model answers, as a mixin of the model
+    ["npmdn.queries"],
+    # 9: the model
     ["npmdn.model"],
     # 9: what uses models: figures, the demo, the ecosystem adapters
     ["npmdn.plot", "npmdn.sklearn"],
