@@ -5,6 +5,10 @@
     python -m bench.realdata --quick              # 2 data sets, 3 folds, few epochs: a smoke run
     python -m bench.realdata --study init         # paired initialisation study
     python -m bench.realdata --study floor        # sigma floor and effective components
+    python -m bench.realdata --study seed         # initialisation on the seed problem
+    python -m bench.realdata --study trace        # per-epoch collapse diagnostics
+    python -m bench.realdata --study noise        # noise rules, paired
+    python -m bench.realdata --study noise-grid   # fixed noise scales, x by y
 
 Each fold: the model sees the training rows only (standardised by their own
 mean and std, as npmdn does), and is scored on the held-out rows by the mean
@@ -28,7 +32,8 @@ Methods (``--methods``):
 
 Noise scales (``--noise``) are in standardised units: ``rule:C`` is Rothfuss
 et al.'s rule of thumb ``C * n ** (-1 / (4 + d))`` with n the training rows
-and d = dim x + dim y, the same scale on x and y; ``fixed:SX,SY`` sets both.
+and d = dim x + dim y, the same scale on x and y (``rule:CX,CY``: a constant
+for each); ``fixed:SX,SY`` sets both.
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ class Setup:
         if self.weight_decay:
             s += f", weight decay {self.weight_decay:g}"
         if self.validation_split:
-            s += f", early stopping (validation {self.validation_split:g}, patience {self.patience})"
+            s += (f", early stopping (validation {self.validation_split:g}, "
+                  f"patience {self.patience})")
         if self.min_sigma:
             s += f", min_sigma {self.min_sigma:g} std(y)"
         return s + f"; noise {self.noise}"
@@ -106,12 +112,13 @@ def noise_scales(spec: str, n: int, dx: int, dy: int) -> tuple[float, float]:
     if kind == "none":
         return 0.0, 0.0
     if kind == "rule":
-        h = float(arg or 1.0) * n ** (-1.0 / (4 + dx + dy))
-        return h, h
+        cx, _, cy = (arg or "1.0").partition(",")
+        rate = n ** (-1.0 / (4 + dx + dy))
+        return float(cx) * rate, float(cy or cx) * rate
     if kind == "fixed":
         sx, _, sy = arg.partition(",")
         return float(sx), float(sy or sx)
-    raise ValueError(f"noise must be none, rule:C or fixed:SX,SY, got {spec!r}")
+    raise ValueError(f"noise must be none, rule:C[,CY] or fixed:SX,SY, got {spec!r}")
 
 
 def fit_accepts(*names) -> bool:
@@ -163,15 +170,20 @@ def mixture_diagnostics(pi, sigma, y_std) -> dict:
     ``eff_k_row``: exp(entropy of pi(x)) averaged over rows, how many
     components one row's density uses; ``eff_k_pool``: exp(entropy of the
     mean pi), how many the data set uses; ``min_sigma``: the narrowest sigma
-    among components with weight > 0.05, as a fraction of std(y).
+    among components with weight > 0.05, as a fraction of std(y);
+    ``narrow_mass``: the mean weight on components narrower than 1% of std(y);
+    ``geo_sigma``: exp(mean over rows of sum_k pi_k log sigma_k) / std(y).
     """
     pi = np.clip(pi, 1e-300, 1.0)
     h_row = -(pi * np.log(pi)).sum(axis=1)
     pbar = pi.mean(axis=0)
     h_pool = -(pbar * np.log(pbar)).sum()
     live = pi > 0.05
+    rel = sigma / y_std
     return {"eff_k_row": float(np.exp(h_row).mean()), "eff_k_pool": float(np.exp(h_pool)),
-            "min_sigma": float(sigma[live].min() / y_std)}
+            "min_sigma": float(rel[live].min()),
+            "narrow_mass": float((pi * (rel < 0.01)).sum(axis=1).mean()),
+            "geo_sigma": float(np.exp((pi * np.log(rel)).sum(axis=1).mean()))}
 
 
 # --------------------------------------------------------------------------
@@ -298,8 +310,13 @@ def _torch_log_prob(h, y, k, floor):
     return torch.logsumexp(log_pi - 0.5 * z * z - torch.log(sigma) - 0.5 * LOG_2PI, -1)
 
 
-def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False, **_):
-    """npmdn.MDN.fit's loop in PyTorch: same weights, data, order, schedule, stopping."""
+def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False,
+              trace_epochs=(), **_):
+    """npmdn.MDN.fit's loop in PyTorch: same weights, data, order, schedule, stopping.
+
+    ``trace_epochs``: after these epochs, record the noise-free training NLL,
+    the held-out LL and the mixture diagnostics (``out["trace"]``).
+    """
     import torch
 
     model = _new_model(setup, xtr.shape[1], ytr.shape[1], seed, backend="numpy")
@@ -329,6 +346,7 @@ def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False, 
     bs = n if setup.batch_size is None else min(setup.batch_size, n)
     steps = -(-n // bs)
     best, best_val, wait, best_epoch, epochs_run = None, math.inf, 0, None, 0
+    trace = []
     t0 = time.perf_counter()
     status = "ok"
     for epoch in range(1, setup.epochs + 1):
@@ -359,6 +377,16 @@ def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False, 
         if status != "ok":
             break
         epochs_run = epoch
+        if epoch in trace_epochs:
+            with torch.no_grad():
+                ex, ey = std(xte, yte)
+                test_ll = float(_torch_log_prob(net(ex), ey, k, floor).mean()) - math.log(ysd[0])
+                h = net(tx)
+                train_nll = -float(_torch_log_prob(h, ty, k, floor).mean()) + math.log(ysd[0])
+                log_pi, _, sigma = _torch_head(h, k, floor)
+            trace.append({"epoch": epoch, "train_nll": train_nll, "test_ll": test_ll,
+                          **mixture_diagnostics(log_pi.exp().double().numpy(),
+                                                sigma.double().numpy() * ysd[0], ysd[0])})
         if xv is not None:
             with torch.no_grad():
                 vx, vy = std(xv, yv)
@@ -383,6 +411,8 @@ def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False, 
         log_pi, _, sigma = _torch_head(net64(torch.from_numpy((xtr - xm) / xsd)), k, floor)
     out = {"ll": float(ll.mean()), "seconds": seconds, "epochs_run": epochs_run,
            "best_epoch": best_epoch, "status": status, "noise": [sx, sy]}
+    if trace:
+        out["trace"] = trace
     out.update(mixture_diagnostics(log_pi.exp().numpy(), sigma.numpy() * ysd[0], ysd[0]))
     return out
 
@@ -401,9 +431,12 @@ FITTERS = {
 # --------------------------------------------------------------------------
 
 
+FOLD_SEED = 0  # --fold-seed: another set of shuffles (used while exploring settings)
+
+
 def folds(n, n_folds, repeat):
     """Shuffled k-fold test indices; repeat r reshuffles with seed r."""
-    perm = np.random.default_rng(1000 + repeat).permutation(n)
+    perm = np.random.default_rng(1000 + FOLD_SEED + repeat).permutation(n)
     return np.array_split(perm, n_folds)
 
 
@@ -593,7 +626,52 @@ def study_variants(args, base: Setup, variants: dict, methods, log, title, ref=N
                       f"{s['failures']} | {cell} {s.get('eff_k_row', float('nan')):.1f} / "
                       f"{s.get('eff_k_pool', float('nan')):.1f} | "
                       f"{s.get('min_sigma', float('nan')):.3f} | {s['seconds']:.2f} |")
+    if len(args.datasets) > 1:
+        print("\nMean over the data sets" + (f" (paired difference vs {ref})" if ref else "")
+              + ":\n")
+        print("| method | variant | mean held-out LL | " + ("mean paired diff | " if ref else "")
+              + "failed |")
+        print("|---|---|---|" + ("---|" if ref else "") + "---|")
+        for m in methods:
+            for vname in variants:
+                ss = [summarize(table[(d, vname, m)]) for d in args.datasets]
+                cell = ""
+                if ref:
+                    ps = [paired(table[(d, vname, m)], table[(d, ref, m)])["mean"]
+                          for d in args.datasets]
+                    cell = f"{np.mean(ps):+.3f} | "
+                print(f"| {m} | {vname} | {np.mean([x['mean'] for x in ss]):.3f} | {cell}"
+                      f"{sum(x['failures'] for x in ss)} |")
     return all_runs
+
+
+def study_noise_grid(args, setup, log):
+    """Fixed noise scales (x rows, y columns), one table per data set."""
+    grid = [float(v) for v in (args.grid or [0, 0.03, 0.1, 0.2, 0.3])]
+    method = args.methods[0]
+    runs = []
+    print(f"\n### Fixed noise scales, {method} ({args.folds}-fold CV x {args.repeats}); "
+          f"rows noise_x, columns noise_y (standardised units)\n")
+    print(f"Set-up: {setup.describe().rsplit(';', 1)[0]}.\n")
+    for name in args.datasets:
+        data = realdata_data.load(name)
+        cells = {}
+        for sx in grid:
+            for sy in grid:
+                s = dataclasses.replace(setup, noise=f"fixed:{sx},{sy}")
+                rr = cross_validate(data, method, s, f"{sx},{sy}", args.folds, args.repeats, log)
+                runs += rr
+                cells[(sx, sy)] = summarize(rr)["mean"]
+        best = max(cells, key=cells.get)
+        print(f"**{name}** (best {cells[best]:.3f} at x {best[0]:g}, y {best[1]:g})\n")
+        print("| x \\ y | " + " | ".join(f"{sy:g}" for sy in grid) + " |")
+        print("|---|" + "---|" * len(grid))
+        for sx in grid:
+            print(f"| {sx:g} | " + " | ".join(
+                (f"**{cells[(sx, sy)]:.3f}**" if (sx, sy) == best else f"{cells[(sx, sy)]:.3f}")
+                for sy in grid) + " |")
+        print()
+    return runs
 
 
 def study_init(args, setup, log):
@@ -623,8 +701,96 @@ def study_noise(args, setup, log):
                           ref=specs[0])
 
 
+def study_trace(args, setup, log):
+    """Collapse as it happens: per-epoch held-out LL and mixture diagnostics of the
+    torch mirror without noise, with a sigma floor, and with noise (mean over folds)."""
+    floor = args.floors[0] if args.floors else 0.01
+    variants = {"no noise": (False, 0.0), f"min_sigma {floor:g}": (False, floor),
+                f"noise {setup.noise}": (True, 0.0)}
+    marks = sorted({e for e in (1, 3, 10, 30, 100, 200, 300, 500, 1000) if e <= setup.epochs}
+                   | {setup.epochs})
+    keys = ("test_ll", "train_nll", "eff_k_row", "eff_k_pool", "min_sigma", "narrow_mass",
+            "geo_sigma")
+    runs = []
+    for name in args.datasets:
+        data = realdata_data.load(name)
+        table = {}
+        for vname, (noise, fl) in variants.items():
+            s = dataclasses.replace(setup, min_sigma=fl)
+            traces = []
+            for r in range(args.repeats):
+                for f, test in enumerate(folds(len(data.y), args.folds, r)):
+                    train = np.setdiff1d(np.arange(len(data.y)), test)
+                    res = fit_torch(data.x[train], data.y[train], data.x[test], data.y[test],
+                                    s, 100 * r + f, noise=noise, trace_epochs=set(marks))
+                    traces.append({t["epoch"]: t for t in res.pop("trace")})
+                    runs.append(Run(name, "torch+noise" if noise else "torch", vname, r, f,
+                                    100 * r + f, res))
+                    if log:
+                        log(f"{name} {vname} r{r} f{f}: ll {res['ll']:+.4f}")
+            table[vname] = {e: {k: float(np.mean([t[e][k] for t in traces if e in t]))
+                                for k in keys} for e in marks}
+        print(f"\n### Collapse trace, {name} ({args.folds}-fold x {args.repeats}; mean over "
+              f"folds). Set-up: {setup.describe()}\n")
+        print("| epoch | " + " | ".join(f"{v}: held-out LL / train NLL / eff K row, pool / "
+                                       f"min sigma / narrow mass" for v in variants) + " |")
+        print("|---|" + "---|" * len(variants))
+        for e in marks:
+            cells = []
+            for v in variants:
+                t = table[v][e]
+                cells.append(f"{t['test_ll']:.3f} / {t['train_nll']:.3f} / "
+                             f"{t['eff_k_row']:.1f}, {t['eff_k_pool']:.1f} / "
+                             f"{t['min_sigma']:.4f} / {t['narrow_mass']:.3f}")
+            print(f"| {e} | " + " | ".join(cells) + " |")
+    return runs
+
+
+def study_seed(args, setup, log):
+    """The seed problem (inverted sinusoid, 20,000 rows, K 8, hidden (64, 64), the
+    README's fit) under each initialisation: held-out NLL minus the true NLL."""
+    from npmdn import datasets
+
+    acts = args.activations or ["relu", "tanh", "elu"]
+    seeds = range(args.repeats)
+    fit = dict(epochs=100, batch_size=256, lr=3e-3, lr_schedule="cosine", verbose=False)
+    rows, runs = [], []
+    for act in acts:
+        kinds = ["npmdn", "torch", "glorot"] if act in ("relu", "elu") else ["npmdn", "glorot"]
+        for kind in kinds:
+            gaps = []
+            for sd in seeds:
+                train = datasets.inverted_sinusoid(20_000, seed=1000 + sd)
+                test = datasets.inverted_sinusoid(20_000, seed=2000 + sd)
+                s = dataclasses.replace(setup, hidden=(64, 64), n_components=8, activation=act,
+                                        init=kind)
+                m = _new_model(s, 1, 1, sd)
+                t0 = time.perf_counter()
+                try:
+                    m.fit(train.x, train.y, seed=sd, **fit)
+                    gap = m.nll(test.x, test.y) - test.true_nll()
+                except NonFiniteLossError:
+                    gap = float("nan")
+                gaps.append(gap)
+                runs.append(Run("inverted", "npmdn", f"{act}/{kind}", 0, sd, sd,
+                                {"ll": -gap, "seconds": time.perf_counter() - t0}))
+                if log:
+                    log(f"inverted {act}/{kind} seed {sd}: gap {gap:+.4f}")
+            rows.append((act, kind, gaps))
+    print(f"\n### Seed problem: inverted sinusoid, 20,000 rows, K 8, hidden (64, 64), "
+          f"{fit['epochs']} epochs, batch 256, lr 3e-3 cosine; held-out NLL − true NLL "
+          f"(seeds {list(seeds)})\n")
+    print("| activation | init | gap per seed | mean gap |")
+    print("|---|---|---|---|")
+    for act, kind, gaps in rows:
+        print(f"| {act} | {kind} | " + ", ".join(f"{g:+.4f}" for g in gaps)
+              + f" | {np.nanmean(gaps):+.4f} |")
+    return runs
+
+
 STUDIES = {"benchmark": study_benchmark, "init": study_init, "floor": study_floor,
-           "noise": study_noise}
+           "noise": study_noise, "seed": study_seed, "trace": study_trace,
+           "noise-grid": study_noise_grid}
 
 
 def parse_hidden(s):
@@ -639,6 +805,8 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", choices=METHODS)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--fold-seed", type=int, default=0,
+                    help="offset of the fold shuffles (explore on others than you report)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: boston and mcycle, 3 folds, 20 epochs")
     ap.add_argument("--hidden", type=parse_hidden, default=Setup.hidden)
@@ -653,22 +821,27 @@ def main(argv=None):
     ap.add_argument("--weight-decay", type=float, default=Setup.weight_decay)
     ap.add_argument("--validation-split", type=float, default=Setup.validation_split)
     ap.add_argument("--patience", type=int, default=Setup.patience)
-    ap.add_argument("--noise", default=Setup.noise, help="none | rule:C | fixed:SX,SY")
+    ap.add_argument("--noise", default=Setup.noise, help="none | rule:C[,CY] | fixed:SX,SY")
     ap.add_argument("--min-sigma", type=float, default=Setup.min_sigma,
                     help="sigma floor, fraction of std(y) (torch methods)")
     ap.add_argument("--activations", nargs="+", help="init study: activations to compare")
     ap.add_argument("--floors", nargs="+", type=float, help="floor study: min_sigma values")
     ap.add_argument("--noises", nargs="+", help="noise study: noise specs")
+    ap.add_argument("--grid", nargs="+", type=float, help="noise-grid study: scales")
     ap.add_argument("--json", help="write every run's result here")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per fit on stderr")
     args = ap.parse_args(argv)
 
+    global FOLD_SEED
+    FOLD_SEED = args.fold_seed
     if args.quick:
         args.datasets = ["boston", "mcycle"] if "--datasets" not in sys.argv else args.datasets
         args.folds, args.repeats, args.epochs = 3, 1, 20
     if args.methods is None:
         args.methods = {"benchmark": list(METHODS), "init": ["npmdn"],
-                        "floor": ["torch", "torch+noise"], "noise": ["torch+noise"]}[args.study]
+                        "floor": ["torch", "torch+noise"], "noise": ["torch+noise"],
+                        "seed": ["npmdn"], "trace": ["torch"],
+                        "noise-grid": ["npmdn+noise"]}[args.study]
     setup = Setup(hidden=args.hidden, n_components=args.components, activation=args.activation,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,

