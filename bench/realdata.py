@@ -177,6 +177,8 @@ def mixture_diagnostics(pi, sigma, y_std) -> dict:
     ``narrow_mass``: the mean weight on components narrower than 1% of std(y);
     ``geo_sigma``: exp(mean over rows of sum_k pi_k log sigma_k) / std(y).
     """
+    if not (np.isfinite(pi).all() and np.isfinite(sigma).all()):
+        return {}
     pi = np.clip(pi, 1e-300, 1.0)
     h_row = -(pi * np.log(pi)).sum(axis=1)
     pbar = pi.mean(axis=0)
@@ -376,6 +378,10 @@ def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False,
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            gnorm = torch.sqrt(sum((p.grad * p.grad).sum() for p in net.parameters()))
+            if not torch.isfinite(gnorm):  # as MDN.fit: a NaN gradient stops training
+                status = "diverged"
+                break
             opt.step()
         if status != "ok":
             break
