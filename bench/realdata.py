@@ -551,7 +551,6 @@ def study_benchmark(args, setup, log):
             all_runs += runs
             row[m] = summarize(runs)
         rows.append(row)
-    n_tr = None
     print(f"\n### Held-out log-likelihood per row, units of y ({args.folds}-fold CV x "
           f"{args.repeats} repeats; mean ± std over folds)\n")
     print(f"MDN set-up: {setup.describe()}.\n")
@@ -599,7 +598,6 @@ def study_benchmark(args, setup, log):
                 p = paired(by[(row["dataset"], a)], by[(row["dataset"], b)])
                 cells.append(f"{p['mean']:+.3f} ± {p['se']:.3f} [{p['wins']}/{p['n']}]")
             print(f"| {row['dataset']} | " + " | ".join(cells) + " |")
-    del n_tr
     return all_runs
 
 
