@@ -120,8 +120,8 @@ def mixture_args(logits, mu, log_sigma, y=None):
     """Validate the raw mixture parameters (and targets) of the functional API.
 
     Shapes: ``logits [N, K]``, ``mu [N, K, D]``, ``log_sigma [N, K, S]``
-    with ``S`` in ``{1, D}``, ``y [N, D]``; one float dtype for all.
-    Returns ``(N, K, D, S)``.
+    with ``S`` in ``{1, D, D (D + 1) / 2}`` (isotropic, diagonal, full),
+    ``y [N, D]``; one float dtype for all. Returns ``(N, K, D, S)``.
     """
     logits = float_array(logits, "logits", 2)
     mu = float_array(mu, "mu", 3)
@@ -130,10 +130,12 @@ def mixture_args(logits, mu, log_sigma, y=None):
     if mu.shape[:2] != (n, k):
         raise ValueError(f"mu must have shape [N, K, D] = [{n}, {k}, D], got {tuple(mu.shape)}")
     d = mu.shape[2]
-    if log_sigma.shape[:2] != (n, k) or log_sigma.shape[2] not in (1, d):
+    full = d * (d + 1) // 2
+    if log_sigma.shape[:2] != (n, k) or log_sigma.shape[2] not in (1, d, full):
         raise ValueError(
-            f"log_sigma must have shape [N, K, S] = [{n}, {k}, {d}] (diagonal) or "
-            f"[{n}, {k}, 1] (isotropic), got {tuple(log_sigma.shape)}"
+            f"log_sigma must have shape [N, K, S] = [{n}, {k}, {d}] (diagonal), "
+            f"[{n}, {k}, 1] (isotropic) or [{n}, {k}, {full}] (full, D (D + 1) / 2), "
+            f"got {tuple(log_sigma.shape)}"
         )
     s = log_sigma.shape[2]
     arrays = [("logits", logits), ("mu", mu), ("log_sigma", log_sigma)]

@@ -11,7 +11,9 @@ Shapes (one section, stated once)
 ``logits``     ``[N, K]``    unnormalised log mixing weights ``a``
 ``mu``         ``[N, K, D]`` component means
 ``log_sigma``  ``[N, K, S]`` raw scales ``s``: ``S = D`` diagonal, ``S = 1``
-                             isotropic (one sigma shared by the D dimensions)
+                             isotropic (one sigma shared by the D dimensions),
+                             ``S = D (D + 1) / 2`` full (the packed upper factor
+                             of each precision, :mod:`npmdn.fullcov`)
 ``y``          ``[N, D]``    targets
 =============  ============  ==================================================
 
@@ -28,8 +30,11 @@ With ``sigma = exp(s)`` and ``log pi = log_softmax(a)``:
     \partial\,\mathrm{NLL}/\partial s_{kd} &= r_k (1 - z_{kd}^2)
         \quad\text{(isotropic: } r_k (D - \textstyle\sum_d z_{kd}^2)\text{)}
 
-In the isotropic case ``sum_d s_kd = D s_k``. When ``D = 1`` the two
-covariance types coincide, so ``S`` alone says which one is meant.
+In the isotropic case ``sum_d s_kd = D s_k``. A full-covariance component has
+``z = U (y - mu_k)`` with ``U`` its precision's upper Cholesky factor and the same
+``log N_k`` (:mod:`npmdn.fullcov` holds its layout and the pieces that differ).
+``S`` alone says which kind is meant: ``1``, ``D`` and ``D (D + 1) / 2`` differ
+for every ``D >= 2``, and when ``D = 1`` the three kinds are one density.
 
 The derivations are in ``docs/derivation.md``. All functions accept NumPy or
 CuPy arrays (the array module is taken from the input) except sampling, whose
@@ -44,13 +49,33 @@ import math
 
 import numpy as np
 
-from . import philox
+from . import fullcov, philox
 from ._arrays import array_module as _xp
 
 LOG_2PI = math.log(2.0 * math.pi)
 SAMPLE_METHODS = ("gumbel", "cumulative")
-# what log_sigma [N, K, S] means: one scale per dimension (S = D) or per component (S = 1)
-COVARIANCES = ("diagonal", "isotropic")
+# what log_sigma [N, K, S] means: one scale per dimension (S = D), one per component
+# (S = 1), or each component's packed precision factor (S = D (D + 1) / 2)
+COVARIANCES = ("diagonal", "isotropic", "full")
+
+
+def scale_size(d: int, covariance: str) -> int:
+    """``S``, the raw scale parameters per component of a ``covariance`` mixture of D outputs."""
+    return {"diagonal": d, "isotropic": 1, "full": fullcov.n_scales(d)}[covariance]
+
+
+def covariance_kind(d: int, s: int) -> str:
+    """The covariance kind that ``log_sigma [..., S]`` holds for D outputs ("diagonal"
+    when ``D = 1``, where the three are the same density); ValueError for another S."""
+    if s == d:
+        return "diagonal"
+    if s == 1:
+        return "isotropic"
+    if fullcov.is_full(d, s):
+        return "full"
+    raise ValueError(
+        f"log_sigma's last axis must be 1 (isotropic), D={d} (diagonal) or "
+        f"D(D+1)/2={fullcov.n_scales(d)} (full), got {s}")
 
 
 # --------------------------------------------------------------------------
@@ -101,8 +126,7 @@ def softmax(a):
 def _dims(mu, log_sigma):
     d = mu.shape[-1]
     s = log_sigma.shape[-1]
-    if s not in (1, d):
-        raise ValueError(f"log_sigma's last axis must be 1 or D={d}, got {s}")
+    covariance_kind(d, s)  # checks S
     return d, s
 
 
@@ -115,6 +139,8 @@ def component_log_density(mu, log_sigma, y):
     ``(z / 2) z``, finite wherever it fits even when ``z^2`` does not.
     """
     d, s = _dims(mu, log_sigma)
+    if fullcov.is_full(d, s):  # z = U (y - mu); the third result is U's diagonal, 1 / sigma
+        return fullcov.log_density(mu, log_sigma, y)
     xp = _xp(mu)
     # an overflow here (1 / sigma, z, z^2 = inf) is a density of 0: log N = -inf;
     # 0 * inf on the mean is replaced by z = 0
@@ -149,6 +175,10 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     With ``out=(nll, d_logits, d_mu, d_log_sigma)`` the results are written
     into those arrays (which may be strided views) and returned.
 
+    For full factors ``d_log_sigma`` is packed as ``log_sigma`` is:
+    ``r (1 - z_i U_ii delta_i)`` for each ``s_i``, then ``r z_i delta_j`` for each
+    ``U_ij`` (:func:`npmdn.fullcov.grad_params`).
+
     A component with ``r_k = 0`` exactly gets a zero gradient for its mean and
     scales, whatever its ``z`` (which may be infinite for a collapsed
     component far from y: ``0 * inf`` must not become NaN).
@@ -171,6 +201,9 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     d_logits = xp.exp(log_pi) - r  # pi - r
     dead = r == 0  # NaN (a row whose density is not finite) stays NaN
     rk = r[..., None]
+    if fullcov.is_full(d, s):
+        d_mu, d_log_sigma = fullcov.grad_params(r, dead, z, inv_sigma, mu, log_sigma, y)
+        return _written((nll, d_logits, d_mu, d_log_sigma), out)
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN only where r = 0
         z_inv = xp.where(z == 0, zero, z * inv_sigma)  # z / sigma; 0 on the mean
         d_mu = xp.where(dead[..., None], zero, -rk * z_inv)  # -r z / sigma
@@ -180,7 +213,10 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
         else:
             # r (1 - z^2) = r - (r z) z
             d_log_sigma = xp.where(dead[..., None], zero, rk - (rk * z) * z)
-    result = (nll, d_logits, d_mu, d_log_sigma)
+    return _written((nll, d_logits, d_mu, d_log_sigma), out)
+
+
+def _written(result, out):
     if out is None:
         return result
     for dst, src in zip(out, result):
@@ -248,13 +284,58 @@ def _centre(logits, mu):
     return log_pi, ref + 2.0 * shift, half - shift
 
 
+def _scaled_inverse(log_sigma, d: int):
+    """Full factors: ``(W [..., D, D], e [...])`` in float64 with ``U^-1 = 2^e W``.
+
+    ``U`` is scaled by ``2^e`` exactly first (``e`` the binary exponent of the
+    largest ``sigma_i = exp(s_i)``), so that ``W``'s diagonal ``sigma_i 2^-e`` is at
+    most about 1 however large or small the scales; back substitution row by row.
+    """
+    xp = _xp(log_sigma)
+    ls = xp.asarray(log_sigma, dtype=xp.float64)
+    s = ls[..., :d]
+    e = xp.floor(xp.clip(s.max(axis=-1), -1600.0, 1600.0) / LN2).astype(xp.int32)
+    j, r = split_log2(s)
+    w_diag = xp.ldexp(xp.exp(r), j - e[..., None])  # sigma_i 2^-e
+    u_off = xp.ldexp(ls[..., d:], e[..., None])  # U_ij 2^e
+    w = xp.zeros(ls.shape[:-1] + (d, d))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(d - 1, -1, -1):  # (2^e U) W = I, row i from the rows below it
+            w[..., i, i] = w_diag[..., i]
+            for c in range(i + 1, d):
+                acc = 0.0
+                for m in range(i + 1, c + 1):
+                    acc = acc + u_off[..., fullcov.off_index(i, m, d) - d] * w[..., m, c]
+                w[..., i, c] = -w_diag[..., i] * acc
+    return w, e
+
+
+def _marginal_scales(log_sigma, d: int):
+    """``(log_sd [N, K, D], corr)`` in float64: each component's marginal log standard
+    deviation per output, and its correlation matrices [N, K, D, D] for full factors
+    (None for diagonal and isotropic ones, whose correlations are 0)."""
+    xp = _xp(log_sigma)
+    ls = xp.asarray(log_sigma, dtype=xp.float64)
+    if not fullcov.is_full(d, ls.shape[-1]):
+        return ls + xp.zeros(ls.shape[:-1] + (d,)), None  # S = 1 over D
+    w, e = _scaled_inverse(ls, d)
+    g = xp.einsum("...ij,...kj->...ik", w, w)  # Sigma 4^-e = W W^T
+    idx = xp.arange(d)
+    sd = xp.sqrt(g[..., idx, idx])
+    corr = g / (sd[..., :, None] * sd[..., None, :])
+    corr[..., idx, idx] = 1.0
+    return xp.log(sd) + e[..., None] * LN2, corr
+
+
 def _scaled_terms(logits, mu, log_sigma):
     """The terms of the second moments, scaled: ``u = sqrt(pi_k) (mu_kd - m_d) / 2^e_d``
-    and ``w = pi_k sigma_kd^2 / 4^e_d`` [N, K, D] (float64), with the exponents
-    ``e`` [N, D] (int32) such that the largest term of each sum lies in about [1, 4)."""
+    and ``w = sqrt(pi_k) sd_kd / 2^e_d`` [N, K, D] (float64, ``sd`` the component's
+    marginal standard deviation), the exponents ``e`` [N, D] (int32) such that the
+    largest term of each sum lies in about [1, 4), and the components' correlations
+    (None unless full)."""
     xp = _xp(mu)
     log_pi, _, dev = _centre(logits, mu)
-    ls = xp.asarray(log_sigma, dtype=xp.float64) + xp.zeros_like(dev)  # S = 1 over D
+    ls, corr = _marginal_scales(log_sigma, mu.shape[-1])
     with np.errstate(divide="ignore"):  # log 0 = -inf for a component on the mean
         log_dev = xp.log(xp.abs(dev)) + LN2
     # log of the largest sqrt(pi_k) max(sigma_kd, |mu_kd - m_d|): finite (pi_k, sigma_k > 0)
@@ -266,7 +347,7 @@ def _scaled_terms(logits, mu, log_sigma):
     # sigma = 2^j exp(r), scaled by 2^-e exactly
     j, r = split_log2(ls)
     w = xp.where(live, root_pi * xp.ldexp(xp.exp(r), j - e), 0.0)
-    return u, w * w, e[:, 0]
+    return u, w, e[:, 0], corr
 
 
 def mean(logits, mu):
@@ -277,44 +358,53 @@ def mean(logits, mu):
 def variance(logits, mu, log_sigma):
     """Per-dimension predictive variance [N, D] by the law of total variance, float64.
 
-    ``Var[y_d] = sum_k pi_k sigma_kd^2 + sum_k pi_k (mu_kd - m_d)^2``:
+    ``Var[y_d] = sum_k pi_k Sigma_k,dd + sum_k pi_k (mu_kd - m_d)^2``:
     the expected within-component variance plus the variance of the means.
     Float64 whatever the input dtype; ``inf`` only where it exceeds float64.
     """
     xp = _xp(mu)
-    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    u, w, e, _ = _scaled_terms(logits, mu, log_sigma)
     with np.errstate(over="ignore"):  # beyond float64: inf
-        return xp.ldexp((u * u + w).sum(axis=1), 2 * e)
+        return xp.ldexp((u * u + w * w).sum(axis=1), 2 * e)
 
 
 def std(logits, mu, log_sigma):
     """Per-dimension predictive standard deviation [N, D], ``sqrt`` of :func:`variance`
     without forming it (finite wherever the result fits), in the dtype of ``mu``."""
     xp = _xp(mu)
-    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    u, w, e, _ = _scaled_terms(logits, mu, log_sigma)
     with np.errstate(over="ignore"):  # beyond the dtype: inf
-        return xp.ldexp(xp.sqrt((u * u + w).sum(axis=1)), e).astype(mu.dtype)
+        return xp.ldexp(xp.sqrt((u * u + w * w).sum(axis=1)), e).astype(mu.dtype)
 
 
 def covariance(logits, mu, log_sigma):
     """Full predictive covariance [N, D, D] by the law of total covariance, float64.
 
-    ``Cov[y] = sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``.
+    ``Cov[y] = sum_k pi_k Sigma_k + sum_k pi_k (mu_k - m)(mu_k - m)^T``, with
+    ``Sigma_k = diag(sigma_k^2)`` (diagonal, isotropic) or ``U_k^-1 U_k^-T`` (full).
     """
     xp = _xp(mu)
-    u, w, e = _scaled_terms(logits, mu, log_sigma)
+    u, w, e, corr = _scaled_terms(logits, mu, log_sigma)
     between = xp.einsum("nkd,nke->nde", u, u)
-    idx = xp.arange(mu.shape[-1])
-    between[:, idx, idx] += w.sum(axis=1)
+    if corr is None:
+        idx = xp.arange(mu.shape[-1])
+        between[:, idx, idx] += (w * w).sum(axis=1)
+    else:  # pi_k Sigma_k,de = (sqrt(pi_k) sd_kd)(sqrt(pi_k) sd_ke) corr_k,de
+        between += xp.einsum("nkd,nke,nkde->nde", w, w, corr)
     with np.errstate(over="ignore"):  # beyond float64: inf
         return xp.ldexp(between, e[:, :, None] + e[:, None, :])
 
 
 def component_covariances(mu, log_sigma):
-    """Each component's covariance matrix [N, K, D, D]: ``diag(sigma_k^2)`` (isotropic:
-    ``sigma_k^2 I``), in float64 (a float32 sigma above 1.8e19 has a square beyond float32)."""
+    """Each component's covariance matrix [N, K, D, D] in float64: ``diag(sigma_k^2)``
+    (isotropic: ``sigma_k^2 I``; a float32 sigma above 1.8e19 has a square beyond
+    float32) or, for full factors, ``U_k^-1 U_k^-T``."""
     xp = _xp(mu)
-    d, _ = _dims(mu, log_sigma)
+    d, s = _dims(mu, log_sigma)
+    if fullcov.is_full(d, s):
+        w, e = _scaled_inverse(log_sigma, d)
+        with np.errstate(over="ignore"):  # beyond float64: inf
+            return xp.ldexp(xp.einsum("...ij,...kj->...ik", w, w), 2 * e[..., None, None])
     ls = xp.asarray(log_sigma, dtype=xp.float64)
     with np.errstate(over="ignore"):  # sigma^2 beyond float64: inf
         var = xp.exp(2.0 * ls) * xp.ones(mu.shape)  # [N,K,D], S=1 broadcast over D
@@ -384,7 +474,8 @@ def sample(
     how rows are split into calls. The component is chosen by
     :func:`choose_components`; the value is
     ``y_d = mu_kd + (sigma_scale * sigma_kd) * eps_d`` with
-    ``eps`` the stream's normals cast to the input dtype.
+    ``eps`` the stream's normals cast to the input dtype (full covariance:
+    ``y = mu_k + sigma_scale * v`` with ``U_k v = eps``, :func:`npmdn.fullcov.solve_draws`).
     ``temperature`` reshapes the weights (``pi ∝ pi^(1/T)``) and
     ``sigma_scale`` multiplies every sigma (0 returns the chosen means).
     """
@@ -402,5 +493,8 @@ def sample(
     mu_k = np.take_along_axis(mu, comp[..., None], axis=1)  # [N, J, D]
     if sigma_scale == 0:  # the chosen means, even where sigma overflows (0 * inf)
         return mu_k + dtype.type(0) * eps
+    if fullcov.is_full(d, log_sigma.shape[-1]):  # U v = eps by back substitution
+        ls_k = np.take_along_axis(log_sigma, comp[..., None], axis=1)  # [N, J, S]
+        return fullcov.solve_draws(mu_k, ls_k, eps, sigma_scale)
     sigma_k = np.exp(np.take_along_axis(log_sigma, comp[..., None], axis=1))  # [N, J, S]
     return mu_k + (dtype.type(sigma_scale) * sigma_k) * eps
