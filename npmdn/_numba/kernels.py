@@ -13,7 +13,8 @@ switch does, when the numba backend is first asked for.
 The modules of ``npmdn/_numba``, each with the why of its layout in its docstring:
 ``vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
 ``transpose`` (8 x 8 register transposes between rows and tiles),
-``head`` (NLL + gradient and log-density), ``sample`` (Philox sampling),
+``head`` (NLL + gradient and log-density), ``full`` (the same for full-covariance
+factors), ``sample`` (Philox sampling),
 ``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file).
 Their tunables (tile sizes, rows per thread) are in :mod:`npmdn.config`.
 
@@ -30,6 +31,8 @@ import numpy as np
 from numba import get_num_threads, set_num_threads, types
 
 from .. import config
+from ..fullcov import is_full
+from . import full as _full
 from . import head as _head
 from . import sample as _sample
 
@@ -39,12 +42,14 @@ _A2 = {dt: types.Array(_A1[dt].dtype, 2, "A") for dt in _A1}
 _SIGS = {
     "head_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
     + (types.boolean, types.intp, types.intp),
+    "full_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
+    + (types.boolean, types.intp, types.intp),
     "sample_kernel": lambda dt: (_A2[dt],) * 3
     + (types.intp, types.uint64, types.uint64, types.uint64, types.boolean, types.float64,
        types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
        types.float64),
 }
-_MODULES = {"head_kernel": _head, "sample_kernel": _sample}
+_MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
 
@@ -106,6 +111,11 @@ def _head_args(logits, mu, log_sigma, y):
     )
 
 
+def _head_entry(d, s, dtype):
+    """The head kernel for these scales: full factors have their own (``full.py``)."""
+    return _entry("full_kernel" if is_full(d, s) else "head_kernel", dtype)
+
+
 def nll_grad(logits, mu, log_sigma, y, out=None):
     """Per-row NLL and its gradient; see :func:`npmdn.mixture.nll_grad`."""
     (n, k, d, s), ins = _head_args(logits, mu, log_sigma, y)
@@ -117,7 +127,7 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
-    _call(_entry("head_kernel", dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
+    _call(_head_entry(d, s, dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
           *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, config.HEAD_TILE, _n_chunks())
     for dst, v, t in zip(out, outs2d, tmp, strict=True):
         if v is None:  # an output the kernel could not write in place
@@ -127,10 +137,10 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
 
 def log_prob(logits, mu, log_sigma, y):
     """Per-row ``log p(y)``; see :func:`npmdn.mixture.log_prob`."""
-    (n, _, _, _), ins = _head_args(logits, mu, log_sigma, y)
+    (n, _, d, s), ins = _head_args(logits, mu, log_sigma, y)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
-    _call(_entry("head_kernel", logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
+    _call(_head_entry(d, s, logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
           *ins, out, unused, unused, unused, False, config.HEAD_TILE, _n_chunks())
     return out
 
@@ -161,7 +171,8 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
 # --------------------------------------------------------------------------
 
 # the kernels a run compiles (each 5-15 s on a small machine) and what each does
-KERNELS = {"head_kernel": "log-likelihood", "sample_kernel": "sampling",
+KERNELS = {"head_kernel": "log-likelihood", "full_kernel": "full-covariance log-likelihood",
+           "sample_kernel": "sampling",
            "train_epoch_parallel": "training", "train_epoch_serial": "training"}
 
 

@@ -11,7 +11,10 @@ the Philox rounds (32 x 32 -> 64-bit multiplies), the float64 logs of the
 Gumbel keys and the Box-Muller transform. What depends on the row only
 (``a / T``, the cumulative weights) is computed once per row of the tile.
 Component choices and normals are float64, as in the reference; the value
-``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype.
+``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype. For
+full-covariance factors (:mod:`npmdn.fullcov`) it is ``mu + sigma_scale * v``
+with ``U v = eps`` solved by back substitution, in the input dtype and the
+reference's order.
 
 Gumbel-max needs two logs per component and draw, the bulk of the work.
 The choice is first screened in float32 through the same argmax written as
@@ -102,6 +105,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     n, K = L.shape
     D = out.shape[1]
     S = LS.shape[1] // K
+    full = D > 1 and S == D * (D + 1) // 2  # packed factors: U v = eps per draw
     total = n * J
     n_tiles = (total + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
@@ -132,7 +136,9 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         comp = np.empty(tile, np.int64)
         EPS = np.empty((2 * n_pairs, tile), np.float64)
         MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
-        SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma
+        SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma (full:
+        # sigma_i = exp(s_i), then U_ij as given; 0 when sigma_scale = 0)
+        V = np.empty((D if full else 0, tile), out.dtype)  # full: v with U v = eps
         RV = np.empty(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
         RT = np.empty(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
@@ -162,9 +168,17 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for r in range(nr):
                     MUT[j, r] = M[ra + r, j]
             for j in range(K * S):
-                for r in range(nr):
-                    # sigma_scale * sigma, as the reference; 0 (the means) even where sigma = inf
-                    SGT[j, r] = zero if ss == zero else ss * vexp(LS[ra + r, j])
+                if full and j % S >= D:  # U_ij
+                    for r in range(nr):
+                        SGT[j, r] = zero if ss == zero else LS[ra + r, j]
+                elif full:  # sigma_i
+                    for r in range(nr):
+                        SGT[j, r] = zero if ss == zero else vexp(LS[ra + r, j])
+                else:
+                    for r in range(nr):
+                        # sigma_scale * sigma, as the reference; 0 (the means) even where
+                        # sigma = inf
+                        SGT[j, r] = zero if ss == zero else ss * vexp(LS[ra + r, j])
 
             # which block W (uint64) and W32 (the Gumbel screen's) hold for every lane
             have = -1
@@ -307,6 +321,25 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
             ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
             mu_flat = MUT.reshape(-1)
             sg_flat = SGT.reshape(-1)
+            if full and ss != zero:
+                # U v = eps from the last coordinate: v_i = sigma_i (eps_i - sum_{j>i} U_ij v_j),
+                # then y = mu_k + sigma_scale * v, in the reference's order
+                for i in range(D - 1, -1, -1):
+                    for t in range(nt):
+                        V[i, t] = out.dtype.type(EPS[i, t])
+                    for j in range(i + 1, D):
+                        p = D + i * D - i * (i + 1) // 2 + (j - i - 1)
+                        for t in range(nt):
+                            iu = np.uint64((comp[t] * S + p) * max_rows + vr[t])
+                            V[i, t] = V[i, t] - sg_flat[iu] * V[j, t]
+                    for t in range(nt):
+                        isg = np.uint64((comp[t] * S + i) * max_rows + vr[t])
+                        V[i, t] = V[i, t] * sg_flat[isg]
+                for d in range(D):
+                    for t in range(nt):
+                        im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
+                        ov[t, d] = mu_flat[im] + ss * V[d, t]
+                continue
             for d in range(D):
                 ds = d if S > 1 else 0
                 for t in range(nt):
