@@ -12,7 +12,8 @@
 // build; npmdn/_cuda/plan.py builds the arguments in that order.
 //
 // Kernel names are extern "C", so NVRTC and nvcc give the same symbols:
-// mdn_<op>_f32 and mdn_<op>_f64.
+// mdn_<op>_f32 and mdn_<op>_f64; full-covariance factors have their own,
+// mdn_<op>_full_f32 and mdn_<op>_full_f64.
 #include "mdn_math.cuh"
 
 // Threads per block; the loader reads this line and launches with it.
@@ -34,6 +35,18 @@
   extern "C" __global__ void __launch_bounds__(MDN_THREADS)                           \
       mdn_sample_##SUFFIX(MDN_SAMPLE_PARAMS(T)) {                                      \
     MDN_GRID_STRIDE(idx, n * J) mdn::sample_at<T>(idx, MDN_SAMPLE_ARGS);               \
+  }                                                                                    \
+  extern "C" __global__ void __launch_bounds__(MDN_THREADS)                           \
+      mdn_nll_grad_full_##SUFFIX(MDN_NLL_GRAD_PARAMS(T)) {                             \
+    MDN_GRID_STRIDE(i, n) mdn::nll_grad_full_at<T>(i, MDN_NLL_GRAD_ARGS);              \
+  }                                                                                    \
+  extern "C" __global__ void __launch_bounds__(MDN_THREADS)                           \
+      mdn_log_prob_full_##SUFFIX(MDN_LOG_PROB_PARAMS(T)) {                             \
+    MDN_GRID_STRIDE(i, n) mdn::log_prob_at<T, true>(i, MDN_LOG_PROB_ARGS);             \
+  }                                                                                    \
+  extern "C" __global__ void __launch_bounds__(MDN_THREADS)                           \
+      mdn_sample_full_##SUFFIX(MDN_SAMPLE_PARAMS(T)) {                                 \
+    MDN_GRID_STRIDE(idx, n * J) mdn::sample_full_at<T>(idx, MDN_SAMPLE_ARGS);          \
   }
 
 MDN_DEFINE_KERNELS(float, f32)

@@ -8,9 +8,11 @@
 // stream, the uniforms and the component choices are the same.
 //
 // Shapes, per sample (one row of a batch): logits a [K], means mu [K*D]
-// (component-major), raw scales s [K*S] with S = D (diagonal) or S = 1
-// (isotropic), target y [D]. A row keeps nothing per component in memory:
-// each pass recomputes what it needs, so there is no upper limit on K or D.
+// (component-major), raw scales s [K*S] with S = D (diagonal), S = 1
+// (isotropic) or S = D (D + 1) / 2 (full: the packed factor of each precision,
+// its own kernels), target y [D]. A row keeps nothing per component in memory:
+// each pass recomputes what it needs, so there is no upper limit on K or D (the
+// full kernels use the row's own gradient and draw outputs as their scratch).
 //
 // NVRTC has no system headers: nothing is included when compiling for the
 // device; the host build takes <math.h>.
@@ -263,25 +265,63 @@ MDN_HD T log_normal(const T* mu, const T* s, const T* y, int D, int S, T half_d_
 template <typename T>
 MDN_HD T half_d_log_2pi(int D) { return (T)(0.5 * (double)D * 1.8378770664093453); }
 
+// ---------------------------------------------------------------------------
+// full covariance (npmdn/fullcov.py): s [S], S = D (D + 1) / 2, packs the upper
+// Cholesky factor U of the component's precision: s_i = -log U_ii for i < D,
+// then U_ij for i < j row by row. z = U (y - mu), log N = -|z|^2/2 - sum_i s_i
+// - D/2 log(2 pi). Sums run in the reference's order.
+// ---------------------------------------------------------------------------
+
+// position of U_ij (i < j) in a packed factor
+MDN_HD int off_index(int i, int j, int D) { return D + i * D - i * (i + 1) / 2 + (j - i - 1); }
+
+// z_i = U_ii (y_i - mu_i) + sum_{j > i} U_ij (y_j - mu_j), the first term 0 on the mean
+template <typename T>
+MDN_HD T full_z(const T* mu, const T* s, const T* y, int D, int i) {
+  T z = times_or_zero(y[i] - mu[i], mexp(-s[i]));
+  for (int j = i + 1; j < D; ++j) z += s[off_index(i, j, D)] * (y[j] - mu[j]);
+  return z;
+}
+
+template <typename T>
+MDN_HD T log_normal_full(const T* mu, const T* s, const T* y, int D, T half_d_log_2pi,
+                         T* half_z2) {
+  T acc = T(0), log_det = T(0);
+  for (int i = 0; i < D; ++i) {
+    const T z = full_z(mu, s, y, D, i);
+    acc += (T(0.5) * z) * z;
+    log_det += s[i];
+  }
+  *half_z2 = acc;
+  return -acc - log_det - half_d_log_2pi;
+}
+
+// log N_k of either kind: FULL picks the packed factor, else S says diagonal or isotropic
+template <typename T, bool FULL>
+MDN_HD T component_log_normal(const T* mu, const T* s, const T* y, int D, int S, T c, T* hz2) {
+  return FULL ? log_normal_full(mu, s, y, D, c, hz2) : log_normal(mu, s, y, D, S, c, hz2);
+}
+
 // log p(y) = logsumexp_k t_k, t_k = log pi_k + log N_k; *norm gets the logits'
 // normaliser, *t_max and *t_sum the max of t_k and sum_k exp(t_k - max).
-template <typename T>
+template <typename T, bool FULL = false>
 MDN_HD T row_log_prob(const T* a, const T* mu, const T* s, const T* y, int K, int D, int S,
                       LogitNorm<T>* norm, T* t_max, T* t_sum) {
   const LogitNorm<T> ln = logit_norm(a, K);
   const T c = half_d_log_2pi<T>(D);
   T hz2;
   // pass 1: the max of t_k = log pi_k + log N_k
-  T m = log_weight(a[0], ln) + log_normal(mu, s, y, D, S, c, &hz2);
+  T m = log_weight(a[0], ln) + component_log_normal<T, FULL>(mu, s, y, D, S, c, &hz2);
   for (int k = 1; k < K; ++k)
-    m = nan_max(m, log_weight(a[k], ln) +
-                       log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2));
+    m = nan_max(m, log_weight(a[k], ln) + component_log_normal<T, FULL>(
+                                              mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2));
   if (!finite(m)) m = T(0);
   // pass 2: sum_k exp(t_k - max), recomputing t_k rather than storing it
   T acc = T(0);
   for (int k = 0; k < K; ++k)
     acc += mexp(log_weight(a[k], ln) +
-                log_normal(mu + (i64)k * D, s + (i64)k * S, y, D, S, c, &hz2) - m);
+                component_log_normal<T, FULL>(mu + (i64)k * D, s + (i64)k * S, y, D, S, c,
+                                              &hz2) - m);
   *norm = ln;
   *t_max = m;
   *t_sum = acc;
@@ -332,6 +372,45 @@ MDN_HD void row_nll_grad(const T* a, const T* mu, const T* s, const T* y, int K,
   }
 }
 
+// The same for full factors: dNLL/da_k = pi_k - r_k, dNLL/dmu = -r_k U^T z,
+// dNLL/ds_i = r_k (1 - z_i U_ii delta_i), dNLL/dU_ij = r_k z_i delta_j (delta = y - mu).
+// z is kept in dmu while the factor's gradient is written, then turned into
+// -r U^T z in place from the last coordinate down (entry j needs z_i for i <= j).
+template <typename T>
+MDN_HD void row_nll_grad_full(const T* a, const T* mu, const T* s, const T* y, int K, int D,
+                              int S, T* nll, T* da, T* dmu, T* ds) {
+  LogitNorm<T> ln;
+  T t_max, t_sum;
+  const T lse = row_log_prob<T, true>(a, mu, s, y, K, D, S, &ln, &t_max, &t_sum);
+  const T c = half_d_log_2pi<T>(D);
+  *nll = -lse;
+  for (int k = 0; k < K; ++k) {
+    const T* mk = mu + (i64)k * D;
+    const T* sk = s + (i64)k * S;
+    T* dmk = dmu + (i64)k * D;
+    T* dsk = ds + (i64)k * S;
+    const T log_pi = log_weight(a[k], ln);
+    T hz2;
+    const T r = mexp(log_pi + log_normal_full(mk, sk, y, D, c, &hz2) - t_max) / t_sum;
+    const bool dead = r == T(0);  // NaN (a row whose density is not finite) stays NaN
+    da[k] = mexp(log_pi) - r;     // pi - r
+    for (int i = 0; i < D; ++i) dmk[i] = full_z(mk, sk, y, D, i);
+    for (int i = 0; i < D; ++i) {
+      const T rz = r * dmk[i];  // r z_i
+      // r (1 - z_i U_ii delta_i) = r - (r z_i)(U_ii delta_i)
+      dsk[i] = dead ? T(0) : r - rz * times_or_zero(y[i] - mk[i], mexp(-sk[i]));
+      for (int j = i + 1; j < D; ++j)
+        dsk[off_index(i, j, D)] = dead ? T(0) : rz * (y[j] - mk[j]);  // r z_i delta_j
+    }
+    for (int j = D - 1; j >= 0; --j) {
+      // (U^T z)_j = U_jj z_j + sum_{i < j} U_ij z_i
+      T acc = times_or_zero(dmk[j], mexp(-sk[j]));
+      for (int i = 0; i < j; ++i) acc += sk[off_index(i, j, D)] * dmk[i];
+      dmk[j] = dead ? T(0) : -r * acc;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // whole-batch entry points for one index: rows are strided (strides in
 // elements), trailing axes contiguous. The GPU kernels call these from a
@@ -347,12 +426,20 @@ MDN_HD void nll_grad_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T
 }
 
 template <typename T>
+MDN_HD void nll_grad_full_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu,
+                             i64 ldmu, const T* s, i64 lds, const T* y, i64 ldy, T* nll,
+                             i64 ldnll, T* da, i64 ldda, T* dmu, i64 lddmu, T* ds, i64 ldds) {
+  row_nll_grad_full(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S,
+                    nll + i * ldnll, da + i * ldda, dmu + i * lddmu, ds + i * ldds);
+}
+
+template <typename T, bool FULL = false>
 MDN_HD void log_prob_at(i64 i, int K, int D, int S, const T* a, i64 lda, const T* mu, i64 ldmu,
                         const T* s, i64 lds, const T* y, i64 ldy, T* out, i64 ldout) {
   LogitNorm<T> ln;
   T t_max, t_sum;
-  out[i * ldout] = row_log_prob(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy, K, D, S,
-                                &ln, &t_max, &t_sum);
+  out[i * ldout] = row_log_prob<T, FULL>(a + i * lda, mu + i * ldmu, s + i * lds, y + i * ldy,
+                                         K, D, S, &ln, &t_max, &t_sum);
 }
 
 // Draw j of batch row n, with idx = n * J + j; out is [N, J, D] contiguous.
@@ -378,6 +465,39 @@ MDN_HD void sample_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda, 
     const T sd = scale == T(0) ? T(0) : scale * mexp(sk[S == 1 ? 0 : d]);
     o[d] = mk[d] + sd * eps;
   }
+}
+
+// The same draw for full factors: y = mu_k + sigma_scale * v with U v = eps, eps
+// cast to T first. eps is written to the output row, then solved in place from the
+// last coordinate: v_i = sigma_i (eps_i - sum_{j > i} U_ij v_j), sigma_i = exp(s_i).
+template <typename T>
+MDN_HD void sample_full_at(i64 idx, i64 J, int K, int D, int S, const T* a, i64 lda,
+                           const T* mu, i64 ldmu, const T* s, i64 lds, u64 seed, u64 row_offset,
+                           int method, double temperature, double sigma_scale, T* out) {
+  const i64 n = idx / J;
+  const u32 j = (u32)(idx - n * J);
+  Words w = make_words(make_stream(seed, row_offset + (u64)n, j));
+  const int k = choose_component(a + n * lda, K, w, method, temperature);
+  const u32 first = normal_offset(method == METHOD_GUMBEL ? (u32)K : 1u);
+  const T* mk = mu + n * ldmu + (i64)k * D;
+  const T* sk = s + n * lds + (i64)k * S;
+  const T scale = (T)sigma_scale;
+  T* o = out + idx * D;
+  double z0 = 0.0, z1 = 0.0;
+  for (int d = 0; d < D; ++d) {
+    if (!(d & 1)) normal_pair(w, first, d >> 1, &z0, &z1);
+    o[d] = (T)((d & 1) ? z1 : z0);
+  }
+  if (scale == T(0)) {  // the chosen means, even where a sigma overflows
+    for (int d = 0; d < D; ++d) o[d] = mk[d] + T(0) * o[d];
+    return;
+  }
+  for (int i = D - 1; i >= 0; --i) {
+    T acc = o[i];
+    for (int c = i + 1; c < D; ++c) acc = acc - sk[off_index(i, c, D)] * o[c];
+    o[i] = acc * mexp(sk[i]);
+  }
+  for (int d = 0; d < D; ++d) o[d] = mk[d] + scale * o[d];
 }
 
 }  // namespace mdn

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._arrays import is_device_array
 from .._checks import FLOAT_DTYPES, InputDTypeError
+from ..fullcov import is_full, n_scales
 from ..mixture import SAMPLE_METHODS
 
 
@@ -106,10 +107,10 @@ def _dims(logits, mu, log_sigma, y=None):
     n, k = logits.shape
     d = mu.shape[2]
     s = log_sigma.shape[2]
-    if mu.shape[:2] != (n, k) or log_sigma.shape[:2] != (n, k) or s not in (1, d):
+    if mu.shape[:2] != (n, k) or log_sigma.shape[:2] != (n, k) or s not in (1, d, n_scales(d)):
         raise ValueError(
-            f"expected logits [N, K], mu [N, K, D], log_sigma [N, K, 1 or D]; got "
-            f"{tuple(logits.shape)}, {tuple(mu.shape)}, {tuple(log_sigma.shape)}"
+            f"expected logits [N, K], mu [N, K, D], log_sigma [N, K, 1, D or D (D + 1) / 2]; "
+            f"got {tuple(logits.shape)}, {tuple(mu.shape)}, {tuple(log_sigma.shape)}"
         )
     if y is not None and y.shape != (n, d):
         raise ValueError(f"y must have shape [N, D] = [{n}, {d}], got {tuple(y.shape)}")
@@ -151,6 +152,11 @@ class Plan:
 
 def _suffix(dtype) -> str:
     return {"float32": "f32", "float64": "f64"}[np.dtype(dtype).name]
+
+
+def _kernel(op, d, s, dtype) -> str:
+    """``mdn_<op>_<f32|f64>``, or ``mdn_<op>_full_<...>`` for full-covariance factors."""
+    return f"mdn_{op}_{'full_' if is_full(d, s) else ''}{_suffix(dtype)}"
 
 
 def _i64(v):
@@ -204,7 +210,7 @@ def plan_nll_grad(xp, logits, mu, log_sigma, y, out=None) -> Plan:
     args = [_i64(n), _i32(k), _i32(d), _i32(s)]
     for a, ld in ins + dests:
         args += [a, _i64(ld)]
-    return Plan(f"mdn_nll_grad_{_suffix(dtype)}", n, tuple(args), result, writeback)
+    return Plan(_kernel("nll_grad", d, s, dtype), n, tuple(args), result, writeback)
 
 
 def plan_log_prob(xp, logits, mu, log_sigma, y) -> Plan:
@@ -213,7 +219,7 @@ def plan_log_prob(xp, logits, mu, log_sigma, y) -> Plan:
     args = [_i64(n), _i32(k), _i32(d), _i32(s)]
     for a, ld in _inputs(xp, (logits, mu, log_sigma, y)) + [(out, 1)]:
         args += [a, _i64(ld)]
-    return Plan(f"mdn_log_prob_{_suffix(dtype)}", n, tuple(args), out)
+    return Plan(_kernel("log_prob", d, s, dtype), n, tuple(args), out)
 
 
 def plan_sample(xp, logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel",
@@ -236,4 +242,4 @@ def plan_sample(xp, logits, mu, log_sigma, n_samples, seed, row_offset=0, method
         np.uint64(seed), np.uint64(row_offset), _i32(SAMPLE_METHODS.index(method)),
         np.float64(temperature), np.float64(sigma_scale), out,
     )
-    return Plan(f"mdn_sample_{_suffix(dtype)}", n * n_samples, args, out)
+    return Plan(_kernel("sample", d, s, dtype), n * n_samples, args, out)

@@ -19,7 +19,8 @@ KERNEL_FILE = "mdn_kernels.cu"
 HEADER_FILE = "mdn_math.cuh"
 
 # (base name, what it computes); each exists as <base>_f32 and <base>_f64.
-KERNELS = ("mdn_nll_grad", "mdn_log_prob", "mdn_sample")
+KERNELS = ("mdn_nll_grad", "mdn_log_prob", "mdn_sample", "mdn_nll_grad_full",
+           "mdn_log_prob_full", "mdn_sample_full")
 DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)

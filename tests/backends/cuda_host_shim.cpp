@@ -14,6 +14,16 @@
   extern "C" void host_mdn_sample_##SUFFIX(MDN_SAMPLE_PARAMS(T)) {                   \
     for (mdn::i64 idx = 0; idx < n * J; ++idx) mdn::sample_at<T>(idx, MDN_SAMPLE_ARGS); \
   }                                                                                  \
+  extern "C" void host_mdn_nll_grad_full_##SUFFIX(MDN_NLL_GRAD_PARAMS(T)) {          \
+    for (mdn::i64 i = 0; i < n; ++i) mdn::nll_grad_full_at<T>(i, MDN_NLL_GRAD_ARGS); \
+  }                                                                                  \
+  extern "C" void host_mdn_log_prob_full_##SUFFIX(MDN_LOG_PROB_PARAMS(T)) {          \
+    for (mdn::i64 i = 0; i < n; ++i) mdn::log_prob_at<T, true>(i, MDN_LOG_PROB_ARGS); \
+  }                                                                                  \
+  extern "C" void host_mdn_sample_full_##SUFFIX(MDN_SAMPLE_PARAMS(T)) {              \
+    for (mdn::i64 idx = 0; idx < n * J; ++idx)                                       \
+      mdn::sample_full_at<T>(idx, MDN_SAMPLE_ARGS);                                  \
+  }                                                                                  \
   /* component k of draw j of row n, as sample_at chooses it: out [n, J] */          \
   extern "C" void host_mdn_choose_##SUFFIX(mdn::i64 n, mdn::i64 J, int K, const T* a, \
                                            mdn::i64 lda, mdn::u64 seed,              \
