@@ -19,9 +19,16 @@ def random_mixture(rng, n, k, d, s, dtype=np.float64, spread=1.0):
     return tuple(a.astype(dtype) for a in (logits, mu, log_sigma, y))
 
 
-def hard_inputs(rng, s_kind):
+def hard_inputs(rng, s_kind, dtype=np.float64):
     """K = 64, D = 8: sigmas near 1e-30 and 1e30, logits of spread 30, and targets
-    hundreds of sigmas from every mean (float64)."""
+    hundreds of sigmas from every mean (float64, cast to ``dtype``). ``"full"``: the
+    inputs of :func:`hard_full` (condition numbers 1e8, float32 1e4)."""
+    if s_kind == "full":
+        return hard_full(rng, dtype)
+    return tuple(a.astype(dtype) for a in _hard_diagonal(rng, s_kind))
+
+
+def _hard_diagonal(rng, s_kind):
     n, k, d = 32, 64, 8
     s = d if s_kind == "diagonal" else 1
     logits = rng.normal(0, 30, (n, k))

@@ -2,8 +2,9 @@
 
 Every backend's ``nll_grad``, ``log_prob`` and ``sample`` give the NumPy
 reference's answers (npmdn.mixture, npmdn.philox): values and gradients on
-random and hard inputs, both dtypes, both covariance types, strided head
-views written in place, other layouts copied; the same component choices and,
+random and hard inputs, both dtypes, every covariance type (diagonal,
+isotropic, full: S = D, 1, D (D + 1) / 2; random values are valid packed
+factors), strided head views written in place, other layouts copied; the same component choices and,
 to rounding, the same draws for a seed, whatever the batch split. Tests that
 compare with the reference itself run on the accelerated backends (``fast``);
 tests against something independent (the loop versions in naive.py, the
@@ -17,18 +18,19 @@ import math
 
 import numpy as np
 import pytest
-from cases import hard_inputs, random_mixture
+from cases import hard_inputs, random_full, random_mixture
 from naive import nll_grad as naive_nll_grad
 
 from npmdn import mixture, philox
 
 DTYPES = [np.float64, np.float32]
-COVS = ["diagonal", "isotropic"]
+COVS = ["diagonal", "isotropic", "full"]
 # N around the 8-row blocks and the tiles; K and D around the 8-column blocks and the
-# CUDA code's 128-element summation blocks
+# CUDA code's 128-element summation blocks; full factors S = D (D + 1) / 2 last
 SHAPES = [(1, 1, 1, 1), (7, 3, 1, 1), (8, 5, 1, 1), (65, 4, 3, 3), (65, 4, 3, 1), (5, 1, 2, 2),
           (300, 64, 8, 8), (40, 9, 5, 1), (3, 130, 9, 9), (1000, 5, 2, 2), (131, 13, 3, 3),
-          (200, 30, 1, 1), (77, 8, 4, 4), (129, 2, 9, 1)]
+          (200, 30, 1, 1), (77, 8, 4, 4), (129, 2, 9, 1),
+          (7, 3, 2, 3), (65, 4, 3, 6), (300, 8, 8, 36), (131, 13, 5, 15), (3, 20, 9, 45)]
 NAMES = ("nll", "d_logits", "d_mu", "d_log_sigma")
 
 
@@ -89,7 +91,7 @@ def test_nll_grad_and_log_prob_match_reference(fast, rng, dtype, n, k, d, s):
 
 
 @pytest.mark.parametrize("n,k,d,s", [(9, 3, 2, 2), (9, 3, 2, 1), (17, 9, 1, 1), (4, 2, 5, 5),
-                                     (3, 64, 8, 8)])
+                                     (3, 64, 8, 8), (9, 3, 2, 3), (4, 2, 5, 15), (3, 9, 8, 36)])
 def test_nll_grad_matches_loops(be, rng, n, k, d, s):
     """Against scalar loops written independently of npmdn.mixture (naive.py)."""
     args = random_mixture(rng, n, k, d, s)
@@ -100,19 +102,21 @@ def test_nll_grad_matches_loops(be, rng, n, k, d, s):
 
 @pytest.mark.parametrize("cov", COVS)
 def test_hard_inputs_float64(fast, rng, cov):
-    """y hundreds of sigmas from every mean, sigma near 1e-30 and 1e30, K=64, D=8:
-    finite, equal to the reference (which meets PyTorch here, reference/test_mixture.py)."""
+    """y hundreds of sigmas from every mean, sigma near 1e-30 and 1e30, K=64, D=8 (full:
+    condition numbers 1e8, K=32): finite, equal to the reference (which meets PyTorch
+    here, reference/test_mixture.py and test_fullcov.py)."""
     args = hard_inputs(rng, cov)
     got = _host(fast, fast.nll_grad(*fast.put(args)))
     check(got, mixture.nll_grad(*args), np.float64, hard=True)
-    assert np.all(got[0] > 1e4)  # far in the tail, and still finite
+    assert np.all(got[0] > 1e3)  # far in the tail, and still finite
     np.testing.assert_allclose(fast.get(fast.log_prob(*fast.put(args))), -got[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("cov", COVS)
 def test_hard_inputs_float32(fast, rng, cov):
-    """The same rows in float32 (1e-30 and 1e30 are still normal floats)."""
-    args = [a.astype(np.float32) for a in hard_inputs(rng, cov)]
+    """The same rows in float32 (1e-30 and 1e30 are still normal floats; full: condition
+    numbers 1e4)."""
+    args = hard_inputs(rng, cov, np.float32)
     got = _host(fast, fast.nll_grad(*fast.put(args)))
     check(got, mixture.nll_grad(*args), np.float32, hard=True, args=args)
 
@@ -127,10 +131,11 @@ def test_float32_close_to_float64(be, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_non_finite_inputs_give_non_finite_nll(be, rng, dtype):
+@pytest.mark.parametrize("s", [2, 3])
+def test_non_finite_inputs_give_non_finite_nll(be, rng, dtype, s):
     """A diverging model's head output must show up in the loss (fit stops on it)."""
     n = 24
-    logits, mu, ls, y = random_mixture(rng, n, 3, 2, 2, dtype)
+    logits, mu, ls, y = random_mixture(rng, n, 3, 2, s, dtype)
     logits[0, 1] = np.inf
     logits[1, 0] = np.nan
     mu[2, 0, 0] = np.inf
@@ -154,7 +159,7 @@ def test_non_finite_inputs_give_non_finite_nll(be, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("s", [3, 1])
+@pytest.mark.parametrize("s", [3, 1, 6])
 def test_head_views_written_in_place(be, rng, dtype, s):
     """The model's layout: row-strided views of one head output and one gradient
     buffer, with columns on either side that the kernel must not touch."""
@@ -204,9 +209,10 @@ def test_other_layouts(be, rng):
     check(_host(be, out), want, np.float64)
 
 
-def test_empty_batch(be):
-    z = be.put((np.zeros((0, 3)), np.zeros((0, 3, 2)), np.zeros((0, 3, 1)), np.zeros((0, 2))))
-    assert [tuple(r.shape) for r in be.nll_grad(*z)] == [(0,), (0, 3), (0, 3, 2), (0, 3, 1)]
+@pytest.mark.parametrize("s", [1, 3])
+def test_empty_batch(be, s):
+    z = be.put((np.zeros((0, 3)), np.zeros((0, 3, 2)), np.zeros((0, 3, s)), np.zeros((0, 2))))
+    assert [tuple(r.shape) for r in be.nll_grad(*z)] == [(0,), (0, 3), (0, 3, 2), (0, 3, s)]
     assert tuple(be.log_prob(*z).shape) == (0,)
     assert tuple(be.sample(*z[:3], 4, 1).shape) == (0, 4, 2)
 
@@ -215,7 +221,8 @@ def test_empty_batch(be):
 
 
 SAMPLE_SHAPES = [(13, 1, 1, 1), (11, 3, 2, 2), (9, 4, 3, 1), (7, 5, 1, 1), (6, 8, 4, 4),
-                 (5, 9, 5, 5), (4, 17, 2, 1), (3, 30, 1, 1), (4, 64, 8, 8)]
+                 (5, 9, 5, 5), (4, 17, 2, 1), (3, 30, 1, 1), (4, 64, 8, 8),
+                 (11, 3, 2, 3), (6, 8, 4, 10), (4, 17, 5, 15)]
 
 
 def distinct_means(rng, n, k, d, s, dtype):
@@ -291,9 +298,10 @@ def test_sample_large_seed_and_row_offset(fast, rng):
 
 
 @pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
-def test_sampling_independent_of_batch_split(be, rng, method):
+@pytest.mark.parametrize("s", [2, 3])
+def test_sampling_independent_of_batch_split(be, rng, method, s):
     """Row i of a call at row_offset a is global row a + i; fewer draws are a prefix."""
-    logits, mu, ls, _ = random_mixture(rng, 50, 5, 2, 2, np.float32)
+    logits, mu, ls, _ = random_mixture(rng, 50, 5, 2, s, np.float32)
     dev = be.put((logits, mu, ls))
     whole = be.get(be.sample(*dev, 21, 99, 0, method, 1.0, 1.0))
     parts = [be.get(be.sample(*(a[r:r + 7] for a in dev), 21, 99, r, method, 1.0, 1.0))
@@ -316,6 +324,19 @@ def test_sample_statistics(be):
     assert abs(x.var() / v - 1) < 0.02
 
 
+def test_full_sample_covariance(be, rng):
+    """Many draws from one full-covariance row (D = 3, correlations near 0.9): the
+    mixture's mean and covariance, each entry within 5 standard errors."""
+    logits, mu, ls, _ = random_full(rng, 1, 3, 3, cond=200.0)
+    x = be.get(be.sample(*be.put((logits, mu, ls)), 200_000, 13, 0, "gumbel", 1.0, 1.0))[0]
+    m, cov = mixture.mean(logits, mu)[0], mixture.covariance(logits, mu, ls)[0]
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(x.mean(0) - m) < 5 * sd / math.sqrt(x.shape[0]))
+    # the error of a sample covariance, in correlation units, is at most ~sqrt(2 / n)
+    err = np.abs((np.cov(x.T) - cov) / np.outer(sd, sd))
+    assert err.max() < 5 * math.sqrt(2 / x.shape[0]), err
+
+
 # ------------------------------------------- hard cases: shifted logits, overflow
 # Every backend meets these (issue 11, items 4 and 7): the results depend on the
 # logits only through their differences, and an overflow in one component's z^2,
@@ -332,7 +353,7 @@ def shifted(logits, c):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("s", [2, 1])
+@pytest.mark.parametrize("s", [2, 1, 3])
 def test_logit_offset_changes_nothing(be, rng, dtype, s):
     logits, mu, ls, y = random_mixture(rng, 37, 5, 2, s, dtype)
     far, near = shifted(logits, OFFSETS[dtype])
@@ -404,10 +425,11 @@ def test_responsibilities_sum_to_one_where_t_is_huge(be, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("s", [1, 3])
+@pytest.mark.parametrize("s", [1, 3, 6])
 def test_sigma_below_exp_range_at_its_mean(be, dtype, s):
     """log sigma so negative that 1 / sigma overflows, with y = mu: z = 0, and the NLL,
-    d_mu = 0 and d_s = r are finite (isotropic: r D)."""
+    d_mu = 0 and d_s = r are finite (isotropic: r D; full: r for each s_i and 0 for the
+    off-diagonal entries, here as negative as the s_i)."""
     ls0 = -800.0 if dtype == np.float64 else -100.0
     logits = np.array([[0.3, -0.2]], dtype)
     mu = np.array([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]], dtype)
@@ -420,7 +442,8 @@ def test_sigma_below_exp_range_at_its_mean(be, dtype, s):
     np.testing.assert_allclose(nll, [3 * ls0 - math.log(pi0) + 1.5 * math.log(2 * math.pi)],
                                rtol=1e-6)
     np.testing.assert_array_equal(dm, 0.0)
-    np.testing.assert_allclose(ds[0, 0], 3.0 if s == 1 else 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ds[0, 0], {1: [3.0], 3: [1.0] * 3, 6: [1.0] * 3 + [0.0] * 3}[s],
+                               rtol=1e-6)
     np.testing.assert_array_equal(ds[0, 1], 0.0)
     np.testing.assert_allclose(dl[0], [pi0 - 1, 1 - pi0], rtol=1e-6)
     lp = be.get(be.log_prob(*be.put((logits, mu, ls, y))))
@@ -428,7 +451,7 @@ def test_sigma_below_exp_range_at_its_mean(be, dtype, s):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("s", [1, 2])
+@pytest.mark.parametrize("s", [1, 2, 3])
 def test_zero_responsibility_gives_zero_gradient(be, dtype, s):
     """A collapsed component far from y (its z^2 and z / sigma overflow) has r = 0
     exactly: its gradient is 0, not 0 * inf = NaN; the rest is as without it."""
@@ -455,8 +478,9 @@ def test_zero_responsibility_gives_zero_gradient(be, dtype, s):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
-def test_sigma_scale_zero_returns_the_means_whatever_sigma(be, rng, dtype, method):
-    logits, mu, ls = distinct_means(rng, 6, 3, 2, 2, dtype)
+@pytest.mark.parametrize("s", [2, 3])
+def test_sigma_scale_zero_returns_the_means_whatever_sigma(be, rng, dtype, method, s):
+    logits, mu, ls = distinct_means(rng, 6, 3, 2, s, dtype)
     ls[:, 1] = 800.0 if dtype == np.float64 else 100.0  # sigma = inf in the dtype
     got = be.get(be.sample(*be.put((logits, mu, ls)), 7, 3, 0, method, 1.0, 0.0))
     assert np.isfinite(got).all()

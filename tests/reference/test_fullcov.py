@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 import pytest
-from cases import full_factors, hard_full, random_full
+from cases import hard_full, random_full
 
 from npmdn import fullcov, mixture
 
@@ -118,7 +118,7 @@ def test_hard_inputs_float32(rng):
     args = hard_full(rng, np.float32)
     got = mixture.nll_grad(*args)
     want = torch_nll_grad(*(a.astype(np.float64) for a in args))
-    for name, g, w in zip(NAMES, got, want, strict=True):
+    for name, g in zip(NAMES, got, strict=True):
         assert g.dtype == np.float32 and np.isfinite(g).all(), name
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for name, g, w in zip(NAMES[1:], got[1:], want[1:], strict=True):
@@ -182,7 +182,6 @@ def test_component_covariances_and_moments(rng, d):
     """Sigma_k = (U^T U)^-1; the mixture's covariance by the law of total covariance;
     variance and std its diagonal; scales near float64's limits stay finite."""
     a, mu, ls, _ = random_full(rng, 5, 4, d, cond=100.0)
-    _, u = full_factors(np.random.default_rng(1), 1, 1, d)
     covs = mixture.component_covariances(mu, ls)
     u = fullcov.factor(ls, d)
     np.testing.assert_allclose(covs, np.linalg.inv(np.swapaxes(u, -1, -2) @ u), rtol=1e-11,
