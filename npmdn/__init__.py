@@ -19,9 +19,11 @@ from .backend import BackendUnavailable, available_backends, get_backend, set_ba
 from .distribution import Modes
 from .functional import (
     mixture_cdf,
+    mixture_condition,
     mixture_covariance,
     mixture_interval,
     mixture_log_prob,
+    mixture_marginal,
     mixture_mean,
     mixture_modes,
     mixture_nll,
@@ -51,6 +53,8 @@ __all__ = [
     "mixture_modes",
     "mixture_mean",
     "mixture_covariance",
+    "mixture_marginal",
+    "mixture_condition",
     "Modes",
     "metrics",
     "set_backend",

@@ -212,6 +212,32 @@ def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):
     return y
 
 
+def dims_arg(dims, d: int, name: str = "dims", keep_one: bool = False) -> list:
+    """Output indices: an int or a sequence of distinct ints in ``[0, D)``, at least one
+    (and, with ``keep_one``, fewer than D, so that one output is left over)."""
+    if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
+        dims = [dims]
+    try:
+        dims = list(dims)
+    except TypeError:
+        raise InputDTypeError(f"{name} must be an int or a sequence of ints, got {dims!r}") \
+            from None
+    for i in dims:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise InputDTypeError(f"{name} must hold ints, got {i!r}")
+    dims = [int(i) for i in dims]
+    if not dims:
+        raise ValueError(f"{name} is empty: name at least one output")
+    bad = [i for i in dims if not 0 <= i < d]
+    if bad:
+        raise ValueError(f"{name} must lie in [0, {d}) (D = {d} outputs), got {bad[0]}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"{name} must be distinct, got {dims}")
+    if keep_one and len(dims) >= d:
+        raise ValueError(f"{name} must leave at least one of the D = {d} outputs, got {dims}")
+    return dims
+
+
 def probabilities(p, name: str) -> np.ndarray:
     """A scalar or 1-D sequence of levels strictly inside (0, 1), as float64 (0-D kept)."""
     if is_device_array(p):

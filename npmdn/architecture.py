@@ -1,7 +1,7 @@
 """A model's shape from its configuration, computed without building it.
 
 The head emits, per row, ``P = K (1 + D + S)`` numbers, ``S`` the scales per
-component (``D`` diagonal, 1 isotropic); the trunk is an MLP from ``in_dim``
+component (``D`` diagonal, 1 isotropic, ``D (D + 1) / 2`` full); the trunk is an MLP from ``in_dim``
 through ``hidden`` to ``P``. :mod:`npmdn.persistence` checks a model file's
 declared sizes against these before it allocates anything.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from .mixture import COVARIANCES
+from .mixture import COVARIANCES, scale_size
 from .nn import ACTIVATIONS
 from .nn import n_params as mlp_n_params
 
@@ -19,9 +19,9 @@ CONFIG_KEYS = ("in_dim", "out_dim", "n_components", "hidden", "activation", "cov
 
 
 def head_size(n_components: int, out_dim: int, covariance: str) -> int:
-    """``P = K (1 + D + S)``: the head's outputs per row (S = D diagonal, 1 isotropic)."""
-    scale_dim = out_dim if covariance == "diagonal" else 1
-    return n_components * (1 + out_dim + scale_dim)
+    """``P = K (1 + D + S)``: the head's outputs per row (S = D diagonal, 1 isotropic,
+    D (D + 1) / 2 full)."""
+    return n_components * (1 + out_dim + scale_size(out_dim, covariance))
 
 
 def count_params(in_dim, out_dim, n_components, hidden, covariance="diagonal") -> int:

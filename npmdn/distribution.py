@@ -7,8 +7,9 @@ raw mixture parameters of :mod:`npmdn.mixture` (``logits [N,K]``,
 :mod:`npmdn.functional`. Temporaries are bounded by
 ``config.DISTRIBUTION_BLOCK`` elements, whatever N.
 
-The marginal of a diagonal (or isotropic) Gaussian mixture in dimension d is
-the 1-D mixture with weights pi_k, means mu_kd and scales sigma_kd. Shapes:
+The marginal of a Gaussian mixture in dimension d is the 1-D mixture with
+weights pi_k, means mu_kd and scales sigma_kd, each component's marginal
+standard deviation (``sqrt(Sigma_k,dd)`` for full covariance). Shapes:
 y [N, D] -> [N, D]; levels q [Q] -> [N, Q, D].
 """
 
@@ -19,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import config
+from . import config, fullcov
 from ._arrays import array_module as _xp
-from .mixture import LOG_2PI, log_softmax, logsumexp, split_log2
+from .mixture import LOG_2PI, log_softmax, logsumexp, marginal_scales, split_log2
 from .normal import erf, norm_cdf, norm_log_cdf_sf, norm_logcdf, norm_logpdf, norm_ppf
 
 _SQRT1_2 = math.sqrt(0.5)
@@ -51,8 +52,8 @@ class Modes(NamedTuple):
 # marginals: CDF, survival function, quantiles, CRPS
 # --------------------------------------------------------------------------
 
-# The marginal of a diagonal (or isotropic) Gaussian mixture in dimension d is
-# the 1-D mixture with weights pi_k, means mu_kd and scales sigma_kd. Shapes:
+# The marginal of a Gaussian mixture in dimension d is the 1-D mixture with
+# weights pi_k, means mu_kd and scales sigma_kd (each component's marginal sd). Shapes:
 # y [N, D] -> [N, D]; levels q [Q] -> [N, Q, D]. Everything below computes in
 # float64 whatever the input dtype, and works on NumPy or CuPy arrays.
 
@@ -62,9 +63,10 @@ def f64(*arrays):
 
 
 def _marginals(logits, mu, log_sigma):
-    """``(log_pi [N,K,1], mu [N,K,D], log_sigma [N,K,D])`` in float64 (S=1 broadcast)."""
+    """``(log_pi [N,K,1], mu [N,K,D], log_sigma [N,K,D])`` in float64: each component's
+    marginal log sd per output (S = 1 broadcast; full: ``log sqrt(Sigma_dd)``)."""
     logits, mu, log_sigma = f64(logits, mu, log_sigma)
-    return log_softmax(logits)[..., None], mu, log_sigma + _xp(mu).zeros_like(mu)
+    return log_softmax(logits)[..., None], mu, marginal_scales(log_sigma, mu.shape[-1])[0]
 
 
 def _row_blocks(n, per_row):
@@ -299,19 +301,54 @@ def crps(logits, mu, log_sigma, y):
 # Bound optimisation: by Jensen, log p(x) >= sum_k r_k log(pi_k N_k(x) / r_k)
 # with r the responsibilities at the current x; maximising the bound gives the
 # fixed point (mean shift) x' = (sum_k r_k P_k)^-1 sum_k r_k P_k mu_k, P_k the
-# diagonal precision, and p never decreases. It converges linearly, slowly on
+# precision, and p never decreases. A precision is a vector [..., D] (its diagonal:
+# diagonal and isotropic components) or a matrix [..., D, D] (full: U^T U); the
+# helpers _pvec, _pquad, _psum, _psolve apply either. It converges linearly, slowly on
 # flat tops, so a Newton step on log p is taken instead whenever the Hessian is
 # negative definite, the step stays within one local sigma, and it climbs at
 # least as high as the fixed-point step.
 
 
+def _pvec(p, v):
+    """``P v`` for a precision ``p`` (a diagonal [..., D] or a matrix [..., D, D])."""
+    if p.ndim == v.ndim:
+        return p * v
+    return (p @ v[..., None])[..., 0]
+
+
+def _pquad(p, v):
+    """``v^T P v`` [...]: the squared length of ``v`` in the metric ``P``."""
+    if p.ndim == v.ndim:
+        return (v * v * p).sum(axis=-1)
+    return (v * _pvec(p, v)).sum(axis=-1)
+
+
+def _psum(r, prec):
+    """``sum_k r_k P_k`` over axis 1, for weights ``r`` [A, K]."""
+    w = r[..., None] if prec.ndim == 3 else r[..., None, None]
+    return (w * prec).sum(axis=1)
+
+
+def _psolve(p, g):
+    """``P^-1 g``."""
+    return g / p if p.ndim == g.ndim else _solve(p, g)
+
+
+def _pmax(p):
+    """The largest diagonal entry of each precision, [...]."""
+    if p.ndim == 4:  # [N, K, D, D]
+        return _xp(p).diagonal(p, axis1=-2, axis2=-1).max(axis=-1)
+    return p.max(axis=-1)
+
+
 def _mode_state(log_pi, mu, prec, log_norm, x):
-    """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D],
-    log_norm [A,K]) gives log p [A], responsibilities r [A,K], g_k = P_k (mu_k - x) [A,K,D]."""
+    """One point per mixture: x [A, D] under (log_pi [A,K], mu [A,K,D], prec [A,K,D] or
+    [A,K,D,D], log_norm [A,K]) gives log p [A], responsibilities r [A,K], and
+    g_k = P_k (mu_k - x) [A,K,D]."""
     xp = _xp(x)
     diff = mu - x[:, None, :]
     with np.errstate(over="ignore", invalid="ignore"):  # far components: z^2 = inf
-        g_k = prec * diff
+        g_k = _pvec(prec, diff)
         z2 = xp.where(diff == 0, 0.0, diff * g_k).sum(axis=-1)
     t = log_pi + log_norm - 0.5 * z2
     lp = logsumexp(t)
@@ -321,15 +358,18 @@ def _mode_state(log_pi, mu, prec, log_norm, x):
 
 
 def _mode_derivs(r, g_k, prec):
-    """Gradient g [A,D], Hessian H [A,D,D] of log p, and P = sum_k r_k P_k [A,D].
+    """Gradient g [A,D], Hessian H [A,D,D] of log p, and P = sum_k r_k P_k ([A,D], or
+    [A,D,D] for full precisions).
 
     ``H = sum_k r_k (g_k g_k^T - P_k) - g g^T``: minus P plus the
-    r-weighted covariance of the g_k, so ``-H <= diag(P)``.
+    r-weighted covariance of the g_k, so ``-H <= P``.
     """
     xp = _xp(g_k)
-    p = (r[..., None] * prec).sum(axis=1)
+    p = _psum(r, prec)
     g = (r[..., None] * g_k).sum(axis=1)
     h = xp.einsum("ak,akd,ake->ade", r, g_k, g_k) - g[:, :, None] * g[:, None, :]
+    if p.ndim == 3:
+        return g, h - p, p
     d = prec.shape[-1]
     idx = xp.arange(d)
     h[:, idx, idx] -= p
@@ -390,10 +430,16 @@ def modes(logits, mu, log_sigma, tol: float = 1e-10, max_iter: int = 500,
 def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
     xp = _xp(mu)
     n, k, d = mu.shape
-    ls = log_sigma + xp.zeros_like(mu)  # [N,K,D]
+    if fullcov.is_full(d, log_sigma.shape[-1]):
+        u = fullcov.factor(log_sigma, d)
+        prec = xp.einsum("nkji,nkjl->nkil", u, u)  # U^T U [N,K,D,D]
+        log_det = log_sigma[..., :d].sum(axis=-1)
+    else:
+        ls = log_sigma + xp.zeros_like(mu)  # [N,K,D]
+        prec, log_det = xp.exp(-2.0 * ls), ls.sum(axis=-1)
     # one ascent per (row, component): P = N K start points, each with its row's mixture
     row = xp.repeat(xp.arange(n), k)
-    mix = (log_softmax(logits), mu, xp.exp(-2.0 * ls), -ls.sum(axis=-1) - 0.5 * d * LOG_2PI)
+    mix = (log_softmax(logits), mu, prec, -log_det - 0.5 * d * LOG_2PI)
     x = mu.reshape(n * k, d).copy()
     act = xp.arange(n * k)  # unfinished ascents
     for _ in range(max_iter):
@@ -403,11 +449,11 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
         xa = x[act]
         _, r, g_k = _mode_state(*state, xa)
         g, h, p = _mode_derivs(r, g_k, state[2])
-        x_fp = xa + g / p  # the mean-shift fixed point, written as a step
+        x_fp = xa + _psolve(p, g)  # the mean-shift fixed point, written as a step
         concave = _max_eig(h) < 0
         step = -_solve(xp.where(concave[:, None, None], h, -xp.eye(d)), g)
         x_nt = xa + step
-        near = (step * step * p).sum(axis=-1) <= 1.0
+        near = _pquad(p, step) <= 1.0
         lp_fp, r_fp, _ = _mode_state(*state, x_fp)
         lp_nt, r_nt, _ = _mode_state(*state, x_nt)
         # on a flat top both climb less than rounding: prefer Newton, which converges there
@@ -415,23 +461,24 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
         x_new = xp.where(use_nt[:, None], x_nt, x_fp)
         # the step in local sigmas at both ends: from a broad component's flank a step can
         # be tiny in its own metric and large in that of a narrow one where it lands
-        p_new = (xp.where(use_nt[:, None], r_nt, r_fp)[..., None] * state[2]).sum(axis=1)
-        dx2 = (x_new - xa) ** 2
-        moved = xp.sqrt(xp.maximum((dx2 * p).sum(axis=-1), (dx2 * p_new).sum(axis=-1)))
+        p_new = _psum(xp.where(use_nt[:, None], r_nt, r_fp), state[2])
+        dx = x_new - xa
+        moved = xp.sqrt(xp.maximum(_pquad(p, dx), _pquad(p_new, dx)))
         x[act] = x_new
         act = act[moved > tol]
     # log p, curvature and local precision at every end point
     lp, r, g_k = _mode_state(*[v[row] for v in mix], x)
     _, h, p = _mode_derivs(r, g_k, mix[2][row])
-    x, lp, h, p = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d), p.reshape(n, k, d)
+    x, lp, h = x.reshape(n, k, d), lp.reshape(n, k), h.reshape(n, k, d, d)
+    p = p.reshape((n, k) + p.shape[1:])
 
     # highest first; a saddle counts only when it is a row's best point
     order = xp.argsort(-lp, axis=1)
     x = xp.take_along_axis(x, order[..., None], axis=1)
     lp = xp.take_along_axis(lp, order, axis=1)
     h = xp.take_along_axis(h, order[..., None, None], axis=1)
-    p = xp.take_along_axis(p, order[..., None], axis=1)
-    kept = _max_eig(h) <= 1e-9 * p.max(axis=-1)
+    p = xp.take_along_axis(p, order.reshape(order.shape + (1,) * (p.ndim - 2)), axis=1)
+    kept = _max_eig(h) <= 1e-9 * _pmax(p)
     kept[:, 0] = True
     neg_h = -h
     for j in range(1, k):
@@ -439,7 +486,7 @@ def _modes_block(logits, mu, log_sigma, tol, max_iter, merge_tol):
         # an overflow (inf, or NaN from inf - inf) means far apart: never merged
         with np.errstate(over="ignore", invalid="ignore"):
             curv = xp.maximum(_quad(dx, neg_h[:, :j]), _quad(dx, neg_h[:, j : j + 1]))
-            local = xp.maximum((dx * dx * p[:, :j]).sum(-1), (dx * dx * p[:, j : j + 1]).sum(-1))
+            local = xp.maximum(_pquad(p[:, :j], dx), _pquad(p[:, j : j + 1], dx))
             near = (xp.sqrt(xp.maximum(curv, 0.0)) <= merge_tol) & (local <= 1.0)
         kept[:, j] &= ~(near & kept[:, :j]).any(axis=1)
     # compact: kept modes first, still in order of density

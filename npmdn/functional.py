@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from . import distribution, mixture
+from . import conditional, distribution, mixture
 from ._arrays import array_module
 from ._blocks import rowwise
 from .backend import backend_for_arrays
@@ -138,7 +138,8 @@ def mixture_sample(
 
 @rowwise(3)
 def mixture_params(logits, mu, log_sigma):
-    """``(pi, mu, sigma)``: weights (N, K), means (N, K, D), scales (N, K, S)."""
+    """``(pi, mu, sigma)``: weights (N, K), means (N, K, D), scales (N, K, S); for full
+    covariance the third is each component's covariance matrix (N, K, D, D), float64."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.params(logits, mu, log_sigma)
 
@@ -250,8 +251,61 @@ def mixture_covariance(logits, mu, log_sigma):
     return mixture.covariance(logits, mu, log_sigma)
 
 
+# --------------------------------------------------------------------------
+# marginals and conditionals over a subset of the outputs
+# --------------------------------------------------------------------------
+
+
+@rowwise(3)
+def mixture_marginal(logits, mu, log_sigma, dims):
+    """The mixture of the outputs ``dims`` alone (the others integrated out).
+
+    Parameters
+    ----------
+    dims : int or sequence of int
+        Distinct output indices in ``[0, D)``, in the order wanted.
+
+    Returns
+    -------
+    (logits, mu, log_sigma) : arrays (N, K), (N, K, M), (N, K, S')
+        A mixture of the same kind and dtype, ``M = len(dims)``: the same weights,
+        the chosen means, and the scales of the chosen outputs (full covariance:
+        the factor of ``Sigma_AA``, found without inverting anything; see
+        :mod:`npmdn.conditional`).
+    """
+    _, _, d, _ = C.mixture_args(logits, mu, log_sigma)
+    return conditional.marginal(logits, mu, log_sigma, C.dims_arg(dims, d))
+
+
+@rowwise(4)
+def mixture_condition(logits, mu, log_sigma, values, dims):
+    """The mixture of the other outputs given ``y[:, dims] = values``.
+
+    Parameters
+    ----------
+    values : (N, M) array of real numbers (or (N,) when M = 1)
+        The observed outputs of each row, ``M = len(dims)``.
+    dims : int or sequence of int
+        Distinct output indices in ``[0, D)`` (fewer than D), in the order of
+        the columns of ``values``.
+
+    Returns
+    -------
+    (logits, mu, log_sigma) : arrays (N, K), (N, K, D - M), (N, K, S')
+        A mixture of the same kind and dtype over the remaining outputs, in their
+        original order: each component's conditional (full covariance: mean
+        ``mu_B - R_BB^-1 R_BA (a - mu_A)`` and factor ``R_BB``; otherwise unchanged),
+        and the weights re-weighted, ``pi'_k ∝ pi_k N(values; mu_k,A, Sigma_k,AA)``
+        (the logits are ``log pi'``). See :mod:`npmdn.conditional`.
+    """
+    n, _, d, _ = C.mixture_args(logits, mu, log_sigma)
+    dims = C.dims_arg(dims, d, keep_one=True)
+    values = C.mixture_targets(values, n, len(dims), C.is_device_array(logits), "values")
+    return conditional.condition(logits, mu, log_sigma, values, dims)
+
+
 __all__ = [
     "mixture_nll", "mixture_log_prob", "mixture_sample", "mixture_params",
     "mixture_cdf", "mixture_quantile", "mixture_interval", "mixture_modes",
-    "mixture_mean", "mixture_covariance", "Modes",
+    "mixture_mean", "mixture_covariance", "mixture_marginal", "mixture_condition", "Modes",
 ]

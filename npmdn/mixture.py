@@ -244,8 +244,11 @@ def weights(logits, temperature: float = 1.0):
 
 
 def params(logits, mu, log_sigma):
-    """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the mixture in natural units."""
+    """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the mixture in natural units; for full
+    factors the third is each component's covariance matrix ``[N,K,D,D]`` (float64)."""
     xp = _xp(mu)
+    if fullcov.is_full(mu.shape[-1], log_sigma.shape[-1]):
+        return softmax(logits), mu, component_covariances(mu, log_sigma)
     return softmax(logits), mu, xp.exp(log_sigma)
 
 
@@ -310,7 +313,7 @@ def _scaled_inverse(log_sigma, d: int):
     return w, e
 
 
-def _marginal_scales(log_sigma, d: int):
+def marginal_scales(log_sigma, d: int):
     """``(log_sd [N, K, D], corr)`` in float64: each component's marginal log standard
     deviation per output, and its correlation matrices [N, K, D, D] for full factors
     (None for diagonal and isotropic ones, whose correlations are 0)."""
@@ -335,7 +338,7 @@ def _scaled_terms(logits, mu, log_sigma):
     (None unless full)."""
     xp = _xp(mu)
     log_pi, _, dev = _centre(logits, mu)
-    ls, corr = _marginal_scales(log_sigma, mu.shape[-1])
+    ls, corr = marginal_scales(log_sigma, mu.shape[-1])
     with np.errstate(divide="ignore"):  # log 0 = -inf for a component on the mean
         log_dev = xp.log(xp.abs(dev)) + LN2
     # log of the largest sqrt(pi_k) max(sigma_kd, |mu_kd - m_d|): finite (pi_k, sigma_k > 0)

@@ -8,12 +8,15 @@ the log-Jacobian of the change of variables,
     log p(y | x) = log p'(y' | x') - sum_d log y_scale_d,
 
 and mixtures, samples, means and variances are mapped back by
-``mu = y_shift + y_scale * mu'`` and ``sigma = y_scale * sigma'``. With
-isotropic covariance all output dimensions share one ``y_scale`` (the RMS of
-their standard deviations), so the mixture stays isotropic in user units.
+``mu = y_shift + y_scale * mu'`` and ``sigma = y_scale * sigma'`` (full
+covariance: ``U = U' diag(1 / y_scale)``). With isotropic covariance all
+output dimensions share one ``y_scale`` (the RMS of their standard
+deviations), so the mixture stays isotropic in user units.
 
 The head emits, per row, ``P = K (1 + D + S)`` numbers laid out as
-``[logits (K) | mu (K x D, component-major) | log_sigma (K x S)]``.
+``[logits (K) | mu (K x D, component-major) | log_sigma (K x S)]``, with
+``S = D`` (diagonal), 1 (isotropic) or ``D (D + 1) / 2`` (full: each
+component's packed precision factor, :mod:`npmdn.fullcov`).
 
 Training is in :mod:`npmdn.training`, the file format in
 :mod:`npmdn.persistence`, what the model answers (densities, draws, moments,
@@ -30,7 +33,8 @@ from . import _checks as C
 from . import config, persistence, standardization, training
 from .architecture import CONFIG_KEYS, count_params, file_layout, head_size  # noqa: F401
 from .backend import Backend, get_backend
-from .mixture import COVARIANCES
+from .fullcov import pairs
+from .mixture import COVARIANCES, scale_size
 from .nn import ACTIVATIONS, MLP
 from .queries import DistributionQueries, dask_aware
 from .training import History, NonFiniteLossError
@@ -50,8 +54,10 @@ class MDN(DistributionQueries):
         Hidden layer widths of the trunk (may be empty: a linear head).
     activation : str
         One of ``tanh, relu, sigmoid, softplus, elu, identity``.
-    covariance : {"diagonal", "isotropic"}
-        One sigma per output dimension and component, or one per component.
+    covariance : {"diagonal", "isotropic", "full"}
+        One sigma per output dimension and component, one per component, or
+        a full covariance matrix per component (correlated outputs), given by
+        the upper Cholesky factor of its precision (:mod:`npmdn.fullcov`).
     backend : str, optional
         ``numpy``, ``numba`` or ``cupy``; see :mod:`npmdn.backend`.
     dtype : {"float32", "float64"}
@@ -89,7 +95,7 @@ class MDN(DistributionQueries):
         self.seed = None if seed is None else C.int_arg(seed, "seed", 0)
         self.backend: Backend = get_backend(backend)
         k, d = self.n_components, self.out_dim
-        self.scale_dim = d if self.covariance == "diagonal" else 1
+        self.scale_dim = scale_size(d, self.covariance)
         self.head_size = head_size(k, d, self.covariance)
         self.net = MLP(
             (self.in_dim, *self.hidden, self.head_size), self.activation, self.dtype,
@@ -280,13 +286,25 @@ class MDN(DistributionQueries):
             yield start, min(n, start + rows)
 
     def _user_mixture(self, logits, mu, log_sigma):
-        """Standardized head views -> (logits, mu, log_sigma) in user units (new arrays)."""
+        """Standardized head views -> (logits, mu, log_sigma) in user units (new arrays).
+
+        ``y = y_shift + y_scale y'``: ``mu = y_shift + y_scale mu'``, ``s = s' + log y_scale``;
+        a full factor becomes ``U = U' diag(1 / y_scale)``, so its ``s_i`` shift as the
+        diagonal model's and its ``U_ij`` (``i < j``) are divided by ``y_scale_j``.
+        """
         xp = self.backend.xp
         ys = xp.asarray(self.y_scale.astype(self.dtype))
         ysh = xp.asarray(self.y_shift.astype(self.dtype))
         mu_u = mu * ys + ysh
-        log_ys = xp.asarray(np.log(self.y_scale[: self.scale_dim]).astype(self.dtype))
-        return xp.ascontiguousarray(logits), mu_u, log_sigma + log_ys
+        d = self.out_dim
+        log_ys = np.log(self.y_scale[: min(d, self.scale_dim)])
+        if self.covariance != "full" or d == 1:
+            return xp.ascontiguousarray(logits), mu_u, log_sigma + xp.asarray(
+                log_ys.astype(self.dtype))
+        ls = xp.empty_like(log_sigma)
+        ls[..., :d] = log_sigma[..., :d] + xp.asarray(log_ys.astype(self.dtype))
+        ls[..., d:] = log_sigma[..., d:] / xp.asarray(self.y_scale[pairs(d)[1]].astype(self.dtype))
+        return xp.ascontiguousarray(logits), mu_u, ls
 
     # ------------------------------------------------------------------
     # inference

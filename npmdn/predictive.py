@@ -2,7 +2,8 @@
 
 A thin view over the raw-parameter functions of :mod:`npmdn.functional` and
 :mod:`npmdn.metrics`: it holds the raw parameters ``(logits [N,K], mu [N,K,D],
-log_sigma [N,K,S])`` (S = D diagonal, S = 1 isotropic), the covariance kind and
+log_sigma [N,K,S])`` (S = D diagonal, S = 1 isotropic, S = D (D + 1) / 2 full:
+the packed factor of each precision, :mod:`npmdn.fullcov`), the covariance kind and
 a backend name, and every method is one call of those functions on them, so
 a result is bit for bit what the function gives on the same backend. No
 mixture math lives here.
@@ -24,9 +25,11 @@ from ._blocks import any_lazy, rowwise
 from .backend import Backend, check_name
 from .functional import (
     mixture_cdf,
+    mixture_condition,
     mixture_covariance,
     mixture_interval,
     mixture_log_prob,
+    mixture_marginal,
     mixture_mean,
     mixture_modes,
     mixture_params,
@@ -52,11 +55,13 @@ class Mixture:
     mu : (N, K, D) float array
         Component means.
     log_sigma : (N, K, S) float array
-        Log standard deviations: ``S = D`` (diagonal) or ``S = 1`` (isotropic).
-        The three arrays share one dtype and one device (NumPy or CuPy).
-    covariance_type : {"diagonal", "isotropic"}, optional
+        Log standard deviations: ``S = D`` (diagonal) or ``S = 1`` (isotropic);
+        or ``S = D (D + 1) / 2`` (full): each component's packed precision factor
+        (:mod:`npmdn.fullcov`). The three arrays share one dtype and one device
+        (NumPy or CuPy).
+    covariance_type : {"diagonal", "isotropic", "full"}, optional
         What ``log_sigma`` means (``MDN``'s ``covariance``); by default read
-        from S (``S = D`` is diagonal, for D = 1 the same law as isotropic).
+        from S (``S = D`` is diagonal: for D = 1 the three kinds are one law).
     backend : str, optional
         Runs :func:`npmdn.mixture_log_prob` and :func:`npmdn.mixture_sample`
         (``"numpy"``, ``"numba"``, ``"cupy"``); ``None`` follows the usual
@@ -76,16 +81,18 @@ class Mixture:
         Every component's covariance matrix, whatever the covariance kind.
 
     Indexing by rows (an int, a slice, an integer array or a boolean mask)
-    gives another ``Mixture``; an int keeps the row axis (N = 1).
+    gives another ``Mixture``; an int keeps the row axis (N = 1). Over the
+    outputs, :meth:`marginal` and :meth:`condition` give the mixture of a
+    subset of them, again a ``Mixture`` of the same kind.
     """
 
     def __init__(self, logits, mu, log_sigma, *, covariance_type: str | None = None,
                  backend=None):
         _, _, d, s = C.mixture_args(logits, mu, log_sigma)
         if covariance_type is None:
-            covariance_type = "diagonal" if s == d else "isotropic"
+            covariance_type = mixture.covariance_kind(d, s)
         covariance_type = C.choice_arg(covariance_type, "covariance_type", mixture.COVARIANCES)
-        want = d if covariance_type == "diagonal" else 1
+        want = mixture.scale_size(d, covariance_type)
         if s != want:
             raise ValueError(
                 f"covariance_type={covariance_type!r} needs log_sigma [N, K, {want}], got "
@@ -158,8 +165,28 @@ class Mixture:
 
     @property
     def covariances(self):
-        """Component covariance matrices [N, K, D, D], float64."""
+        """Component covariance matrices [N, K, D, D], float64, for every covariance kind
+        (full: ``U^-1 U^-T``)."""
         return _component_covariances(self.params[1], self.params[2])
+
+    # ------------------------------------------------------------------
+    # subsets of the outputs
+    # ------------------------------------------------------------------
+
+    def marginal(self, dims) -> Mixture:
+        """The mixture of the outputs ``dims`` (an int or a sequence of distinct indices,
+        in the order wanted), the others integrated out: a ``Mixture`` of the same kind,
+        weights and backend; :func:`npmdn.mixture_marginal`."""
+        return Mixture(*mixture_marginal(*self.params, dims),
+                       covariance_type=self.covariance_type, backend=self.backend)
+
+    def condition(self, dims, values) -> Mixture:
+        """The mixture of the other outputs given ``y[:, dims] = values`` ([N, len(dims)],
+        or [N] for one index): each component's conditional, re-weighted by how well it
+        explains ``values`` (``pi'_k ∝ pi_k N(values; mu_k,dims, Sigma_k,dims)``); a
+        ``Mixture`` of the same kind and backend; :func:`npmdn.mixture_condition`."""
+        return Mixture(*mixture_condition(*self.params, values, dims),
+                       covariance_type=self.covariance_type, backend=self.backend)
 
     # ------------------------------------------------------------------
     # densities, draws

@@ -59,7 +59,8 @@ class DistributionQueries:
 
     @dask_aware
     def mixture(self, x):
-        """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units."""
+        """``(pi [N,K], mu [N,K,D], sigma [N,K,S])``: the predicted mixture in user units
+        (``covariance="full"``: the third is each component's covariance [N,K,D,D])."""
         logits, mu, log_sigma = self.mixture_raw(x)
         return mixture.params(logits, mu, log_sigma)
 

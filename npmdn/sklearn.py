@@ -83,7 +83,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         Hidden layer widths (may be empty: a linear head).
     activation : str, default "tanh"
         One of ``tanh, relu, sigmoid, softplus, elu, identity``.
-    covariance : {"diagonal", "isotropic"}, default "diagonal"
+    covariance : {"diagonal", "isotropic", "full"}, default "diagonal"
+        One sigma per output and component, one per component, or a full
+        covariance matrix per component (correlated outputs).
     epochs : int, default 100
         Passes over the training rows.
     batch_size : int or None, default 256

@@ -37,6 +37,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads, types
 
 from .. import config
+from ..fullcov import is_full
 from ..optim import SGD, Adam
 from .head import head_soa
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
@@ -510,9 +511,11 @@ def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
     """A :class:`FusedFit` when an epoch can run fused here, else None (the step loop runs).
 
     It can when the optimizer is one this module mirrors (Adam, SGD), the
-    activation one it has, and ``NPMDN_FUSED_FIT`` is not ``0``.
+    activation one it has, the head's scales are diagonal or isotropic (full
+    factors train in the step loop with ``full.full_kernel``), and
+    ``NPMDN_FUSED_FIT`` is not ``0``.
     """
-    if os.environ.get(config.ENV_FUSED_FIT, "1") == "0":
+    if os.environ.get(config.ENV_FUSED_FIT, "1") == "0" or is_full(head[1], head[2]):
         return None
     if type(opt) not in (Adam, SGD) or net.activation not in ACTIVATIONS:
         return None

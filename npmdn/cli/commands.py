@@ -214,9 +214,14 @@ def predict(args) -> int:
         cols += list(pi.T)
         names += [f"mu_{k}{s}" for k in k_range for s in sfx]
         cols += [mu[:, k, j] for k in k_range for j in range(d)]
-        s_sfx = [""] if sigma.shape[2] == 1 else sfx
-        names += [f"sigma_{k}{s}" for k in k_range for s in s_sfx]
-        cols += [sigma[:, k, j] for k in k_range for j in range(sigma.shape[2])]
+        if sigma.ndim == 4:  # full covariance: each component's matrix, its upper triangle
+            ij = [(i, j) for i in range(d) for j in range(i, d)]
+            names += [f"cov_{k}{sfx[i]}{sfx[j]}" for k in k_range for i, j in ij]
+            cols += [sigma[:, k, i, j] for k in k_range for i, j in ij]
+        else:
+            s_sfx = [""] if sigma.shape[2] == 1 else sfx
+            names += [f"sigma_{k}{s}" for k in k_range for s in s_sfx]
+            cols += [sigma[:, k, j] for k in k_range for j in range(sigma.shape[2])]
     emit(out, csv_text(names, cols), f"predictions for {x.shape[0]} rows")
     return 0
 

@@ -157,7 +157,9 @@ def _fit_parser(sub):
                    help="hidden widths, e.g. 64,64; 'none' for a linear head (default: 64,64)")
     f.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="of hidden layers")
     f.add_argument("--covariance", choices=COVARIANCES, default="diagonal",
-                   help="one sigma per output dimension and component, or one per component")
+                   help="one sigma per output dimension and component (diagonal), one per "
+                   "component (isotropic), or a full covariance matrix per component (full: "
+                   "correlated outputs)")
     f.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
                    help="passes over the training rows")
     f.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,

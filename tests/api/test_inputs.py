@@ -94,7 +94,7 @@ def test_bad_fit_arguments_change_nothing(model, kwargs, msg):
     (dict(hidden=(4, 0)), "hidden layer width"),
     (dict(hidden="abc"), "integer"),
     (dict(activation="swish"), "activation must be one of"),
-    (dict(covariance="full"), "covariance must be one of"),
+    (dict(covariance="tied"), "covariance must be one of"),
     (dict(dtype="float16"), "float32' or 'float64"),
     (dict(backend="torch"), "backend must be one of"),
 ])
@@ -137,7 +137,7 @@ def _args(n=4, k=3, d=2, s=2, dtype=np.float64):
 @pytest.mark.parametrize("mutate,exc,msg", [
     (lambda a: a.__setitem__(3, a[3][:, :1]), ValueError, r"y must have shape \[N, D\]"),
     (lambda a: a.__setitem__(1, a[1][:2]), ValueError, r"mu must have shape \[N, K, D\]"),
-    (lambda a: a.__setitem__(2, a[2][:, :, :1].repeat(3, 2)), ValueError, "log_sigma"),
+    (lambda a: a.__setitem__(2, a[2][:, :, :1].repeat(4, 2)), ValueError, "log_sigma"),
     (lambda a: a.__setitem__(0, a[0][0]), ValueError, "logits must be 2-D"),
     (lambda a: a.__setitem__(0, a[0].astype(np.float32)), TypeError, "share one float dtype"),
     (lambda a: a.__setitem__(3, a[3].astype(complex)), TypeError, "y must hold real numbers"),

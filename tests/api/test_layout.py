@@ -22,12 +22,16 @@ LAYERS = [
     ["npmdn._version", "npmdn.config", "npmdn._arrays", "npmdn._io", "npmdn.philox",
      "npmdn.nn", "npmdn.optim", "npmdn._numba", "npmdn._cuda", "npmdn._numba.vmath",
      "npmdn._numba.transpose", "npmdn.standardization"],
+    # the full-covariance factor's reference (only array helpers below it)
+    ["npmdn.fullcov"],
     # 1: input checks, the special functions, the mixture reference, kernels' parts
     ["npmdn._checks", "npmdn.normal", "npmdn.mixture", "npmdn._numba.head",
      "npmdn._numba.sample", "npmdn._cuda.sources", "npmdn.persistence"],
+    # the full-covariance head kernel, built on the head kernel's layout
+    ["npmdn._numba.full"],
     # 2: built on the reference: the distribution, the backends' faces, data sets
-    ["npmdn.distribution", "npmdn._numba.kernels", "npmdn._numba.train", "npmdn._cuda.plan",
-     "npmdn.datasets", "npmdn._blocks", "npmdn.architecture"],
+    ["npmdn.distribution", "npmdn.conditional", "npmdn._numba.kernels", "npmdn._numba.train",
+     "npmdn._cuda.plan", "npmdn.datasets", "npmdn._blocks", "npmdn.architecture"],
     ["npmdn._cuda.kernels"],
     # 4: the switch, which loads the backends
     ["npmdn.backend"],

@@ -275,8 +275,10 @@ def test_errors(rng):
         npmdn.Mixture(logits, mu, ls * np.nan)
     with pytest.raises(ValueError, match=r"needs log_sigma \[N, K, 1\]"):
         npmdn.Mixture(logits, mu, ls, covariance_type="isotropic")
-    with pytest.raises(ValueError, match="covariance_type must be one of"):
+    with pytest.raises(ValueError, match=r"covariance_type='full' needs log_sigma \[N, K, 3\]"):
         npmdn.Mixture(logits, mu, ls, covariance_type="full")
+    with pytest.raises(ValueError, match="covariance_type must be one of"):
+        npmdn.Mixture(logits, mu, ls, covariance_type="tied")
     with pytest.raises(ValueError, match="backend must be one of"):
         npmdn.Mixture(logits, mu, ls, backend="jax")
     dist = npmdn.Mixture(logits, mu, ls)

@@ -222,7 +222,7 @@ def test_partial_fit_continues(hetero):
         ({"hidden": (8, -1)}, ValueError, "hidden layer width must be >= 1"),
         ({"hidden": "wide"}, TypeError, "hidden layer width must be an integer"),
         ({"activation": "swish"}, ValueError, "activation must be one of"),
-        ({"covariance": "full"}, ValueError, "covariance must be one of"),
+        ({"covariance": "tied"}, ValueError, "covariance must be one of"),
         ({"epochs": 0}, ValueError, "epochs must be >= 1"),
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
         ({"lr": 0.0}, ValueError, "lr must be > 0"),

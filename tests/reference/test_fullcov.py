@@ -218,3 +218,25 @@ def test_sample_covariance_matches_the_model():
     one = mixture.sample(a[:, :1], mu[:, :1], ls[:, :1], 100_000, seed=3)[0]
     z = (one - mu[0, 0]) @ fullcov.factor(ls, 3)[0, 0].T
     np.testing.assert_allclose(np.cov(z.T), np.eye(3), atol=0.02)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps > 1e-18,
+                    reason="needs an extended-precision long double (x86)")
+def test_ill_conditioned_factor_matches_long_double(rng):
+    """Random D = 8 factors (U_ij ~ N(0, 3^2), s ~ N(0, 2^2)) have condition numbers up
+    to ~1e10: the NLL is still within 1e-14 relative of a long-double evaluation of the
+    same density, since nothing is solved, inverted or squared (a route through U^-1,
+    as PyTorch's scale_tril takes, loses ~1e-8 on such factors: test_gradients.py)."""
+    n, k, d = 40, 3, 8
+    a, mu, y = rng.normal(size=(n, k)), rng.normal(size=(n, k, d)), rng.normal(size=(n, d))
+    ls = np.concatenate([rng.normal(0, 2, (n, k, d)), rng.normal(0, 3, (n, k, 28))], axis=-1)
+    assert np.linalg.cond(fullcov.factor(ls, d)).max() > 1e9
+    ld = np.longdouble
+    u = fullcov.factor(ls.astype(ld), d)
+    z = np.einsum("nkij,nkj->nki", u, y.astype(ld)[:, None, :] - mu.astype(ld))
+    t = (a.astype(ld) - np.log(np.exp(a.astype(ld)).sum(1, keepdims=True))
+         - 0.5 * (z * z).sum(-1) - ls[..., :d].astype(ld).sum(-1) - 4 * np.log(2 * ld(np.pi)))
+    m = t.max(axis=1)
+    want = m + np.log(np.exp(t - m[:, None]).sum(axis=1))
+    got = mixture.log_prob(a, mu, ls, y)
+    assert float(np.max(np.abs(got - want) / np.abs(want))) < 1e-14
