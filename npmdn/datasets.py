@@ -9,9 +9,12 @@ name                   generative model                                     true
 ``heteroscedastic``    x ~ U(1, 5.2), y = x^2 - 6x + 9 + e, sd(e) = 0.1 x   Gaussian, exact
 ``spiral``             th ~ U(0, 5 pi), x = th cos th + U(-1, 1),           none (see below)
                        y = th sin th
+``correlated``         x ~ U(-1, 1), y in R^2 from two tilted Gaussians     a mixture of two
+                       whose axes turn with x (see :func:`correlated`)      Gaussians, exact
 =====================  ===================================================  ==================
 
-with ``e ~ N(0, 1)`` unless stated. For the inverted sinusoid Bayes' rule gives
+with ``e ~ N(0, 1)`` unless stated. Every problem has one input; every y has
+one column except the correlated problem's two. For the inverted sinusoid Bayes' rule gives
 ``p(y | x) = 1[|y| <= 10.5] phi(x - f(y)) / Z(x)`` with
 ``Z(x) = int_{-10.5}^{10.5} phi(x - f(t)) dt``, evaluated by composite
 Gauss-Legendre quadrature (error far below 1e-10 nats).
@@ -39,8 +42,8 @@ _T_RANGE = 10.5
 
 @dataclass(frozen=True)
 class Dataset:
-    """Arrays ``x`` [N, 1] and ``y`` [N, 1] (float64) and, where known, the true
-    conditional log-density. Unpacks as ``x, y = dataset``."""
+    """Arrays ``x`` [N, 1] and ``y`` [N, D] (float64; D = 1 but for ``correlated``, 2)
+    and, where known, the true conditional log-density. Unpacks as ``x, y = dataset``."""
 
     name: str
     x: np.ndarray
@@ -58,12 +61,14 @@ class Dataset:
         return self.log_prob_fn is not None
 
     def true_log_prob(self, x=None, y=None) -> np.ndarray:
-        """True ``log p(y | x)`` [N], for this data set's rows or any given (x, y)."""
+        """True ``log p(y | x)`` [N], for this data set's rows or any given (x, y)
+        (y [N, D], or [N] when D = 1)."""
         if self.log_prob_fn is None:
             raise ValueError(f"the {self.name!r} problem has no closed-form conditional density")
         x = self.x if x is None else np.asarray(x, dtype=np.float64)
         y = self.y if y is None else np.asarray(y, dtype=np.float64)
-        return self.log_prob_fn(x.reshape(-1), y.reshape(-1))
+        d = self.y.shape[1]
+        return self.log_prob_fn(x.reshape(-1), y.reshape(-1) if d == 1 else y.reshape(-1, d))
 
     def true_nll(self, x=None, y=None) -> float:
         """Mean true NLL: the best any model can score on these rows."""
@@ -173,11 +178,61 @@ def spiral(n: int = 2000, seed=None, turns: float = 2.5, noise: float = 1.0) -> 
     return Dataset("spiral", x[:, None], y[:, None], None)
 
 
+# the correlated problem: two components, each a Gaussian with axes of sd (1, 0.2)
+# turned by an angle that moves with x, means apart along the first output
+_CORR_SD = (1.0, 0.2)
+
+
+def _correlated_params(x):
+    """Weights [N, 2], means [N, 2, 2] and covariances [N, 2, 2, 2] of p(y | x)."""
+    w1 = 0.5 + 0.3 * np.tanh(2.0 * x)  # the first component gains weight with x
+    weights = np.stack([w1, 1.0 - w1], axis=-1)
+    means = np.stack([np.stack([-1.5 + 0.5 * x, x], -1), np.stack([1.5 + 0.5 * x, -x], -1)], 1)
+    lam = np.diag(np.square(_CORR_SD))
+    covs = np.empty(x.shape + (2, 2, 2))
+    for k, angle in enumerate((0.5 * np.pi * x + 0.25 * np.pi, 0.5 * np.pi * x - 0.25 * np.pi)):
+        c, s = np.cos(angle), np.sin(angle)
+        rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # [N, 2, 2]
+        covs[:, k] = rot @ lam @ np.swapaxes(rot, -1, -2)
+    return weights, means, covs
+
+
+def correlated(n: int = 2000, seed=None) -> Dataset:
+    """Correlated outputs: x ~ U(-1, 1) and y in R^2 from a mixture of two Gaussians,
+
+    ``p(y | x) = w(x) N(y; m_1(x), C_1(x)) + (1 - w(x)) N(y; m_2(x), C_2(x))`` with
+    ``w = 0.5 + 0.3 tanh(2 x)``, means ``(-1.5 + x / 2, x)`` and ``(1.5 + x / 2, -x)``,
+    and covariances ``R(a) diag(1, 0.04) R(a)^T`` turned by ``a_1 = pi/4 + pi x / 2`` and
+    ``a_2 = a_1 - pi/2``: two long thin ellipses at right angles, with correlations of
+    opposite signs (up to +-0.92, through 0 at x = +-1/2), that turn together by
+    half a turn as x goes from -1 to 1. An axis-aligned (diagonal) component fits
+    such an ellipse only with many components; a full one fits it exactly. The true
+    conditional log-density is the mixture's, exact.
+    """
+    rng = _rng(seed)
+    x = rng.uniform(-1.0, 1.0, _n(n))
+    weights, means, covs = _correlated_params(x)
+    comp = (rng.uniform(size=x.shape) >= weights[:, 0]).astype(int)
+    chol = np.linalg.cholesky(covs[np.arange(x.size), comp])
+    y = means[np.arange(x.size), comp] + (chol @ rng.standard_normal((x.size, 2, 1)))[..., 0]
+
+    def log_prob(xq, yq):
+        weights, means, covs = _correlated_params(np.asarray(xq, dtype=np.float64))
+        diff = np.asarray(yq, dtype=np.float64)[:, None, :] - means  # [N, 2, 2]
+        prec = np.linalg.inv(covs)
+        quad = np.einsum("nki,nkij,nkj->nk", diff, prec, diff)
+        log_n = -0.5 * quad - 0.5 * np.linalg.slogdet(covs)[1] - 2 * LOG_SQRT_2PI
+        return logsumexp(np.log(weights) + log_n)
+
+    return Dataset("correlated", x[:, None], y, log_prob)
+
+
 PROBLEMS = {
     "sinusoid": sinusoid,
     "inverted": inverted_sinusoid,
     "heteroscedastic": heteroscedastic,
     "spiral": spiral,
+    "correlated": correlated,
 }
 ALIASES = {"inverted_sinusoid": "inverted", "quadratic": "heteroscedastic"}
 

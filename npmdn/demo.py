@@ -18,6 +18,9 @@ SETTINGS = {
     "heteroscedastic": dict(n_train=10_000, n_components=1, hidden=(32, 32), epochs=100,
                             lr=3e-3),
     "spiral": dict(n_train=20_000, n_components=12, hidden=(64, 64), epochs=150, lr=5e-3),
+    # 2-D y: two tilted ellipses, one full-covariance Gaussian each
+    "correlated": dict(n_train=20_000, n_components=2, hidden=(32, 32), epochs=100, lr=3e-3,
+                       covariance="full"),
 }
 BATCH_SIZE = 256
 
@@ -47,9 +50,12 @@ def run_demo(problem="inverted", n_train=None, n_test=None, seed=0, png=None,
     n_test = n_train if n_test is None else n_test
     train = datasets.load(key, n_train, seed=seed)
     test = datasets.load(key, n_test, seed=seed + 1)
-    model = MDN(1, 1, cfg["n_components"], hidden=cfg["hidden"], backend=backend, seed=seed)
+    covariance = cfg.get("covariance", "diagonal")
+    model = MDN(1, train.y.shape[1], cfg["n_components"], hidden=cfg["hidden"],
+                covariance=covariance, backend=backend, seed=seed)
+    cov_note = "" if covariance == "diagonal" else f", covariance={covariance}"
     print(f"npmdn demo: {key} problem, {n_train} training points, K={cfg['n_components']}, "
-          f"hidden={cfg['hidden']}, backend={model.backend.name}", file=out, flush=True)
+          f"hidden={cfg['hidden']}{cov_note}, backend={model.backend.name}", file=out, flush=True)
     history = model.fit(train.x, train.y, epochs=cfg["epochs"], batch_size=BATCH_SIZE,
                         lr=cfg["lr"], lr_schedule="cosine", validation_split=0.0,
                         verbose=verbose)

@@ -1,4 +1,4 @@
-"""Figures like the seed tutorials', for a fitted model with 1-D x and y.
+"""Figures like the seed tutorials', for a fitted model with 1-D x and 1-D (or 2-D) y.
 
 * :func:`plot_components`: the data with each component's mean and a
   +-sigma band (``fill_between``), drawn solid where the component carries
@@ -10,6 +10,15 @@
   true density beside them when it is known;
 * :func:`plot_fit`: all of these in one figure (what ``npmdn demo`` and
   ``npmdn plot`` draw), and :func:`save_figure` to write it.
+
+For a model with 2-D y (any covariance kind; made for ``covariance="full"``):
+
+* :func:`plot_ellipses`: at a few x0, the data near x0 in the (y0, y1) plane
+  with each component's 1- and 2-sigma ellipses (and the true density's
+  contours when it is known);
+* :func:`plot_correlations`: each component's correlation ``rho_k(x)`` and
+  its weight ``pi_k(x)`` against x;
+* :func:`plot_fit` draws these and the model's draws over the data.
 
 Each panel function draws into ``ax``/``axes`` when given, else into the
 current pyplot axes. matplotlib is imported only when a function here is
@@ -39,10 +48,11 @@ def pyplot():
     return plt
 
 
-def _check_1d(model):
-    if model.in_dim != 1 or model.out_dim != 1:
+def _check_1d(model, out_dims=(1,)):
+    if model.in_dim != 1 or model.out_dim not in out_dims:
+        want = " or ".join(f"{d}-D" for d in out_dims)
         raise ValueError(
-            f"these figures need a model with 1-D x and 1-D y; this one maps "
+            f"these figures need a model with 1-D x and {want} y; this one maps "
             f"{model.in_dim}-D x to {model.out_dim}-D y"
         )
 
@@ -226,13 +236,21 @@ def plot_densities(model, x, y, ax=None, at=None, true_log_prob=None, n=600):
 def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
              true_log_prob=None):
     """The whole demo figure: components with +-sigma bands, samples over the data,
-    the pi / mu / sigma panels, and density slices.
+    the pi / mu / sigma panels, and density slices (2-D y: :func:`_plot_fit_2d`).
 
     At most ``max_points`` rows (a seeded random subset) are scattered. Writes
     the figure to ``path`` when given (then closes it); returns the figure.
     """
     plt = pyplot()
-    _check_1d(model)
+    _check_1d(model, (1, 2))
+    if model.out_dim == 2:
+        fig = _plot_fit_2d(model, x, y, seed, max_points, true_log_prob)
+        if title:
+            fig.suptitle(title)
+        if path is not None:
+            save_figure(fig, path)
+            plt.close(fig)
+        return fig
     x, y = _xy(x, y)
     if x.size > max_points:  # keep the scatter readable and the file small
         idx = np.random.default_rng(seed).choice(x.size, max_points, replace=False)
@@ -256,6 +274,139 @@ def plot_fit(model, x, y, path=None, title=None, seed=0, max_points=2500,
     if path is not None:
         save_figure(fig, path)
         plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------
+# 2-D outputs: component ellipses
+# --------------------------------------------------------------------------
+
+
+def _xy2(x, y):
+    x = _column(x, "x")
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] != 2 or y.shape[0] != x.size:
+        raise ValueError(f"y must have shape [N, 2] = [{x.size}, 2], got {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("y must be finite")
+    return x, y
+
+
+def ellipse(mean, cov, n_sigma=1.0, **kwargs):
+    """A :class:`matplotlib.patches.Ellipse` of the points ``n_sigma`` Mahalanobis units
+    from ``mean`` [2] under ``cov`` [2, 2]: axes along cov's eigenvectors, half-lengths
+    ``n_sigma sqrt(eigenvalue)``."""
+    from matplotlib.patches import Ellipse
+
+    vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+    angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))  # of the major axis
+    width, height = 2 * n_sigma * np.sqrt(np.maximum(vals[::-1], 0.0))
+    return Ellipse(mean, width, height, angle=angle, **kwargs)
+
+
+def plot_ellipses(model, x, y, at=None, axes=None, band=None, min_weight=MIN_WEIGHT,
+                  true_log_prob=None, n_grid=160):
+    """At each ``x0`` of ``at`` (default: the 10%, 50% and 90% quantiles of x), one panel in
+    the (y0, y1) plane: the data whose x lies within ``band`` of x0 (default: 5% of x's
+    range), each component's mean and its 1- and 2-sigma ellipses (opacity by weight;
+    faint and dotted below ``min_weight``) and, with ``true_log_prob(x, y)``, the true
+    density's contours at the same x0 (dark grey, dashed)."""
+    plt = pyplot()
+    _check_1d(model, (2,))
+    x, y = _xy2(x, y)
+    at = np.quantile(x, [0.1, 0.5, 0.9]) if at is None else np.atleast_1d(at)
+    if axes is None:
+        _, axes = plt.subplots(1, len(at), figsize=(4.2 * len(at), 4.2), squeeze=False)
+        axes = axes[0]
+    band = 0.05 * (np.ptp(x) or 1.0) if band is None else band
+    dist = model.distribution(np.asarray(at, dtype=np.float64))
+    w, means, covs = dist.weights, dist.means, dist.covariances
+    colors = _colors(model.n_components)
+    lo0, hi0 = _span(y[:, 0])
+    lo1, hi1 = _span(y[:, 1])
+    names = getattr(model, "y_names", None) or ("y0", "y1")
+    for i, (ax, x0) in enumerate(zip(axes, at, strict=True)):
+        near = np.abs(x - x0) <= band
+        ax.scatter(y[near, 0], y[near, 1], s=5, c="black", alpha=0.25, lw=0, label="data")
+        for k, color in enumerate(colors):
+            on = w[i, k] >= min_weight
+            alpha = float(np.clip(0.25 + 0.75 * w[i, k] / w[i].max(), 0.25, 1.0)) if on else 0.3
+            for n_sigma in (1.0, 2.0):
+                ax.add_patch(ellipse(means[i, k], covs[i, k], n_sigma, fill=False, color=color,
+                                     lw=1.8 if on else 0.8, ls="-" if on else ":",
+                                     alpha=alpha / n_sigma))
+            ax.plot(*means[i, k], "+", color=color, ms=8, alpha=alpha,
+                    label=f"component {k} ({w[i, k]:.2f})")
+        if true_log_prob is not None:
+            g0, g1 = np.linspace(lo0, hi0, n_grid), np.linspace(lo1, hi1, n_grid)
+            grid = np.stack(np.meshgrid(g0, g1), -1).reshape(-1, 2)
+            dens = np.exp(true_log_prob(np.full(len(grid), float(x0)), grid))
+            ax.contour(g0, g1, dens.reshape(n_grid, n_grid), levels=4, colors="0.25",
+                       linestyles="--", linewidths=0.9, zorder=3)
+        ax.set_xlim(lo0, hi0)
+        ax.set_ylim(lo1, hi1)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_title(f"{_labels(model)[0]} = {x0:.2f}: 1 and 2 sigma ellipses")
+        ax.legend(fontsize="x-small", loc="upper left")
+    return axes
+
+
+def plot_correlations(model, x, axes=None, grid=None, min_weight=MIN_WEIGHT):
+    """Two panels against x: each component's weight ``pi_k(x)`` and the correlation
+    ``rho_k(x) = Sigma_01 / sqrt(Sigma_00 Sigma_11)`` of its two outputs (solid where
+    ``pi_k >= min_weight``)."""
+    plt = pyplot()
+    _check_1d(model, (2,))
+    x = _column(x, "x")
+    if axes is None:
+        _, axes = plt.subplots(2, 1, sharex=True, figsize=(6, 6))
+    ax_pi, ax_rho = axes
+    xs = _grid(x, 200) if grid is None else np.asarray(grid, dtype=np.float64)
+    dist = model.distribution(xs)
+    pi, c = dist.weights, dist.covariances
+    rho = c[..., 0, 1] / np.sqrt(c[..., 0, 0] * c[..., 1, 1])
+    for k, color in enumerate(_colors(model.n_components)):
+        on = pi[:, k] >= min_weight
+        ax_pi.plot(xs, pi[:, k], color=color, lw=1.4)
+        ax_rho.plot(xs, rho[:, k], color=color, lw=0.8, ls=":", alpha=0.5)
+        ax_rho.plot(xs, _masked(rho[:, k], on), color=color, lw=1.4, label=f"component {k}")
+    ax_pi.set_ylim(-0.03, 1.03)
+    ax_pi.set_title(r"$\pi_k(x)$")
+    ax_rho.set_ylim(-1.05, 1.05)
+    ax_rho.axhline(0.0, color="grey", lw=0.5)
+    ax_rho.set_title(r"correlation $\rho_k(x)$ of the two outputs")
+    ax_rho.set_xlim(xs[0], xs[-1])
+    ax_rho.set_xlabel(_labels(model)[0])
+    return axes
+
+
+def _plot_fit_2d(model, x, y, seed, max_points, true_log_prob):
+    """2-D y: ellipses at three x0 (top), weights and correlations against x, and draws
+    from the model over the data in the (y0, y1) plane (bottom)."""
+    plt = pyplot()
+    x, y = _xy2(x, y)
+    if x.size > max_points:
+        idx = np.random.default_rng(seed).choice(x.size, max_points, replace=False)
+        x_plot, y_plot = x[idx], y[idx]
+    else:
+        x_plot, y_plot = x, y
+    fig = plt.figure(figsize=(13, 8.5), constrained_layout=True)
+    gs = fig.add_gridspec(2, 3)
+    plot_ellipses(model, x, y, axes=[fig.add_subplot(gs[0, i]) for i in range(3)],
+                  true_log_prob=true_log_prob)
+    ax_pi = fig.add_subplot(gs[1, 0])
+    plot_correlations(model, x, (ax_pi, fig.add_subplot(gs[1, 1], sharex=ax_pi)))
+    ax = fig.add_subplot(gs[1, 2])
+    draws = model.sample(x_plot, 1, seed=seed)[:, 0]
+    ax.scatter(y_plot[:, 0], y_plot[:, 1], s=4, c="tab:blue", alpha=0.25, lw=0, label="data")
+    ax.scatter(draws[:, 0], draws[:, 1], s=4, c="tab:red", alpha=0.25, lw=0,
+               label="model samples")
+    names = getattr(model, "y_names", None) or ("y0", "y1")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.legend(loc="upper left", markerscale=3, fontsize="small")
+    ax.set_title(r"samples from $p(y \mid x)$ over the data, all x")
     return fig
 
 

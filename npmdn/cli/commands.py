@@ -284,10 +284,10 @@ def plot(args) -> int:
     from .. import plot
 
     model = load_model(args.model, args.backend)
-    if model.in_dim != 1 or model.out_dim != 1:
+    if model.in_dim != 1 or model.out_dim > 2:
         raise UsageError(
-            f"plot draws models with 1-D x and 1-D y; {args.model} maps {model.in_dim}-D x "
-            f"to {model.out_dim}-D y"
+            f"plot draws models with 1-D x and 1-D y (or 2-D y: component ellipses); "
+            f"{args.model} maps {model.in_dim}-D x to {model.out_dim}-D y"
         )
     stem = os.path.splitext(os.path.basename(args.model))[0]
     out = Output(args.out, f"{stem}.png", inputs=[args.model, args.data],

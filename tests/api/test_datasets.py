@@ -11,7 +11,8 @@ def test_shapes_and_seeding(name):
     a = datasets.load(name, 300, seed=5)
     b = datasets.load(name, 300, seed=5)
     c = datasets.load(name, 300, seed=6)
-    assert a.x.shape == (300, 1) and a.y.shape == (300, 1) and len(a) == 300
+    width = 2 if name == "correlated" else 1
+    assert a.x.shape == (300, 1) and a.y.shape == (300, width) and len(a) == 300
     np.testing.assert_array_equal(a.x, b.x)
     assert not np.array_equal(a.x, c.x)
     x, y = a
@@ -62,3 +63,26 @@ def test_bad_arguments():
         datasets.sinusoid(0)
     with pytest.raises(ValueError, match="x_range"):
         datasets.heteroscedastic(10, x_range=(3, 2))
+
+
+def test_correlated_outputs():
+    """The correlated problem's density integrates to 1 over y in R^2, its draws have the
+    mixture's moments, and its components' correlations turn with x (strongly negative
+    and positive at the ends)."""
+    d = datasets.correlated(200_000, seed=0)
+    g = np.linspace(-6, 6, 601)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    for x0 in (-0.9, 0.0, 0.7):
+        dens = np.exp(d.true_log_prob(np.full(len(grid), x0), grid))
+        assert abs(dens.sum() * (g[1] - g[0]) ** 2 - 1) < 1e-5
+    w, m, c = datasets._correlated_params(d.x[:, 0])
+    mean = np.einsum("nk,nkd->nd", w, m)
+    dev = m - mean[:, None]
+    cov = np.einsum("nk,nkde->nde", w, c) + np.einsum("nk,nkd,nke->nde", w, dev, dev)
+    # standardized by the true law, the draws are white
+    z = np.linalg.solve(np.linalg.cholesky(cov), (d.y - mean)[..., None])[..., 0]
+    np.testing.assert_allclose(z.mean(0), 0, atol=0.01)
+    np.testing.assert_allclose(np.cov(z.T), np.eye(2), atol=0.01)
+    corr = c[:, :, 0, 1] / np.sqrt(c[:, :, 0, 0] * c[:, :, 1, 1])
+    assert corr.min() < -0.9 and corr.max() > 0.9
+    assert abs(d.true_nll() - 1.82) < 0.01

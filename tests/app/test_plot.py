@@ -149,8 +149,10 @@ def test_save_figure_failure_keeps_the_old_file(fitted, tmp_path, monkeypatch):
 def test_bad_arguments(fitted):
     m, data = fitted
     m2 = npmdn.MDN(2, 1, 2, hidden=(4,), seed=0, backend="numpy")
-    with pytest.raises(ValueError, match="1-D x and 1-D y"):
+    with pytest.raises(ValueError, match="1-D x and 1-D or 2-D y"):
         plot.plot_fit(m2, data.x, data.y)
+    with pytest.raises(ValueError, match="1-D x and 2-D y"):
+        plot.plot_ellipses(m, data.x, data.y)
     with pytest.raises(ValueError, match="same length"):
         plot.plot_components(m, data.x, data.y[:-1])
     with pytest.raises(ValueError, match="finite"):
@@ -221,3 +223,56 @@ def test_axes_are_labelled_with_the_models_column_names():
     labels = {(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes}
     assert ("dose", "response") in labels and ("response", "density") in labels
     assert not any("x" == a or "y" == b for a, b in labels)
+
+
+# --------------------------------------------------------------------------
+# 2-D outputs: component ellipses
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_2d():
+    data = npmdn.datasets.correlated(3000, seed=0)
+    m = npmdn.MDN(1, 2, 2, hidden=(16,), covariance="full", seed=0, backend="numpy")
+    m.fit(data.x, data.y, epochs=20, verbose=False)
+    return m, data
+
+
+def test_ellipses_are_the_components_covariances(fitted_2d):
+    """Each drawn ellipse is centred on a component mean, with half-axes n sqrt(eigenvalue)
+    of its covariance along the eigenvectors: the points on its edge are n Mahalanobis
+    units from the mean."""
+    m, data = fitted_2d
+    at = [-0.6, 0.4]
+    axes = plot.plot_ellipses(m, data.x, data.y, at=at, true_log_prob=data.log_prob_fn)
+    dist = m.distribution(np.array(at))
+    for i, ax in enumerate(axes):
+        patches = ax.patches
+        assert len(patches) == 2 * m.n_components  # 1 and 2 sigma per component
+        for j, e in enumerate(patches):
+            k, n_sigma = divmod(j, 2)
+            n_sigma += 1
+            np.testing.assert_allclose(e.center, dist.means[i, k])
+            unit = e.get_path().vertices  # a unit circle of Bezier curves: keep the points
+            unit = unit[np.isclose(np.hypot(*unit.T), 1.0)]  # on it, not the control points
+            edge = e.get_patch_transform().transform(unit)  # in data coordinates
+            assert len(edge) >= 8
+            diff = edge - dist.means[i, k]
+            maha = np.einsum("pi,ij,pj->p", diff, np.linalg.inv(dist.covariances[i, k]), diff)
+            np.testing.assert_allclose(np.sqrt(maha), n_sigma, rtol=1e-6)
+        assert ax.collections  # the data (and the true contours)
+    plt.close("all")
+
+
+def test_correlation_panel_and_whole_figure(fitted_2d, tmp_path):
+    m, data = fitted_2d
+    ax_pi, ax_rho = plot.plot_correlations(m, data.x)
+    xs = ax_rho.lines[1].get_xdata()
+    c = m.distribution(xs).covariances
+    np.testing.assert_allclose(ax_rho.lines[1].get_ydata(),
+                               c[:, 0, 0, 1] / np.sqrt(c[:, 0, 0, 0] * c[:, 0, 1, 1]))
+    np.testing.assert_allclose(ax_pi.lines[0].get_ydata(), m.distribution(xs).weights[:, 0])
+    plt.close("all")
+    path = tmp_path / "fit2d.png"
+    plot.plot_fit(m, data.x, data.y, path=path, true_log_prob=data.log_prob_fn)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 50_000
