@@ -11,7 +11,7 @@ Each block
 * checks the section's results against central finite differences of the
   forward computation they differentiate (float64, step ``h = 1e-6``) and
   prints the error ``max |g - fd| / max |fd|``, which must be below 1e-6
-  (the results that are not derivatives, in sections 5 and 10-12, are
+  (the results that are not derivatives, in sections 5 and 10-13, are
   checked against an identity, the textbook form or quadrature, and say so);
 * feeds the same inputs to the NumPy reference (``npmdn/mixture.py``,
   ``nn.py``, ``optim.py``) and to the kernels: the Numba code in
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import npmdn
-from npmdn import mixture, nn, optim, training
+from npmdn import conditional, fullcov, mixture, nn, optim, training
 from npmdn._cuda import plan
 from npmdn._numba import train as numba_train
 from npmdn.backend import Backend, get_backend
@@ -136,16 +136,16 @@ class Report:
                 print(f"   {name:<9} {what:<58} {'agrees to':>14}  {d:.1e}")
 
     def summary(self):
-        print("\n13. Summary: each section's check, and each kernel's largest difference from "
+        print("\n14. Summary: each section's check, and each kernel's largest difference from "
               "the NumPy reference")
         names = list(self.backends)
         width = [max(len(n), 7) for n in names]
-        print("   " + " | ".join(["section", f"{'check':<23}", "error  ",
+        print("   " + " | ".join(["section", f"{'check':<30}", "error  ",
                                   *(f"{n:<{w}}" for n, w in zip(names, width))]).rstrip())
         ok = True
         for n, row in self.rows.items():
             ok &= row["error"] < CHECK_TOL
-            cells = [f"{n:>7}", f"{row['kind']:<23}", f"{row['error']:.1e}"]
+            cells = [f"{n:>7}", f"{row['kind']:<30}", f"{row['error']:.1e}"]
             for name, w in zip(names, width):
                 v = row[name]
                 ok &= not isinstance(v, float) or v < AGREE_TOL
@@ -518,8 +518,58 @@ def section_12(rep):
                 lambda be: rel(be.sample(a, mu, s, 64, 7), ref))
 
 
+def section_13(rep):
+    rep.section(13, "Full covariance")
+    b, k, d = 4, 2, 3  # B = 4, K = 2, D = 3: S = D (D + 1) / 2 = 6
+    a, mu, _, y = head_random(b, k, d, d)
+    ls = np.concatenate([rng.normal(0, 0.4, (b, k, d)), rng.normal(0, 0.6, (b, k, 3))], -1)
+    rep.say(f"a component's scales [s_0, s_1, s_2 | U_01, U_02, U_12]; U_12 is column "
+            f"D + 1 D - 1 (1 + 1) / 2 + (2 - 1 - 1) = {fullcov.off_index(1, 2, d)}")
+    u = fullcov.factor(ls, d)
+    sigma = np.linalg.inv(np.swapaxes(u, -1, -2) @ u)  # (U^T U)^-1
+    delta = y[:, None, :] - mu
+    textbook = (-0.5 * np.einsum("bki,bkij,bkj->bk", delta, np.linalg.inv(sigma), delta)
+                - 0.5 * np.linalg.slogdet(2 * np.pi * sigma)[1])
+    log_n, z, u_diag, _ = mixture.component_log_density(mu, ls, y)
+    rep.check("log N_k = -|z|^2/2 - sum_i s_i - D/2 log(2 pi), z = U (y - mu)",
+              rel(log_n, textbook), "textbook")
+    rep.grad_check("d log N_k / d mu = U^T z", np.einsum("bkij,bki->bkj", u, z),
+                   lambda v: mixture.component_log_density(v, ls, y)[0].sum(), mu)
+    rows, cols = fullcov.pairs(d)
+    partial = np.concatenate([z * u_diag * delta - 1, -z[..., rows] * delta[..., cols]], -1)
+    rep.grad_check("d log N_k / d s_i = z_i U_ii delta_i - 1, d / dU_ij = -z_i delta_j",
+                   partial, lambda v: mixture.component_log_density(mu, v, y)[0].sum(), ls)
+    out = mixture.nll_grad(a, mu, ls, y)
+    rep.grad_check("dL/dmu = -r U^T z", out[2], lambda v: nll_sum(a, v, ls, y), mu)
+    rep.grad_check("dL/ds_i = r (1 - z_i U_ii delta_i), dL/dU_ij = r z_i delta_j", out[3],
+                   lambda v: nll_sum(a, mu, v, y), ls)
+    diag = np.concatenate([ls[..., :d], np.zeros((b, k, 3))], -1)
+    same = mixture.nll_grad(a, mu, diag, y)
+    ref = mixture.nll_grad(a, mu, ls[..., :d], y)
+    rep.check("zero off-diagonal entries: the diagonal model's NLL and gradients",
+              rel_all((same[0], same[1], same[2], same[3][..., :d]), ref), "identity")
+    eye = np.broadcast_to(np.eye(d), (b, k, d, d))  # eps = e_j: v = U^-1 e_j, V V^T = Sigma
+    v = np.stack([fullcov.solve_draws(np.zeros((b, k, d)), ls, eye[..., j], 1.0)
+                  for j in range(d)], -1)
+    rep.check("draws: U v = eps gives Cov(v) = U^-1 U^-T = Sigma",
+              rel(v @ np.swapaxes(v, -1, -2), sigma), "identity")
+    dims, rest = [2, 0], [1]
+    joint = mixture.log_prob(a, mu, ls, y)
+    cond = conditional.condition(a, mu, ls, y[:, dims], dims)
+    marg = conditional.marginal(a, mu, ls, dims)
+    rep.check("p(y_B | y_A) p(y_A) = p(y) (one QR, one triangular solve)",
+              rel(mixture.log_prob(*cond, y[:, rest]) + mixture.log_prob(*marg, y[:, dims]),
+                  joint), "identity")
+    rep.compare("nll_grad and log_prob with full factors",
+                lambda be: max(rel_all(be.nll_grad(a, mu, ls, y), out),
+                               rel(be.log_prob(a, mu, ls, y), -out[0])))
+    draws = mixture.sample(a, mu, ls, 64, seed=7)
+    rep.compare("sample: the same choices, U v = eps by back substitution",
+                lambda be: rel(be.sample(a, mu, ls, 64, 7), draws))
+
+
 SECTIONS = (section_1, section_2, section_3, section_4, section_5, section_6, section_7,
-            section_8, section_9, section_10, section_11, section_12)
+            section_8, section_9, section_10, section_11, section_12, section_13)
 
 
 def main():

@@ -34,7 +34,7 @@ def output():
 
 
 def _blocks(text):
-    """{section number: the lines of its block} (13 is the summary)."""
+    """{section number: the lines of its block} (14 is the summary)."""
     blocks, current = {}, None
     for line in text.splitlines():
         m = re.match(r"^(\d+)\. ", line)
@@ -48,15 +48,15 @@ def _blocks(text):
 
 def test_one_block_per_section_in_the_page_s_order(output):
     titles = re.findall(r"^## (\d+\. .+)$", DOC.read_text(), re.MULTILINE)
-    assert len(titles) == 13
+    assert len(titles) == 14
     printed = [b[0] for b in _blocks(output).values()]
-    assert printed[:12] == titles[:12]
-    assert printed[12].startswith("13. Summary")
+    assert printed[:13] == titles[:13]
+    assert printed[13].startswith("14. Summary")
 
 
 def test_every_check_below_1e_6(output):
     blocks = _blocks(output)
-    for n in range(1, 13):
+    for n in range(1, 14):
         errs = [float(m.group(1)) for line in blocks[n]
                 if (m := re.match(r"^\s+check\s.*\s" + NUMBER + r"$", line))]
         assert errs, f"section {n} prints no check"
@@ -67,7 +67,7 @@ def test_kernels_agree_in_every_section(output):
     blocks = _blocks(output)
     host = "ready" if _has_compiler() else "skipped"
     assert f"cuda-host: {host}" in output
-    for n in range(1, 13):
+    for n in range(1, 14):
         numba = [float(m.group(1)) for line in blocks[n]
                  if (m := re.match(r"^\s+numba\s.*agrees to\s+" + NUMBER + "$", line))]
         assert numba and max(numba) < 1e-10, blocks[n]
@@ -80,9 +80,9 @@ def test_kernels_agree_in_every_section(output):
 
 
 def test_summary_rows(output):
-    rows = [[c.strip() for c in line.split("|")] for line in _blocks(output)[13]
+    rows = [[c.strip() for c in line.split("|")] for line in _blocks(output)[14]
             if re.match(r"^\s+\d+ \|", line)]
-    assert [int(r[0]) for r in rows] == list(range(1, 13))
+    assert [int(r[0]) for r in rows] == list(range(1, 14))
     for n, kind, err, numba, cuda in rows:
         assert kind and float(err) < 1e-6, n
         assert float(numba) < 1e-10, n
