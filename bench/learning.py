@@ -1,6 +1,6 @@
 """How close npmdn gets to the true conditional NLL on the seed problems.
 
-    python -m bench.learning [--seeds 0 1 2] [--backend numba]
+    python -m bench.learning [--seeds 0 1 2] [--backend numba] [--setups correlated ...]
 
 Train on 20,000 points of a seed problem, score 20,000 fresh ones, and compare
 with the true conditional NLL (the best any model can do on those rows). The
@@ -75,11 +75,12 @@ def run(setup: str, seed: int = 0, backend=None, n: int = 20_000) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     ap.add_argument("--backend", default=None)
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "learning.json"))
     args = ap.parse_args()
     rows = []
-    for problem in SETUPS:
+    for problem in args.setups:
         for seed in args.seeds:
             rows.append(run(problem, seed, backend=args.backend))
     cpu = platform.processor() or platform.machine()

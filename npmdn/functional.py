@@ -43,6 +43,10 @@ def mixture_nll(logits, mu, log_sigma, y, backend=None):
         Component means.
     log_sigma : (N, K, S) float array
         Log standard deviations; ``S = D`` (diagonal) or ``S = 1`` (isotropic).
+        ``S = D (D + 1) / 2``: full covariance, each component's packed precision
+        factor (``-log U_ii``, then ``U_ij`` for ``i < j`` row by row, see
+        :mod:`npmdn.fullcov`), recognised by ``S`` alone; its gradient comes
+        back packed the same way.
     y : (N, D) array of real numbers
         Targets. logits, mu and log_sigma share one float dtype (float32 or
         float64; else :class:`npmdn.InputDTypeError`); y of any real dtype is
@@ -94,7 +98,8 @@ def mixture_sample(
     row_offset: int = 0,
     backend=None,
 ):
-    """Draw from the mixture: (N, n_samples, D) in the dtype of ``mu``.
+    """Draw from the mixture: (N, n_samples, D) in the dtype of ``mu`` (full factors:
+    ``mu_k + sigma_scale * v`` with ``U_k v = eps``, one triangular solve per draw).
 
     Parameters
     ----------
@@ -245,8 +250,9 @@ def mixture_mean(logits, mu, log_sigma):
 @rowwise(3)
 def mixture_covariance(logits, mu, log_sigma):
     """Full predictive covariance [N, D, D] by the law of total covariance:
-    ``sum_k pi_k diag(sigma_k^2) + sum_k pi_k (mu_k - m)(mu_k - m)^T``; float64
-    whatever the input dtype, finite wherever the result fits float64."""
+    ``sum_k pi_k Sigma_k + sum_k pi_k (mu_k - m)(mu_k - m)^T`` with ``Sigma_k`` =
+    ``diag(sigma_k^2)`` (or ``U_k^-1 U_k^-T`` for full factors); float64 whatever the
+    input dtype, finite wherever the result fits float64."""
     C.mixture_args(logits, mu, log_sigma)
     return mixture.covariance(logits, mu, log_sigma)
 

@@ -46,7 +46,7 @@ def _equal(got, want, what):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("covariance", ["diagonal", "isotropic"])
+@pytest.mark.parametrize("covariance", ["diagonal", "isotropic", "full"])
 def test_every_row_method_equals_in_memory(monkeypatch, dtype, covariance):
     monkeypatch.setattr(config, "NETWORK_PASS", 64)
     monkeypatch.setattr(config, "INFERENCE_CHUNK", 192)
@@ -59,6 +59,22 @@ def test_every_row_method_equals_in_memory(monkeypatch, dtype, covariance):
             lazy = getattr(model, method)(*((dx, dy) if takes_y else (dx,)), **kwargs)
             (got,) = dask.compute(lazy)
             _equal(got, want, f"{method}{kwargs} with row blocks {rows}")
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_marginal_and_condition_on_lazy_rows(covariance):
+    """A Mixture over Dask rows: its marginals and conditionals are lazy Mixtures whose
+    answers are the in-memory ones."""
+    model = trained("float64", covariance=covariance)
+    x, y = data(500, seed=4)
+    dx, dy = _lazy(x, (100,) * 5), _lazy(y, (100,) * 5)
+    dist, lazy = model.distribution(x), model.distribution(dx)
+    part = lazy.condition([0], dy[:, 0])
+    assert isinstance(part.params[0], da.Array)
+    (got,) = dask.compute(part.log_prob(dy[:, 1]))
+    _equal(got, dist.condition([0], y[:, 0]).log_prob(y[:, 1]), "condition")
+    (got,) = dask.compute(lazy.marginal([1]).cdf(dy[:, 1]))
+    _equal(got, dist.marginal([1]).cdf(y[:, 1]), "marginal")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
