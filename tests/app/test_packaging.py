@@ -20,7 +20,8 @@ def test_source_inlines_the_header():
     assert header in src and '#include "' not in src
     assert ks.threads_per_block() == 256
     assert sorted(ks.kernel_names()) == sorted(
-        f"mdn_{op}_{t}" for op in ("nll_grad", "log_prob", "sample") for t in ("f32", "f64"))
+        f"mdn_{op}{full}_{t}" for op in ("nll_grad", "log_prob", "sample")
+        for full in ("", "_full") for t in ("f32", "f64"))
 
 
 def test_env_override_and_clear_error(tmp_path, monkeypatch):
