@@ -12,6 +12,12 @@ A model file is a zip archive (NumPy's ``.npz``) of plain ``.npy`` members:
 ``params``, ``x_shift``, ``x_scale``, ``y_shift``, ``y_scale``
     the flat parameters in the model's dtype and the standardization, float64.
 
+A full-covariance model (``config["covariance"] == "full"``) is the same
+format: its head is simply wider (``architecture.head_size``), and the
+version stays 2, since a file is still read by the same rules; a reader from
+before full covariance refuses such a file with a ``ValueError`` naming the
+covariance it does not know.
+
 Reading trusts nothing in the file. The file must be a regular file (a FIFO
 would block, a device never end); only the members needed are read, and
 each member's declared size and ``.npy`` header (shape, dtype) are checked
