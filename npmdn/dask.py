@@ -213,9 +213,7 @@ def _score_block(levels, bins, total, shipped, start, x, y):
     model = _blocks.receive(shipped)
 
     def run(blocks, _first):
-        xb, yb = blocks
-        raw = model.mixture_raw(xb)
-        return model.log_prob(xb, yb), metrics.crps(*raw, yb), metrics.pit(*raw, yb)
+        return model._score_rows(*blocks)
 
     return metrics.ScoreSums(levels, bins).add(*_on_block(model, start, total, [x, y], run))
 
