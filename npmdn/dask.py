@@ -73,7 +73,7 @@ __all__ = [
 def as_rows(data, name: str = "x"):
     """A Dask Array, DataFrame or Series as the checked Dask array npmdn works on.
 
-    A DataFrame or Series becomes its values (``to_dask_array(lengths=True)``,
+    A DataFrame or Series becomes its values (``to_dask_array().compute_chunk_sizes()``,
     which counts the rows of each partition: one pass). Raises ``ValueError``
     for an array chunked along columns, with blocks of unknown size, or empty.
     """
