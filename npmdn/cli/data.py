@@ -348,7 +348,7 @@ class DataFile:
             raise UsageError(f"{self.path} has no rows")
         out = []
         for g in groups:
-            part = arr[:, [picked.index(j) for j in g.refs]]
+            part = arr[:, [picked.index(j) for j in g.refs]].rechunk({1: -1})  # whole rows
             values = da.map_blocks(_finite_block, part.astype(np.float64), self.path,
                                    tuple(g.names), dtype=np.float64)
             out.append((values, part.astype(g.dtype)))

@@ -144,6 +144,10 @@ def test_readers_give_whole_chunks_from_row_0(big):
             got = np.concatenate([c[0][i] for _, c in chunks])
             assert got.dtype == np.float64, fmt
             np.testing.assert_array_equal(got, x, err_msg=fmt)
+    # Parquet columns in another order, one twice: whole rows in each block
+    data = DataFile(str(d / "data.parquet"))
+    [(values, _)] = data.read([data.columns(["b", "a", "b"])])
+    np.testing.assert_array_equal(values, x[:, [1, 0, 1]])
     data = DataFile(str(d / "f32.npz"))
     for tokens, dtype in ((["a"], np.float32), (["a", "b"], np.float64)):
         [(_, [(values, source)])] = list(data.chunks([data.columns(tokens)], N))
