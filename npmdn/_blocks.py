@@ -62,20 +62,26 @@ def _as_array(a, name: str):
     """One Dask collection as a Dask array of rows (DataFrames by their values)."""
     import dask.array as da
 
-    if hasattr(a, "to_dask_array"):  # a Dask DataFrame or Series: one pass counts the rows
-        a = a.to_dask_array(lengths=True)
+    frame = hasattr(a, "to_dask_array")
+    if frame:  # a Dask DataFrame or Series
+        a = a.to_dask_array()
     if not isinstance(a, da.Array):
         raise C.InputDTypeError(
             f"{name} must be a Dask Array, DataFrame or Series (or a NumPy array), "
             f"got {type(a).__name__}"
         )
+    if frame and any(math.isnan(c) for c in a.chunks[0]):
+        # one pass counts the rows of the array's own blocks: to_dask_array(lengths=True)
+        # counts the DataFrame's partitions, which Dask may fuse differently (a column
+        # selection of a Parquet read: 2 lengths for 3 partitions, then a ValueError)
+        a = a.compute_chunk_sizes()
     if a.ndim == 0:
         raise ValueError(f"{name} must have a row axis, got a 0-D Dask array")
     if any(math.isnan(c) for c in a.chunks[0]):
         raise ValueError(
             f"{name} has blocks of unknown size (NaN chunks): npmdn places every row by its "
             f"index, so it needs them; call {name}.compute_chunk_sizes() first (a DataFrame "
-            "is converted with to_dask_array(lengths=True))"
+            "is converted with to_dask_array().compute_chunk_sizes())"
         )
     for axis in range(1, a.ndim):
         if len(a.chunks[axis]) > 1:

@@ -3,10 +3,16 @@
 These are performance settings, not semantics: none of them changes a result
 beyond the order of floating-point sums (the tests vary several of them to
 check exactly that). They are read where they are used, at call time, so a
-test or a benchmark may set them on this module.
+test or a benchmark may set them on this module. The two inference sizes also
+take their first value from an environment variable (``NPMDN_INFERENCE_CHUNK``,
+``NPMDN_NETWORK_PASS``): a testing and tuning knob for processes that cannot
+be reached from Python, such as the ``npmdn`` command or Dask workers (the
+tests run the command on small files in many chunks so).
 """
 
 from __future__ import annotations
+
+import os
 
 # --------------------------------------------------------------------------
 # environment variables
@@ -15,19 +21,38 @@ from __future__ import annotations
 ENV_BACKEND = "NPMDN_BACKEND"  # the default backend, see npmdn.backend
 ENV_FUSED_FIT = "NPMDN_FUSED_FIT"  # "0" turns the numba backend's fused training epoch off
 ENV_KERNEL_DIR = "NPMDN_KERNEL_DIR"  # a directory of edited CUDA sources to use instead
+ENV_INFERENCE_CHUNK = "NPMDN_INFERENCE_CHUNK"  # INFERENCE_CHUNK below (testing, tuning)
+ENV_NETWORK_PASS = "NPMDN_NETWORK_PASS"  # NETWORK_PASS below (testing, tuning)
+
+
+def _env_rows(name: str, default: int) -> int:
+    """A row count from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of rows >= 1, got {text!r}")
+    return value
+
 
 # --------------------------------------------------------------------------
 # memory bounds of the NumPy-level code (any backend)
 # --------------------------------------------------------------------------
 
-INFERENCE_CHUNK = 1 << 16  # rows per network pass in MDN inference: bounds memory for any N
+# rows per chunk of MDN inference (and of the npmdn command): bounds memory for any N
+INFERENCE_CHUNK = _env_rows(ENV_INFERENCE_CHUNK, 1 << 16)
 # Rows per matrix product of the network in inference (the last pass of an array may be
 # shorter). BLAS may round a row's dot products differently with the number of rows in
 # the product (other kernels, other splits between threads), so passes of a fixed size,
 # counted from row 0, make a row's result depend only on the row and its index: a slice
 # that starts on a multiple of the pass, or a Dask block padded to one (npmdn.dask), gives
 # bit for bit the rows of the whole. INFERENCE_CHUNK is rounded to a multiple of it.
-NETWORK_PASS = 1 << 12  # numpy, numba: small enough for the caches, large for BLAS
+# numpy, numba: small enough for the caches, large for BLAS
+NETWORK_PASS = _env_rows(ENV_NETWORK_PASS, 1 << 12)
 NETWORK_PASS_DEVICE = 1 << 16  # cupy: a GPU needs large products to fill it
 DISTRIBUTION_BLOCK = 1 << 20  # float64 elements per temporary of the CDF/quantile/CRPS/modes
 

@@ -73,7 +73,7 @@ __all__ = [
 def as_rows(data, name: str = "x"):
     """A Dask Array, DataFrame or Series as the checked Dask array npmdn works on.
 
-    A DataFrame or Series becomes its values (``to_dask_array(lengths=True)``,
+    A DataFrame or Series becomes its values (``to_dask_array().compute_chunk_sizes()``,
     which counts the rows of each partition: one pass). Raises ``ValueError``
     for an array chunked along columns, with blocks of unknown size, or empty.
     """
@@ -213,9 +213,7 @@ def _score_block(levels, bins, total, shipped, start, x, y):
     model = _blocks.receive(shipped)
 
     def run(blocks, _first):
-        xb, yb = blocks
-        raw = model.mixture_raw(xb)
-        return model.log_prob(xb, yb), metrics.crps(*raw, yb), metrics.pit(*raw, yb)
+        return model._score_rows(*blocks)
 
     return metrics.ScoreSums(levels, bins).add(*_on_block(model, start, total, [x, y], run))
 

@@ -92,6 +92,13 @@ class DistributionQueries:
         out["nll"] = self.nll(x, y)  # the training loss's own kernel, as in History
         return out
 
+    def _score_rows(self, x, y):
+        """``(log p(y | x) [N], CRPS, PIT)`` of in-memory rows, CRPS and PIT [N] or
+        [N, D]: what :class:`npmdn.metrics.ScoreSums` adds up when rows are scored in
+        pieces (Dask blocks in :mod:`npmdn.dask`, chunks of a file in the command)."""
+        raw = self.mixture_raw(x)
+        return self.log_prob(x, y), metrics.crps(*raw, y), metrics.pit(*raw, y)
+
     @dask_aware
     def sample(
         self, x, n_samples: int = 1, seed=None, *, method: str = "gumbel",

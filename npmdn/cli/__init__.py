@@ -1,7 +1,9 @@
 """The ``npmdn`` command (also ``python -m npmdn``).
 
 ``main.py`` is the parser and the entry point, ``commands.py`` the
-subcommands, ``data.py`` the data files, ``files.py`` the outputs.
+subcommands, ``data.py`` the data files (``readers.py`` their formats),
+``runner.py`` the model on their rows chunk by chunk (here or on a Dask
+cluster), ``files.py`` the outputs.
 
 Subcommands
 -----------
@@ -20,6 +22,14 @@ Data files
   parsed, so other columns may hold text.
 * ``.npz``: ``--x``/``--y`` name arrays (1-D: one column; 2-D: all columns).
 * ``.npy``: one 1-D or 2-D array; columns by 0-based index.
+* Parquet (``.parquet``/``.pq``, a file or a folder of them): columns as in a
+  CSV; read through Dask (``npmdn[dask]``).
+
+``predict``, ``sample`` and ``score`` read, compute and write a chunk of rows
+at a time (:mod:`npmdn.cli.runner`, :mod:`npmdn.cli.readers`), in memory
+bounded by a chunk, with the bytes out of the whole file in one piece; with
+``--scheduler ADDRESS`` the model runs on that Dask cluster. A bad value is
+found when its chunk is read. ``fit`` and ``plot`` read the file whole.
 
 ``fit`` needs ``--x`` and ``--y`` and keeps their names in the model file.
 The other subcommands take the model's widths from the model and, without
@@ -39,8 +49,9 @@ anything, even with runs racing for it: the first free name of ``stem.ext``,
 ``stem-2.ext``, ``stem-3.ext``, ... is claimed atomically. ``predict`` and
 ``sample`` write to standard output unless given ``--out``.
 
-Exit status: 0 success; 2 bad input (one line on stderr, nothing written);
-1 training diverged (NaN loss); 130 interrupted.
+Exit status: 0 success; 2 bad input (one line on stderr, no file written;
+on standard output, the rows of the chunks before a bad value); 1 training
+diverged (NaN loss); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@ import sys
 
 import numpy as np
 
-from .. import mixture
+from .. import config, mixture
+from ..functional import mixture_sample
 from ..training import stop_note
-from .data import DataFile, load_model, model_columns, spec
-from .files import Output, UsageError, csv_text, emit
+from .data import DataFile, load_model, model_columns, model_selection, spec
+from .files import Output, UsageError, write_csv
+from .runner import Runner
 
 FIGURE_FORMATS = (".png", ".svg", ".pdf")
 
@@ -193,73 +195,107 @@ def _suffixes(model) -> list[str]:
     return [f"_{n}" for n in names]
 
 
+def _predict_names(model, x_names, with_mixture: bool) -> list[str]:
+    sfx = _suffixes(model)
+    names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
+    if with_mixture:
+        k_range = range(model.n_components)
+        names += [f"pi_{k}" for k in k_range]
+        names += [f"mu_{k}{s}" for k in k_range for s in sfx]
+        if model.covariance == "full" and model.out_dim > 1:  # each component's matrix
+            names += [f"cov_{k}{sfx[i]}{sfx[j]}" for k in k_range for i, j in _upper(model.out_dim)]
+        else:
+            s_sfx = [""] if model.scale_dim == 1 else sfx  # one sigma per component
+            names += [f"sigma_{k}{s}" for k in k_range for s in s_sfx]
+    return names
+
+
+def _upper(d):
+    """``(i, j)`` of a D x D matrix's upper triangle, diagonal included, row by row."""
+    return [(i, j) for i in range(d) for j in range(i, d)]
+
+
+def _predict_columns(source, raw, with_mixture: bool) -> list:
+    """The columns of :func:`_predict_names` for rows of x as stored and their mixture."""
+    mean, std = mixture.mean(raw[0], raw[1]), mixture.std(*raw)
+    cols = list(source.T) + list(mean.T) + list(std.T)
+    if with_mixture:
+        pi, mu, sigma = mixture.params(*raw)
+        k_range = range(pi.shape[1])
+        cols += list(pi.T)
+        cols += [mu[:, k, j] for k in k_range for j in range(mu.shape[2])]
+        if sigma.ndim == 4:  # full covariance: each component's matrix, its upper triangle
+            cols += [sigma[:, k, i, j] for k in k_range for i, j in _upper(mu.shape[2])]
+        else:
+            cols += [sigma[:, k, j] for k in k_range for j in range(sigma.shape[2])]
+    return cols
+
+
 def predict(args) -> int:
     out = Output(args.out, None, inputs=[args.model, args.data])
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, x_names, x_source, _ = model_columns(data, model, spec(args.x), None, need_y=False)
-    if args.mixture:
-        width = len(x_names) + model.out_dim * (2 + 2 * model.n_components) + model.n_components
-        check_memory(x.shape[0] * width * 40.0, f"--mixture for {x.shape[0]:,} rows")
-    raw = model.mixture_raw(x)  # one pass through the network for every column below
-    mean, std = mixture.mean(raw[0], raw[1]), mixture.std(*raw)
-    d = model.out_dim
-    sfx = _suffixes(model)
-    names = list(x_names) + [f"mean{s}" for s in sfx] + [f"std{s}" for s in sfx]
-    cols = list(x_source) + list(mean.T) + list(std.T)
-    if args.mixture:
-        pi, mu, sigma = mixture.params(*raw)
-        k_range = range(model.n_components)
-        names += [f"pi_{k}" for k in k_range]
-        cols += list(pi.T)
-        names += [f"mu_{k}{s}" for k in k_range for s in sfx]
-        cols += [mu[:, k, j] for k in k_range for j in range(d)]
-        if sigma.ndim == 4:  # full covariance: each component's matrix, its upper triangle
-            ij = [(i, j) for i in range(d) for j in range(i, d)]
-            names += [f"cov_{k}{sfx[i]}{sfx[j]}" for k in k_range for i, j in ij]
-            cols += [sigma[:, k, i, j] for k in k_range for i, j in ij]
-        else:
-            s_sfx = [""] if sigma.shape[2] == 1 else sfx
-            names += [f"sigma_{k}{s}" for k in k_range for s in s_sfx]
-            cols += [sigma[:, k, j] for k in k_range for j in range(sigma.shape[2])]
-    emit(out, csv_text(names, cols), f"predictions for {x.shape[0]} rows")
+    xcols, _ = model_selection(data, model, spec(args.x), None, need_y=False)
+    names = _predict_names(model, xcols.names, args.mixture)
+    with Runner(model, data, args.scheduler) as runner:
+        if args.mixture:
+            rows = runner.rows_per_chunk()
+            check_memory(rows * len(names) * 40.0, f"--mixture for {rows:,} rows at a time")
+        pieces = (_predict_columns(source, raw, args.mixture)
+                  for _, source, raw in runner.mixtures(xcols))
+        write_csv(out, names, pieces, lambda n: f"predictions for {n} rows")
     return 0
+
+
+def _draws(model, mixtures, n_samples: int, seed: int, rows: int):
+    """The columns of ``sample``'s CSV for each piece of at most ``rows`` rows: the
+    draws of a chunk's mixture, each row at its place in the Philox stream."""
+    j, d = n_samples, model.out_dim
+    for start, source, raw in mixtures:
+        for a in range(0, source.shape[0], rows):
+            b = min(source.shape[0], a + rows)
+            draws = mixture_sample(*(r[a:b] for r in raw), j, seed, row_offset=start + a,
+                                   backend=model.backend.name)  # [b - a, J, D]
+            yield ([np.repeat(np.arange(start + a, start + b), j), np.tile(np.arange(j), b - a)]
+                   + [np.repeat(c, j) for c in source[a:b].T]
+                   + list(draws.reshape((b - a) * j, d).T))
 
 
 def sample(args) -> int:
     out = Output(args.out, None, inputs=[args.model, args.data])
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, x_names, x_source, _ = model_columns(data, model, spec(args.x), None, need_y=False)
-    n, j, d = x.shape[0], args.n_samples, model.out_dim
+    xcols, _ = model_selection(data, model, spec(args.x), None, need_y=False)
+    j, d = args.n_samples, model.out_dim
+    rows = max(1, config.INFERENCE_CHUNK // j)  # rows whose draws are held at once
     # the draws, and their CSV text (about 25 bytes a value) before it is written
-    check_memory(n * j * (d * 8.0 + (2 + len(x_names) + d) * 40.0),
-                 f"-n {j} draws for each of {n:,} rows ({n * j:,} lines of CSV)")
+    check_memory(rows * j * (d * 8.0 + (2 + xcols.width + d) * 40.0),
+                 f"-n {j} draws of {rows:,} row{'s' if rows > 1 else ''} at a time "
+                 f"({rows * j:,} lines of CSV)")
     note_compiles(model.backend, False)
-    draws = model.sample(x, j, seed=args.seed)  # [N, J, D]
-    row = np.repeat(np.arange(n), j)
-    draw = np.tile(np.arange(j), n)
     if model.y_names:
         y_cols = list(model.y_names)
     else:
         y_cols = ["y"] if d == 1 else [f"y_{i}" for i in range(d)]
-    names = ["row", "draw"] + list(x_names) + y_cols
-    cols = [row, draw] + [np.repeat(c, j) for c in x_source] + list(draws.reshape(n * j, d).T)
-    emit(out, csv_text(names, cols), f"{n * j} draws")
+    names = ["row", "draw"] + list(xcols.names) + y_cols
+    with Runner(model, data, args.scheduler) as runner:
+        pieces = _draws(model, runner.mixtures(xcols), j, args.seed, rows)
+        write_csv(out, names, pieces, lambda n: f"{n} draws")
     return 0
 
 
 def score(args) -> int:
     model = load_model(args.model, args.backend)
     data = DataFile(args.data)
-    x, _, _, y = model_columns(data, model, spec(args.x), spec(args.y), need_y=True)
+    xcols, ycols = model_selection(data, model, spec(args.x), spec(args.y), need_y=True)
     note_compiles(model.backend, False)
-    scores = model.score(x, y)
+    with Runner(model, data, args.scheduler) as runner:
+        rows, scores = runner.score(xcols, ycols)
     if args.json:
-        print(json.dumps({"rows": x.shape[0], **{k: _jsonable(v) for k, v in scores.items()}}))
+        print(json.dumps({"rows": rows, **{k: _jsonable(v) for k, v in scores.items()}}))
         return 0
     width = max(len(k) for k in ["rows", *scores])
-    print(f"{'rows':<{width}}  {x.shape[0]}")
+    print(f"{'rows':<{width}}  {rows}")
     for key, value in scores.items():  # every metric the library returns, in its order
         print(f"{key:<{width}}  {_fmt_value(value)}")
     return 0

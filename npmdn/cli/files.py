@@ -114,15 +114,6 @@ def write_text_atomic(path: str, text: str, overwrite: bool = True) -> None:
         f.write(text)
 
 
-def emit(out: Output, text: str, what: str) -> None:
-    if out.path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        path = out.write(lambda p, overwrite: write_text_atomic(p, text, overwrite))
-        print(f"{what} written to {path}", file=sys.stderr)
-
-
 # --------------------------------------------------------------------------
 # writing CSV
 # --------------------------------------------------------------------------
@@ -134,11 +125,59 @@ def as_text(col) -> np.ndarray:
     return np.asarray(col).astype(str)
 
 
-def csv_text(names, columns) -> str:
-    header = ",".join(csv_cell(n) for n in names)
+def csv_header(names) -> str:
+    return ",".join(csv_cell(n) for n in names) + "\n"
+
+
+TEXT_ROWS = 8192  # rows turned into text at a time: NumPy's text arrays take 128 B a float
+
+
+def csv_rows(columns) -> str:
+    """The lines of CSV rows of ``columns`` (1-D arrays of one length), each ending in
+    a newline."""
     cols = [as_text(c) for c in columns]
-    body = "\n".join(",".join(r) for r in zip(*cols, strict=True))
-    return header + "\n" + body + "\n"
+    return "".join(",".join(r) + "\n" for r in zip(*cols, strict=True))
+
+
+def write_csv(out: Output, names, pieces, what) -> None:
+    """Write CSV as it is computed: the header, then each piece of ``pieces`` (an
+    iterable of lists of columns) as it comes, so that only one piece is held.
+
+    To a file, the text goes to a temporary file renamed at the end
+    (:func:`npmdn._io.atomic_open`): an error in any piece leaves no output and
+    the file as it was. To standard output (or a FIFO or device) the rows are
+    written as they come, after the first piece has been computed, so that an
+    error in the first piece writes nothing. ``what(rows)`` says what was
+    written, on stderr, for a file. The output has no default name (a default
+    name may be tried twice; ``pieces`` is read once).
+    """
+    if out.path is not None and not out.named:
+        raise AssertionError("CSV computed in pieces needs a named output or stdout")
+    rows = 0
+
+    def write(f):
+        nonlocal rows
+        header = csv_header(names)
+        for cols in pieces:
+            n = len(cols[0]) if cols else 0
+            for a in range(0, max(n, 1), TEXT_ROWS):
+                f.write(header + csv_rows([c[a : a + TEXT_ROWS] for c in cols]))
+                header = ""
+            rows += n
+        if header:  # no rows at all: the header alone
+            f.write(header)
+
+    if out.path is None:
+        write(sys.stdout)
+        sys.stdout.flush()
+        return
+
+    def write_file(path, overwrite):
+        with atomic_open(path, "w", newline="", overwrite=overwrite) as f:
+            write(f)
+
+    path = out.write(write_file)
+    print(f"{what(rows)} written to {path}", file=sys.stderr)
 
 
 def csv_cell(text: str) -> str:

@@ -95,9 +95,9 @@ def _nonneg_int(text):
     return v
 
 
-def _add_common(p, y=True, out_help=None):
+def _add_common(p, y=True, out_help=None, scheduler=False):
     p.add_argument("model", help="a model file written by `npmdn fit` or MDN.save")
-    p.add_argument("data", help="CSV (header row), .npz or .npy")
+    p.add_argument("data", help="CSV (header row), .npz, .npy or Parquet (needs npmdn[dask])")
     p.add_argument("--x", metavar="COLS", help="x columns or .npz arrays (default: the "
                    "columns the model was fitted on; see npmdn -h)")
     if y:
@@ -107,6 +107,10 @@ def _add_common(p, y=True, out_help=None):
         p.add_argument("--out", metavar="FILE", help=out_help)
     p.add_argument("--backend", choices=BACKENDS,
                    help="numpy, numba or cupy (default: automatic, or NPMDN_BACKEND)")
+    if scheduler:
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the model on the Dask cluster whose scheduler is at ADDRESS "
+                       "(tcp://host:8786); needs npmdn[dask] (default: here)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +198,7 @@ def _query_parsers(sub):
     pr = sub.add_parser("predict", help="conditional mean and std (and the mixture) as CSV",
                         description="Write CSV: the x columns, mean and std of p(y | x), and "
                         "with --mixture the weights pi_k, means mu_k and sigmas sigma_k.")
-    _add_common(pr, y=False, out_help="CSV file (default: standard output)")
+    _add_common(pr, y=False, out_help="CSV file (default: standard output)", scheduler=True)
     pr.add_argument("--mixture", action="store_true",
                     help="add pi_k, mu_k, sigma_k columns (default: mean and std only)")
     pr.set_defaults(func=commands.predict)
@@ -202,7 +206,7 @@ def _query_parsers(sub):
     sa = sub.add_parser("sample", help="draws from p(y | x) as CSV",
                         description="Write CSV with one line per draw: row (0-based row of "
                         "DATA), draw, the x columns and the drawn y.")
-    _add_common(sa, y=False, out_help="CSV file (default: standard output)")
+    _add_common(sa, y=False, out_help="CSV file (default: standard output)", scheduler=True)
     sa.add_argument("-n", "--n-samples", dest="n_samples", type=_positive_int, default=1,
                     help="draws per row")
     sa.add_argument("--seed", type=_nonneg_int, default=0,
@@ -211,7 +215,7 @@ def _query_parsers(sub):
 
     sc = sub.add_parser("score", help="held-out NLL and the other metrics",
                         description="Print every score MDN.score returns (nats per row).")
-    _add_common(sc)
+    _add_common(sc, scheduler=True)
     sc.add_argument("--json", action="store_true",
                     help="one JSON object instead of lines (default: lines)")
     sc.set_defaults(func=commands.score)

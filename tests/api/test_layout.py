@@ -51,7 +51,8 @@ LAYERS = [
     ["npmdn.demo"],
     # the command
     ["npmdn.cli.files"],
-    ["npmdn.cli.data"],
+    ["npmdn.cli.readers"],
+    ["npmdn.cli.data", "npmdn.cli.runner"],
     ["npmdn.cli.commands"],
     ["npmdn.cli.main"],
     # 13: entry points

@@ -159,6 +159,22 @@ def test_dataframe_without_columns_chunking():
         model.predict(ddf.assign(a=ddf["a"].astype(str))[["a", "b", "c"]])
 
 
+def test_columns_of_a_parquet_read(tmp_path):
+    """A column selection of a Parquet read, whose partitions Dask fuses (here three
+    files become two blocks): the rows are counted on the array's own blocks."""
+    dd = pytest.importorskip("dask.dataframe")
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    model = trained()
+    x, y = data(500, seed=4)
+    frame = pd.DataFrame(np.hstack([x, y]), columns=list("abcde"))
+    for i, (a, b) in enumerate([(0, 200), (200, 201), (201, 500)]):
+        frame.iloc[a:b].to_parquet(tmp_path / f"part.{i}.parquet")
+    cols = dd.read_parquet(tmp_path)[["a", "b", "c"]]
+    np.testing.assert_array_equal(model.predict(cols).compute(), model.predict(x))
+
+
 def test_single_block_fit_is_the_in_memory_fit():
     """One block: the streamed loop draws the same order and runs the same steps (the
     epoch's short last batch goes to its own engine), so the fits agree bit for bit."""
