@@ -23,6 +23,15 @@ the head output is already the structure-of-arrays layout of
 chunk's activations stay in cache); the chunks are shared out to the
 threads, each accumulating its own gradient, summed before the update.
 
+Noise regularisation and the sigma floor happen here too, as in the step
+loop: each row of a chunk gets the noise of :func:`npmdn.philox.noise_normals`
+(the same Philox words, drawn here; the Box-Muller normals agree with
+NumPy's to rounding) added to its standardized x and y before the forward
+pass, and the head's raw scales ``s`` become ``s' = logaddexp(s, log f)``
+before the head kernel, whose ``dNLL/ds'`` is multiplied by
+``exp(s - s')`` after it (:func:`npmdn.mixture.floor_log_sigma`,
+``floor_log_sigma_grad``).
+
 Shapes: ``P [n_params]`` flat parameters (``W`` row-major ``[n_in, n_out]``
 then ``b``, layer by layer, as ``nn.MLP``); ``xs [N, in]``, ``ys [N, D]``.
 """
@@ -36,10 +45,22 @@ import types as types_
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads, types
 
-from .. import config
+from .. import config, philox
 from ..optim import SGD, Adam
 from .head import head_soa
-from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
+from .sample import philox10, uniform
+from .vmath import (
+    always_inline,
+    as_type,
+    cos_sin_2pi,
+    log64,
+    negligible,
+    prefer_wide_vectors,
+    vexp,
+    vexpm1,
+    vlog1p,
+    vtanh,
+)
 
 # reassociation lets LLVM vectorise the row sums of the weight gradients;
 # the exp/log/tanh code keeps its own flags (LLVM flags are per instruction)
@@ -110,6 +131,88 @@ def _act_backward(code, Z, A, dA, n):
 
 
 # --------------------------------------------------------------------------
+# noise and the sigma floor
+# --------------------------------------------------------------------------
+
+_MASK = np.uint64(0xFFFFFFFF)
+_DOMAIN = np.uint64(philox.NOISE_DOMAIN)
+
+
+@njit(error_model="numpy")
+def _perturb(X0, XY, c, E, nc, n_in, n_cols, nsx, nsy):
+    """Column ``c`` of the rows' noise (x columns first, then y) onto the chunk:
+    ``scale * E[i]`` rounded to the dtype, added in it."""
+    always_inline()
+    if c < n_in:
+        dst = X0[c]
+        for i in range(nc):
+            dst[i] += as_type(nsx * E[i], X0)
+    elif c < n_cols:
+        dst = XY[c - n_in]
+        for i in range(nc):
+            dst[i] += as_type(nsy * E[i], XY)
+
+
+@njit(error_model="numpy")
+def _add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch):
+    """Chunk rows ``i < nc`` (training rows ``order[r0 + i]``, or ``r0 + i``) get the
+    noise of their rows of the stream (``rows[row]``, or ``row``) at ``epoch``, as
+    :func:`npmdn.philox.noise_normals` and :class:`npmdn.training.Noise` ``.add``:
+    ``scale * eps`` rounded to the dtype, added in it. Two Box-Muller pairs per
+    Philox block: pair ``p`` is lanes ``2 (p % 2)`` and ``2 (p % 2) + 1`` of block
+    ``p // 2``. The loops run over the rows, so that the Philox rounds, the logs
+    and the sines vectorise (as in ``sample.sample_kernel``)."""
+    prefer_wide_vectors()
+    n_in = X0.shape[0]
+    n_cols = n_in + XY.shape[0]
+    n_pairs = (n_cols + 1) // 2
+    shuffled = order.shape[0] > 0
+    mapped = rows.shape[0] > 0
+    ep = np.uint64(epoch) & _MASK
+    lo = np.empty(nc, np.uint64)
+    hi = np.empty(nc, np.uint64)
+    W = np.empty((4, nc), np.uint64)
+    E0 = np.empty(nc, np.float64)
+    E1 = np.empty(nc, np.float64)
+    for i in range(nc):
+        row = order[r0 + i] if shuffled else r0 + i
+        g = np.uint64(rows[row]) if mapped else np.uint64(row)
+        lo[i] = g & _MASK
+        hi[i] = g >> np.uint64(32)
+    for blk in range((n_pairs + 1) // 2):
+        bb = _DOMAIN | np.uint64(blk)
+        for i in range(nc):
+            W[0, i], W[1, i], W[2, i], W[3, i] = philox10(lo[i], hi[i], ep, bb, key0, key1)
+        for half in range(min(2, n_pairs - 2 * blk)):
+            wa = W[2 * half]
+            wb = W[2 * half + 1]
+            for i in range(nc):
+                rad = np.sqrt(-2.0 * log64(uniform(wa[i])))
+                cs, sn = cos_sin_2pi(uniform(wb[i]))
+                E0[i] = rad * cs
+                E1[i] = rad * sn
+            c = 2 * (2 * blk + half)
+            _perturb(X0, XY, c, E0, nc, n_in, n_cols, nsx, nsy)
+            _perturb(X0, XY, c + 1, E1, nc, n_in, n_cols, nsx, nsy)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _floor_scales(XS, F, log_floor, S, nc):
+    """``XS <- logaddexp(XS, log f)`` row by row (``log_floor[j % S]`` for scale row
+    ``j``), and ``F <- exp(XS_before - XS_after)``, the chain-rule factor."""
+    for j in range(XS.shape[0]):
+        lf = log_floor[j % S]
+        x = XS[j]
+        f = F[j]
+        for i in range(nc):
+            s = x[i]
+            hi = max(s, lf)
+            t = hi + vlog1p(vexp(-abs(s - lf)))  # logaddexp(s, lf), as np.logaddexp
+            f[i] = vexp(s - t)  # ds'/ds = exp(s) / (exp(s) + f)
+            x[i] = t
+
+
+# --------------------------------------------------------------------------
 # one chunk of rows: forward, head, backward, gradient accumulated into g
 # --------------------------------------------------------------------------
 
@@ -128,7 +231,8 @@ def _layer(buf, aoffs, sizes, layer, C):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
-           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq):
+           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq, nsx, nsy, key0, key1, epoch, rows,
+           log_floor):
     """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
     prefer_wide_vectors()
     n_layers = sizes.shape[0] - 1
@@ -142,6 +246,8 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
             X0[k, i] = xs[row, k]
         for d in range(D):
             XY[d, i] = ys[row, d]
+    if nsx != 0.0 or nsy != 0.0:
+        _add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
     # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
     for layer in range(n_layers):
         ni, no = sizes[layer], sizes[layer + 1]
@@ -188,7 +294,15 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
     XM = H[K:K + K * D]
     XS = H[K + K * D:K + K * D + K * S]
     iso = S == 1 and D > 1
+    floored = log_floor.shape[0] > 0
+    if floored:  # dA is free until the backward pass
+        FS = dA[:K * S * C].reshape(K * S, C)
+        _floor_scales(XS, FS, log_floor, S, nc)
     head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
+    if floored:
+        for j in range(K * S):
+            for i in range(nc):
+                XS[j, i] *= FS[j, i]  # dNLL/ds = dNLL/ds' exp(s - s')
     nll = 0.0
     for i in range(nc):
         nll -= vd[i]
@@ -297,13 +411,18 @@ def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, 
 
 def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
                 order, bs, steps, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd, clip,
-                scratch, C, status):
+                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor):
     """Every step of one epoch. ``status`` (float64 [5]) comes back as
     ``[code, step, value, loss_total, steps_done]``: code ``OK``, or
     ``BAD_LOSS`` / ``BAD_GRAD_NORM`` with the failing step and its value;
     ``loss_total`` is the sum of the steps' NLL sums. On a bad loss the
     parameters are those after the previous step (``last_good`` holds the ones
     before it, as in ``MDN.fit``); on a bad gradient norm, those of the step.
+
+    Noise: scales ``nsx``, ``nsy`` (0: none), the stream's key ``key0, key1``
+    (uint64), the ``epoch`` and ``rows`` (the rows' indices in the stream;
+    empty: ``0..N-1``). ``log_floor`` [S]: the sigma floor's ``log f`` per scale
+    column in standardized units (empty: none).
     """
     n = xs.shape[0]
     n_threads = GT.shape[0]
@@ -347,7 +466,8 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
                 c0 = ch * C
                 nc = min(C, b - c0)
                 s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
-                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq)
+                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq,
+                            nsx, nsy, key0, key1, epoch, rows, log_floor)
             loss_t[th] = s
         loss_sum = 0.0
         for th in range(n_threads):
@@ -421,7 +541,8 @@ def _sig(dtype):
              types.int64, types.int64)
             + (types.float64,) * 4 + (types.int64, types.float64, types.boolean,
                                       types.float64, types.float64, a2, types.int64,
-                                      types.Array(types.float64, 1, "C")))
+                                      types.Array(types.float64, 1, "C"))
+            + (types.float64, types.float64, types.uint64, types.uint64, types.uint64, i1, a1))
 
 
 _entries: dict = {}
@@ -446,7 +567,8 @@ class FusedFit:
     kernel updates as ``opt.step`` would.
     """
 
-    def __init__(self, net, head, opt, xs, ys, bs, steps, clip_norm):
+    def __init__(self, net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None,
+                 log_floor=None):
         self.opt, self.net = opt, net
         self.xs, self.ys = xs, ys
         self.bs, self.steps = bs, steps
@@ -459,8 +581,8 @@ class FusedFit:
         self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
         self.act = ACTIVATIONS[net.activation]
         self.K, self.D, self.S = head
-        rows = min(bs, xs.shape[0])
-        self.n_threads = max(1, min(get_num_threads(), rows // config.TRAIN_MIN_ROWS_PER_THREAD))
+        per_thread = min(bs, xs.shape[0]) // config.TRAIN_MIN_ROWS_PER_THREAD
+        self.n_threads = max(1, min(get_num_threads(), per_thread))
         width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
         need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
         self.scratch = np.zeros((self.n_threads, need), dt)
@@ -473,12 +595,20 @@ class FusedFit:
             self.m, self.v = np.zeros(1, dt), opt.v
         self.status = np.zeros(5)
         self.empty_order = np.zeros(0, dtype=np.int64)
+        if noise is None:
+            self.noise = (0.0, 0.0, np.uint64(0), np.uint64(0))
+        else:
+            k0, k1 = (np.uint64(k) for k in philox.noise_key(noise.seed))
+            self.noise = (float(noise.x), float(noise.y), k0, k1)
+        self.rows = self.empty_order if rows is None else np.ascontiguousarray(rows, np.int64)
+        self.log_floor = np.zeros(0, dt) if log_floor is None else \
+            np.ascontiguousarray(log_floor, dtype=dt)
         self.fn = _entry(dt, self.n_threads > 1)
 
-    def epoch(self, order, lr, last_good):
-        """All steps of one epoch: ``(loss_sum, failed)`` as
-        :class:`npmdn.training.EpochResult` describes, the weights left as the
-        step loop would leave them."""
+    def epoch(self, order, lr, last_good, epoch=1):
+        """All steps of one epoch (``epoch``, 1-based, indexes the noise): ``(loss_sum,
+        failed)`` as :class:`npmdn.training.EpochResult` describes, the weights left as
+        the step loop would leave them."""
         opt = self.opt
         order = self.empty_order if order is None else np.ascontiguousarray(order, np.int64)
         if self.adam:
@@ -494,7 +624,8 @@ class FusedFit:
             self.fn(self.net.params, self.net.grads, self.GT, self.m, self.v, self.mask,
                     last_good, self.sizes, self.offs, self.aoffs, self.act, self.K, self.D,
                     self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
-                    opt.weight_decay, self.clip, self.scratch, self.chunk, st)
+                    opt.weight_decay, self.clip, self.scratch, self.chunk, st, *self.noise,
+                    np.uint64(epoch), self.rows, self.log_floor)
         finally:
             if switch:
                 set_num_threads(threads)
@@ -506,7 +637,7 @@ class FusedFit:
         return float(st[3]), (step, what, float(st[2]))
 
 
-def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
+def plan(net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None, log_floor=None):
     """A :class:`FusedFit` when an epoch can run fused here, else None (the step loop runs).
 
     It can when the optimizer is one this module mirrors (Adam, SGD), the
@@ -516,4 +647,4 @@ def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
         return None
     if type(opt) not in (Adam, SGD) or net.activation not in ACTIVATIONS:
         return None
-    return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm)
+    return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm, noise, rows, log_floor)
