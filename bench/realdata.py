@@ -680,8 +680,7 @@ def study_floor(args, setup, log):
     floors = args.floors or [0.0, 0.003, 0.01, 0.03]
     variants = {f"min_sigma {f:g}": dataclasses.replace(setup, min_sigma=f) for f in floors}
     return study_variants(args, setup, variants, args.methods, log,
-                          "Sigma floor (fraction of std(y)), torch mirror",
-                          ref=f"min_sigma {floors[0]:g}")
+                          "Sigma floor (fraction of std(y))", ref=f"min_sigma {floors[0]:g}")
 
 
 def study_noise(args, setup, log):
