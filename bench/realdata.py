@@ -37,7 +37,7 @@ Methods (``--methods``):
   and y at every step.
 
 Noise scales (``--noise``) are in standardised units: ``auto`` (the default)
-is npmdn's ``"auto"`` (``npmdn.training.auto_noise``: 0.05 and 0.3 times
+is npmdn's ``"auto"`` (``npmdn.regularization.auto_noise``: 0.05 and 0.3 times
 ``n ** (-1 / (4 + d))``), passed to ``MDN.fit`` as ``"auto"``; ``rule:C`` is
 Rothfuss et al.'s rule of thumb ``C * n ** (-1 / (4 + d))`` with n the
 training rows and d = dim x + dim y, the same scale on x and y
@@ -65,7 +65,7 @@ import numpy as np  # noqa: E402
 
 import npmdn  # noqa: E402
 from npmdn.model import NonFiniteLossError  # noqa: E402
-from npmdn.training import auto_noise  # noqa: E402
+from npmdn.regularization import auto_noise  # noqa: E402
 
 from . import realdata_data  # noqa: E402
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import npmdn
-from npmdn import mixture, nn, optim, training
+from npmdn import mixture, nn, optim, regularization, training
 from npmdn._cuda import plan
 from npmdn._numba import train as numba_train
 from npmdn.backend import Backend, get_backend
@@ -368,7 +368,7 @@ def section_6(rep):
                    lambda v: -mixture.log_prob(*floored(v), y).mean(), h)
     ms = models(rep.backends, min_sigma=0.8)
     want = one_step(*ms["numpy"])[0]
-    rep.compare("a training step with min_sigma (numba: train._floor_scales)",
+    rep.compare("a training step with min_sigma (numba: floor_scales)",
                 lambda be: rel(one_step(*ms[be.name])[0], want))
 
 
@@ -534,7 +534,7 @@ def section_12(rep):
     ref = mixture.sample(a, mu, s, 64, seed=7)
     rep.compare("sample: Philox stream, Gumbel-max choice, Box-Muller",
                 lambda be: rel(be.sample(a, mu, s, 64, 7), ref))
-    ms, noise = models(rep.backends), training.Noise(0.3, 0.2, seed=11)
+    ms, noise = models(rep.backends), regularization.Noise(0.3, 0.2, seed=11)
     want = one_step(*ms["numpy"], noise=noise)[0]
     rep.compare("a training step with noise (the Philox noise stream)",
                 lambda be: rel(one_step(*ms[be.name], noise=noise)[0], want))

@@ -58,7 +58,7 @@ import inspect
 import dask
 import numpy as np
 
-from . import _blocks, metrics, training
+from . import _blocks, metrics, regularization, training
 from . import _checks as C
 from ._arrays import array_module
 from .backend import check_name
@@ -255,7 +255,7 @@ class _StreamRun(training._Run):
     on numba). Validation data may be in memory or a Dask array (scored
     blockwise after every epoch). A row's noise (``noise_x``, ``noise_y``) is
     drawn at its global row in the data. The collapse diagnostics are taken
-    on the first rows (at most ``training.DIAGNOSTIC_ROWS``) of the first
+    on the first rows (at most ``regularization.DIAGNOSTIC_ROWS``) of the first
     block trained on.
     """
 
@@ -292,7 +292,7 @@ class _StreamRun(training._Run):
                                 "array)") from exc
             xs, ys = model._std_x(xb), model._std_y(yb)
             if self.diag is None:
-                self.diag = xs[: training.DIAGNOSTIC_ROWS]
+                self.diag = xs[: regularization.DIAGNOSTIC_ROWS]
             rows = np.arange(start, start + xs.shape[0], dtype=np.int64)  # the noise's rows
             if carry is not None:
                 xs, ys = xp.concatenate([carry[0], xs]), xp.concatenate([carry[1], ys])
@@ -365,7 +365,7 @@ def fit(model, x, y, *, validation_data=None, x_names=None, y_names=None,
     rng = np.random.default_rng(seed)
     opt = training._optimizer(model, opts)
     stream = _blocks.BlockStream(x, y)
-    noise = training.Noise.of_fit(opts.noise_x, opts.noise_y, x.shape[0], model.in_dim,
+    noise = regularization.Noise.of_fit(opts.noise_x, opts.noise_y, x.shape[0], model.in_dim,
                                   model.out_dim, seed)
     if not model.fitted:
         model._standardize_from(*stream.moments())

@@ -432,7 +432,7 @@ class MDN(DistributionQueries):
             deviations (standardized units, i.e. fractions of each column's
             standard deviation), drawn from the Philox stream keyed by the fit's
             seed (reproducible, the same on every backend, independent of the
-            batch size). ``"auto"``: :func:`npmdn.training.auto_noise`,
+            batch size). ``"auto"``: :func:`npmdn.regularization.auto_noise`,
             ``0.05 n ** (-1/(4+d))`` for x and ``0.3 n ** (-1/(4+d))`` for y
             (n training rows, d = in_dim + out_dim). Validation and every
             inference method see no noise. For small, noisy data sets (the

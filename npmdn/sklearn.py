@@ -57,6 +57,7 @@ from .backend import Backend
 from .model import MDN
 from .model import _load as _load_model
 from .predictive import Mixture
+from .regularization import noise_arg
 from .training import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -65,7 +66,6 @@ from .training import (
     DEFAULT_VALIDATION_SPLIT,
     LR_SCHEDULES,
     History,
-    noise_arg,
 )
 
 ESTIMATOR_FORMAT = "npmdn-sklearn"

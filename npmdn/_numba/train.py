@@ -30,7 +30,7 @@ NumPy's to rounding) added to its standardized x and y before the forward
 pass, and the head's raw scales ``s`` become ``s' = logaddexp(s, log f)``
 before the head kernel, whose ``dNLL/ds'`` is multiplied by
 ``exp(s - s')`` after it (:func:`npmdn.mixture.floor_log_sigma`,
-``floor_log_sigma_grad``).
+``floor_log_sigma_grad``); both are in :mod:`npmdn._numba.regularization`.
 
 Shapes: ``P [n_params]`` flat parameters (``W`` row-major ``[n_in, n_out]``
 then ``b``, layer by layer, as ``nn.MLP``); ``xs [N, in]``, ``ys [N, D]``.
@@ -48,19 +48,8 @@ from numba import get_num_threads, njit, prange, set_num_threads, types
 from .. import config, philox
 from ..optim import SGD, Adam
 from .head import head_soa
-from .sample import philox10, uniform
-from .vmath import (
-    always_inline,
-    as_type,
-    cos_sin_2pi,
-    log64,
-    negligible,
-    prefer_wide_vectors,
-    vexp,
-    vexpm1,
-    vlog1p,
-    vtanh,
-)
+from .regularization import add_noise, floor_scales
+from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
 
 # reassociation lets LLVM vectorise the row sums of the weight gradients;
 # the exp/log/tanh code keeps its own flags (LLVM flags are per instruction)
@@ -131,88 +120,6 @@ def _act_backward(code, Z, A, dA, n):
 
 
 # --------------------------------------------------------------------------
-# noise and the sigma floor
-# --------------------------------------------------------------------------
-
-_MASK = np.uint64(0xFFFFFFFF)
-_DOMAIN = np.uint64(philox.NOISE_DOMAIN)
-
-
-@njit(error_model="numpy")
-def _perturb(X0, XY, c, E, nc, n_in, n_cols, nsx, nsy):
-    """Column ``c`` of the rows' noise (x columns first, then y) onto the chunk:
-    ``scale * E[i]`` rounded to the dtype, added in it."""
-    always_inline()
-    if c < n_in:
-        dst = X0[c]
-        for i in range(nc):
-            dst[i] += as_type(nsx * E[i], X0)
-    elif c < n_cols:
-        dst = XY[c - n_in]
-        for i in range(nc):
-            dst[i] += as_type(nsy * E[i], XY)
-
-
-@njit(error_model="numpy")
-def _add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch):
-    """Chunk rows ``i < nc`` (training rows ``order[r0 + i]``, or ``r0 + i``) get the
-    noise of their rows of the stream (``rows[row]``, or ``row``) at ``epoch``, as
-    :func:`npmdn.philox.noise_normals` and :class:`npmdn.training.Noise` ``.add``:
-    ``scale * eps`` rounded to the dtype, added in it. Two Box-Muller pairs per
-    Philox block: pair ``p`` is lanes ``2 (p % 2)`` and ``2 (p % 2) + 1`` of block
-    ``p // 2``. The loops run over the rows, so that the Philox rounds, the logs
-    and the sines vectorise (as in ``sample.sample_kernel``)."""
-    prefer_wide_vectors()
-    n_in = X0.shape[0]
-    n_cols = n_in + XY.shape[0]
-    n_pairs = (n_cols + 1) // 2
-    shuffled = order.shape[0] > 0
-    mapped = rows.shape[0] > 0
-    ep = np.uint64(epoch) & _MASK
-    lo = np.empty(nc, np.uint64)
-    hi = np.empty(nc, np.uint64)
-    W = np.empty((4, nc), np.uint64)
-    E0 = np.empty(nc, np.float64)
-    E1 = np.empty(nc, np.float64)
-    for i in range(nc):
-        row = order[r0 + i] if shuffled else r0 + i
-        g = np.uint64(rows[row]) if mapped else np.uint64(row)
-        lo[i] = g & _MASK
-        hi[i] = g >> np.uint64(32)
-    for blk in range((n_pairs + 1) // 2):
-        bb = _DOMAIN | np.uint64(blk)
-        for i in range(nc):
-            W[0, i], W[1, i], W[2, i], W[3, i] = philox10(lo[i], hi[i], ep, bb, key0, key1)
-        for half in range(min(2, n_pairs - 2 * blk)):
-            wa = W[2 * half]
-            wb = W[2 * half + 1]
-            for i in range(nc):
-                rad = np.sqrt(-2.0 * log64(uniform(wa[i])))
-                cs, sn = cos_sin_2pi(uniform(wb[i]))
-                E0[i] = rad * cs
-                E1[i] = rad * sn
-            c = 2 * (2 * blk + half)
-            _perturb(X0, XY, c, E0, nc, n_in, n_cols, nsx, nsy)
-            _perturb(X0, XY, c + 1, E1, nc, n_in, n_cols, nsx, nsy)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _floor_scales(XS, F, log_floor, S, nc):
-    """``XS <- logaddexp(XS, log f)`` row by row (``log_floor[j % S]`` for scale row
-    ``j``), and ``F <- exp(XS_before - XS_after)``, the chain-rule factor."""
-    for j in range(XS.shape[0]):
-        lf = log_floor[j % S]
-        x = XS[j]
-        f = F[j]
-        for i in range(nc):
-            s = x[i]
-            hi = max(s, lf)
-            t = hi + vlog1p(vexp(-abs(s - lf)))  # logaddexp(s, lf), as np.logaddexp
-            f[i] = vexp(s - t)  # ds'/ds = exp(s) / (exp(s) + f)
-            x[i] = t
-
-
-# --------------------------------------------------------------------------
 # one chunk of rows: forward, head, backward, gradient accumulated into g
 # --------------------------------------------------------------------------
 
@@ -247,7 +154,7 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
         for d in range(D):
             XY[d, i] = ys[row, d]
     if nsx != 0.0 or nsy != 0.0:
-        _add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
+        add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
     # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
     for layer in range(n_layers):
         ni, no = sizes[layer], sizes[layer + 1]
@@ -297,7 +204,7 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
     floored = log_floor.shape[0] > 0
     if floored:  # dA is free until the backward pass
         FS = dA[:K * S * C].reshape(K * S, C)
-        _floor_scales(XS, FS, log_floor, S, nc)
+        floor_scales(XS, FS, log_floor, S, nc)
     head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
     if floored:
         for j in range(K * S):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import npmdn
-from npmdn import philox, training
+from npmdn import philox, regularization, training
 
 BACKENDS = ["numpy", "numba"]
 
@@ -31,15 +31,15 @@ def _small(n=120, seed=0):
 def test_auto_noise_is_the_rule():
     for n, i, o in ((404, 13, 1), (824, 8, 1), (106, 1, 1), (20_000, 1, 1), (1, 3, 2)):
         rate = n ** (-1.0 / (4 + i + o))
-        assert training.auto_noise(n, i, o) == pytest.approx((0.05 * rate, 0.3 * rate),
+        assert regularization.auto_noise(n, i, o) == pytest.approx((0.05 * rate, 0.3 * rate),
                                                              rel=1e-15)
     # Boston: 404 training rows of a 5-fold split, d = 14 (bench/REALDATA.md: 0.716)
-    assert training.auto_noise(404, 13, 1)[1] == pytest.approx(0.3 * 0.716, abs=1e-3)
+    assert regularization.auto_noise(404, 13, 1)[1] == pytest.approx(0.3 * 0.716, abs=1e-3)
     # it shrinks with the data and with fewer dimensions
-    assert training.auto_noise(10_000, 2, 1)[1] < training.auto_noise(100, 2, 1)[1]
-    assert training.auto_noise(1000, 1, 1)[1] < training.auto_noise(1000, 10, 1)[1]
+    assert regularization.auto_noise(10_000, 2, 1)[1] < regularization.auto_noise(100, 2, 1)[1]
+    assert regularization.auto_noise(1000, 1, 1)[1] < regularization.auto_noise(1000, 10, 1)[1]
     with pytest.raises(ValueError, match="n_rows"):
-        training.auto_noise(0, 1, 1)
+        regularization.auto_noise(0, 1, 1)
 
 
 @pytest.mark.parametrize("split", [0.0, 0.25])
@@ -49,9 +49,9 @@ def test_auto_counts_the_rows_trained_on(split):
     h = m.fit(x, y, epochs=1, noise_x="auto", noise_y="auto", validation_split=split,
               verbose=False)
     assert h.n_train == len(x) - round(split * len(x))
-    assert (h.noise_x, h.noise_y) == training.auto_noise(h.n_train, 2, 1)
+    assert (h.noise_x, h.noise_y) == regularization.auto_noise(h.n_train, 2, 1)
     h = m.fit(x, y, epochs=1, noise_x=0.0, noise_y="auto", verbose=False)
-    assert h.noise_x == 0.0 and h.noise_y == training.auto_noise(h.n_train, 2, 1)[1]
+    assert h.noise_x == 0.0 and h.noise_y == regularization.auto_noise(h.n_train, 2, 1)[1]
     h = m.fit(x, y, epochs=1, noise_y=0.125, verbose=False)
     assert (h.noise_x, h.noise_y) == (0.0, 0.125)
 
@@ -224,14 +224,14 @@ def test_history_records_the_collapse_diagnostics():
     assert all(1.0 <= k <= 5.0 for k in h.effective_components)
     # the last epoch's values, recomputed from the model on the same training rows
     xtr = m._std_x(x)  # any rows: recompute the definition on the diagnostic rows
-    rows = training.diagnostic_rows(h.n_train)
+    rows = regularization.diagnostic_rows(h.n_train)
     assert rows.size == h.n_train  # fewer rows than DIAGNOSTIC_ROWS: all of them
-    eff, narrow = training.mixture_diagnostics(m, xtr)
+    eff, narrow = regularization.mixture_diagnostics(m, xtr)
     pi, _, sigma = m.mixture(x)
     pbar = pi.mean(axis=0)
     assert eff == pytest.approx(math.exp(-(pbar * np.log(pbar)).sum()), rel=1e-12)
     assert narrow == pytest.approx((sigma / m.y_scale)[pi > 0.05].min(), rel=1e-12)
-    assert training.diagnostic_rows(10_000).size == training.DIAGNOSTIC_ROWS
+    assert regularization.diagnostic_rows(10_000).size == regularization.DIAGNOSTIC_ROWS
 
 
 def test_collapse_shows_in_narrowest_sigma_and_min_sigma_bounds_it():

@@ -11,6 +11,7 @@ import pytest
 
 import npmdn
 from npmdn import NonFiniteLossError, config, philox, training
+from npmdn._numba import regularization as _nb_reg
 from npmdn._numba import train as _nb_train
 
 
@@ -139,7 +140,7 @@ def test_parallel_steps_match(monkeypatch, dtype, small_data):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_in,d", [(1, 1), (2, 3), (5, 2)])
 def test_fused_noise_is_the_reference_stream(dtype, n_in, d):
-    """The kernel's noise (``_add_noise``: Philox inside the kernel, the vmath
+    """The kernel's noise (``add_noise``: Philox inside the kernel, the vmath
     Box-Muller) is ``philox.noise_normals`` of the same rows and epoch, to the
     rounding of the normals, in a shuffled order, with and without a row map (the
     streamed fit's global rows), over several Philox blocks per row."""
@@ -150,7 +151,7 @@ def test_fused_noise_is_the_reference_stream(dtype, n_in, d):
     k0, k1 = (np.uint64(k) for k in philox.noise_key(seed))
     for rows in (np.zeros(0, np.int64), rng.integers(0, 2**40, n)):
         X0, XY = np.zeros((n_in, chunk), dtype), np.zeros((d, chunk), dtype)
-        _nb_train._add_noise(X0, XY, nc, order, rows, r0, sx, sy, k0, k1, np.uint64(epoch))
+        _nb_reg.add_noise(X0, XY, nc, order, rows, r0, sx, sy, k0, k1, np.uint64(epoch))
         idx = order[r0:r0 + nc]
         stream = idx if rows.size == 0 else rows[idx]
         eps = philox.noise_normals(seed, stream, epoch, n_in + d)

@@ -14,7 +14,7 @@ from dask_cases import CHUNKINGS, data, trained
 
 import npmdn
 import npmdn.dask
-from npmdn import _blocks, config, training
+from npmdn import _blocks, config, regularization
 
 ROW_METHODS = [  # (method, arguments, takes y)
     ("log_prob", {}, True), ("sample", {"n_samples": 2, "seed": 3}, False),
@@ -175,13 +175,13 @@ def test_single_block_fit_with_noise_and_floor_is_the_in_memory_fit(monkeypatch)
     np.testing.assert_array_equal(streamed.params, memory.params)
     # several blocks: every row once per epoch, at its global row of the noise stream
     seen = []
-    real = training.Noise.add
+    real = regularization.Noise.add
 
     def spy(self, xb, yb, rows, epoch, xp=np):
         seen.append((epoch, np.array(rows)))
         return real(self, xb, yb, rows, epoch, xp)
 
-    monkeypatch.setattr(training.Noise, "add", spy)
+    monkeypatch.setattr(regularization.Noise, "add", spy)
     blocks = npmdn.MDN(3, 2, 4, hidden=(16, 16), seed=1, min_sigma=0.05, backend="numpy")
     blocks.fit(_lazy(x, 700), _lazy(y, 700), **args)
     for epoch in (1, 2, 3):
