@@ -6,6 +6,7 @@
     python -m bench.learning       held-out NLL against the true NLL on the seed problems
     python -m bench.distribution   accuracy and speed of CDF, quantiles, CRPS, modes
     python -m bench.defaults       held-out NLL gap of candidate MDN.fit defaults
+    python -m bench.realdata       cross-validated held-out log-likelihood on small real data
 
 Results and the commands that made them: ``bench/RESULTS.md``. This package
 is not part of the wheel.

@@ -1,6 +1,6 @@
 """Held-out log-likelihood on small real data sets, k-fold cross-validated.
 
-    python -m bench.realdata                      # or: python bench/realdata.py
+    python -m bench.realdata                      # the table (run from the repository root)
     python -m bench.realdata --datasets boston concrete --folds 5 --repeats 2
     python -m bench.realdata --quick              # 2 data sets, 3 folds, few epochs: a smoke run
     python -m bench.realdata --study init         # paired initialisation study
@@ -28,18 +28,22 @@ Methods (``--methods``):
 * ``linear``: OLS mean and one Gaussian sigma (maximum likelihood), the floor
   any density model must clear.
 * ``npmdn``: ``npmdn.MDN`` and ``MDN.fit`` as they are (numba backend).
-* ``npmdn+noise``: ``MDN.fit(..., noise_x=, noise_y=)`` when ``fit`` takes
-  those arguments; until then a throwaway prototype, a subclass that adds the
-  noise in the NumPy step loop (marked "prototype" in the tables).
+* ``npmdn+noise``: ``MDN.fit(..., noise_x=, noise_y=)``, npmdn's noise
+  regularisation (in the fused numba epoch).
 * ``torch`` and ``torch+noise``: the same network in PyTorch, from npmdn's
   initial weights, on the same standardised data, with the same minibatch
   order, validation split, learning-rate schedule and early stopping; the
-  second adds fresh Gaussian noise to the standardised x and y at every step.
+  second adds fresh Gaussian noise (torch's generator) to the standardised x
+  and y at every step.
 
-Noise scales (``--noise``) are in standardised units: ``rule:C`` is Rothfuss
-et al.'s rule of thumb ``C * n ** (-1 / (4 + d))`` with n the training rows
-and d = dim x + dim y, the same scale on x and y (``rule:CX,CY``: a constant
-for each); ``fixed:SX,SY`` sets both.
+Noise scales (``--noise``) are in standardised units: ``auto`` (the default)
+is npmdn's ``"auto"`` (``npmdn.regularization.auto_noise``: 0.05 and 0.3 times
+``n ** (-1 / (4 + d))``), passed to ``MDN.fit`` as ``"auto"``; ``rule:C`` is
+Rothfuss et al.'s rule of thumb ``C * n ** (-1 / (4 + d))`` with n the
+training rows and d = dim x + dim y, the same scale on x and y
+(``rule:CX,CY``: a constant for each); ``fixed:SX,SY`` sets both.
+``--min-sigma`` is a sigma floor as a fraction of std(y) of the training rows
+(npmdn's ``min_sigma`` in those units; the torch mirror's ``exp(s) + floor``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -60,11 +63,11 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import realdata_data  # noqa: E402
-
 import npmdn  # noqa: E402
 from npmdn.model import NonFiniteLossError  # noqa: E402
+from npmdn.regularization import auto_noise  # noqa: E402
+
+from . import realdata_data  # noqa: E402
 
 METHODS = ("linear", "npmdn", "npmdn+noise", "torch", "torch+noise")
 LOG_2PI = math.log(2 * math.pi)
@@ -92,9 +95,9 @@ class Setup:
     weight_decay: float = 0.0
     validation_split: float = 0.0  # > 0: early stopping on a split of the training rows
     patience: int | None = None
-    noise: str = "rule:0.05,0.3"  # for the +noise methods
-    init: str = "npmdn"  # npmdn | torch | glorot (see init_params)
-    min_sigma: float = 0.0  # sigma floor as a fraction of std(y) (torch methods only, for now)
+    noise: str = "auto"  # for the +noise methods
+    init: str = "npmdn"  # npmdn | torch | glorot | he (see init_params)
+    min_sigma: float = 0.0  # sigma floor as a fraction of std(y)
 
     def fit_kwargs(self) -> dict:
         return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -120,6 +123,8 @@ def noise_scales(spec: str, n: int, dx: int, dy: int) -> tuple[float, float]:
     kind, _, arg = spec.partition(":")
     if kind == "none":
         return 0.0, 0.0
+    if kind == "auto":
+        return auto_noise(n, dx, dy)
     if kind == "rule":
         cx, _, cy = (arg or "1.0").partition(",")
         rate = n ** (-1.0 / (4 + dx + dy))
@@ -127,13 +132,7 @@ def noise_scales(spec: str, n: int, dx: int, dy: int) -> tuple[float, float]:
     if kind == "fixed":
         sx, _, sy = arg.partition(",")
         return float(sx), float(sy or sx)
-    raise ValueError(f"noise must be none, rule:C[,CY] or fixed:SX,SY, got {spec!r}")
-
-
-def fit_accepts(*names) -> bool:
-    """Whether ``npmdn.MDN.fit`` takes these keyword arguments (the later noise feature)."""
-    params = inspect.signature(npmdn.MDN.fit).parameters
-    return all(n in params for n in names)
+    raise ValueError(f"noise must be none, auto, rule:C[,CY] or fixed:SX,SY, got {spec!r}")
 
 
 def standardization(x, y):
@@ -148,9 +147,11 @@ def init_params(model: npmdn.MDN, kind: str) -> np.ndarray:
     npmdn draws every weight as ``u * lim`` with ``u ~ U(-1, 1)``; changing
     ``lim`` keeps the same draws, so the variants are paired exactly.
 
-    * ``npmdn``: as constructed: ``lim = 1/sqrt(n_in)`` (PyTorch's
-      ``nn.Linear``), ``sqrt(6/n_in)`` (He-uniform) for relu/elu hidden layers.
-    * ``torch``: ``1/sqrt(n_in)`` for every layer and activation.
+    * ``npmdn``: as constructed: ``lim = 1/sqrt(n_in)`` for every layer and
+      activation, PyTorch's ``nn.Linear`` default (since issue 13).
+    * ``torch``: ``1/sqrt(n_in)``, the same.
+    * ``he``: ``sqrt(6/n_in)`` (He-uniform) for relu/elu hidden layers,
+      ``1/sqrt(n_in)`` otherwise: npmdn's initialisation before issue 13.
     * ``glorot``: ``sqrt(6/(n_in + n_out))`` for every layer (TensorFlow's
       default, which Rothfuss et al. used), biases as npmdn.
 
@@ -160,9 +161,9 @@ def init_params(model: npmdn.MDN, kind: str) -> np.ndarray:
     shapes = model.net.shapes
     for i, (off, n_in, n_out) in enumerate(shapes):
         hidden = i < len(shapes) - 1
-        now = math.sqrt(6.0 / n_in) if model.activation in ("relu", "elu") and hidden else \
-            1.0 / math.sqrt(n_in)
-        want = {"npmdn": now, "torch": 1.0 / math.sqrt(n_in),
+        now = 1.0 / math.sqrt(n_in)
+        he = math.sqrt(6.0 / n_in) if model.activation in ("relu", "elu") and hidden else now
+        want = {"npmdn": now, "torch": now, "he": he,
                 "glorot": math.sqrt(6.0 / (n_in + n_out))}[kind]
         p[off:off + n_in * n_out] *= want / now
     return p
@@ -215,9 +216,9 @@ def fit_linear(xtr, ytr, xte, yte, **_):
     return {"ll": float(ll.mean()), "seconds": time.perf_counter() - t0}
 
 
-def _new_model(setup: Setup, dx, dy, seed, backend="numba", cls=npmdn.MDN):
-    m = cls(dx, dy, setup.n_components, hidden=setup.hidden, activation=setup.activation,
-            backend=backend, seed=seed)
+def _new_model(setup: Setup, dx, dy, seed, backend="numba", min_sigma=None):
+    m = npmdn.MDN(dx, dy, setup.n_components, hidden=setup.hidden, activation=setup.activation,
+                  backend=backend, seed=seed, min_sigma=min_sigma)
     if setup.init != "npmdn":
         m.set_params(init_params(m, setup.init))
     return m
@@ -232,48 +233,23 @@ def _score_npmdn(model, hist, t, xtr, xte, yte):
     return out
 
 
-def fit_npmdn(xtr, ytr, xte, yte, setup: Setup, seed: int, **_):
-    model = _new_model(setup, xtr.shape[1], ytr.shape[1], seed)
-    t0 = time.perf_counter()
-    hist = model.fit(xtr, ytr, seed=seed, verbose=False, **setup.fit_kwargs())
-    return _score_npmdn(model, hist, time.perf_counter() - t0, xtr, xte, yte)
+def _npmdn_noise(setup: Setup, n_train: int, dx: int, dy: int) -> dict:
+    """``MDN.fit``'s noise arguments for the set-up: ``"auto"`` as is, else the numbers."""
+    if setup.noise == "auto":
+        return dict(noise_x="auto", noise_y="auto")
+    sx, sy = noise_scales(setup.noise, n_train, dx, dy)
+    return dict(noise_x=sx, noise_y=sy)
 
 
-class _NoisyStepMDN(npmdn.MDN):
-    """Throwaway prototype: fresh Gaussian noise on the standardised batch of
-    every step of the NumPy step loop; validation is scored without it."""
-
-    noise = (0.0, 0.0)
-    noise_rng = None
-
-    def _loss_grad_norm_std(self, xb, yb, nll, grad):
-        sx, sy = self.noise
-        xb = xb + (sx * self.noise_rng.standard_normal(xb.shape)).astype(xb.dtype)
-        yb = yb + (sy * self.noise_rng.standard_normal(yb.shape)).astype(yb.dtype)
-        return super()._loss_grad_norm_std(xb, yb, nll, grad)
-
-
-def fit_npmdn_noise(xtr, ytr, xte, yte, setup: Setup, seed: int, **_):
+def fit_npmdn(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False, **_):
+    floor = setup.min_sigma * float(ytr.std()) if setup.min_sigma else None
+    model = _new_model(setup, xtr.shape[1], ytr.shape[1], seed, min_sigma=floor)
     n_train = xtr.shape[0] - int(round(setup.validation_split * xtr.shape[0]))
-    sx, sy = noise_scales(setup.noise, n_train, xtr.shape[1], ytr.shape[1])
-    if fit_accepts("noise_x", "noise_y"):  # the library feature, once it exists
-        model = _new_model(setup, xtr.shape[1], ytr.shape[1], seed)
-        kw = dict(noise_x=sx, noise_y=sy)
-        if setup.min_sigma and fit_accepts("min_sigma"):
-            kw["min_sigma"] = setup.min_sigma * float(ytr.std())
-        t0 = time.perf_counter()
-        hist = model.fit(xtr, ytr, seed=seed, verbose=False, **setup.fit_kwargs(), **kw)
-        out = _score_npmdn(model, hist, time.perf_counter() - t0, xtr, xte, yte)
-        out["prototype"] = False
-    else:
-        model = _new_model(setup, xtr.shape[1], ytr.shape[1], seed, backend="numpy",
-                           cls=_NoisyStepMDN)
-        model.noise, model.noise_rng = (sx, sy), np.random.default_rng([seed, 7])
-        t0 = time.perf_counter()
-        hist = model.fit(xtr, ytr, seed=seed, verbose=False, **setup.fit_kwargs())
-        out = _score_npmdn(model, hist, time.perf_counter() - t0, xtr, xte, yte)
-        out["prototype"] = True
-    out["noise"] = [sx, sy]
+    kw = _npmdn_noise(setup, n_train, xtr.shape[1], ytr.shape[1]) if noise else {}
+    t0 = time.perf_counter()
+    hist = model.fit(xtr, ytr, seed=seed, verbose=False, **setup.fit_kwargs(), **kw)
+    out = _score_npmdn(model, hist, time.perf_counter() - t0, xtr, xte, yte)
+    out["noise"] = [hist.noise_x, hist.noise_y]
     return out
 
 
@@ -435,7 +411,7 @@ def fit_torch(xtr, ytr, xte, yte, setup: Setup, seed: int, noise: bool = False,
 FITTERS = {
     "linear": fit_linear,
     "npmdn": fit_npmdn,
-    "npmdn+noise": fit_npmdn_noise,
+    "npmdn+noise": lambda *a, **kw: fit_npmdn(*a, noise=True, **kw),
     "torch": fit_torch,
     "torch+noise": lambda *a, **kw: fit_torch(*a, noise=True, **kw),
 }
@@ -545,8 +521,6 @@ def study_benchmark(args, setup, log):
     """The main table: every method on every data set."""
     all_runs = []
     label = {m: m for m in args.methods}
-    if "npmdn+noise" in args.methods and not fit_accepts("noise_x", "noise_y"):
-        label["npmdn+noise"] = "npmdn+noise (prototype)"
     rows = []
     for name in args.datasets:
         data = realdata_data.load(name)
@@ -695,7 +669,7 @@ def study_init(args, setup, log):
     runs = []
     for act in acts:
         base = dataclasses.replace(setup, activation=act)
-        kinds = ["npmdn", "torch", "glorot"] if act in ("relu", "elu") else ["npmdn", "glorot"]
+        kinds = ["npmdn", "he", "glorot"] if act in ("relu", "elu") else ["npmdn", "glorot"]
         variants = {f"{act}/{k}": dataclasses.replace(base, init=k) for k in kinds}
         runs += study_variants(args, base, variants, args.methods, log,
                                f"Initialisation, {act}", ref=f"{act}/npmdn")
@@ -706,8 +680,7 @@ def study_floor(args, setup, log):
     floors = args.floors or [0.0, 0.003, 0.01, 0.03]
     variants = {f"min_sigma {f:g}": dataclasses.replace(setup, min_sigma=f) for f in floors}
     return study_variants(args, setup, variants, args.methods, log,
-                          "Sigma floor (fraction of std(y)), torch mirror",
-                          ref=f"min_sigma {floors[0]:g}")
+                          "Sigma floor (fraction of std(y))", ref=f"min_sigma {floors[0]:g}")
 
 
 def study_noise(args, setup, log):
@@ -772,7 +745,7 @@ def study_seed(args, setup, log):
     fit = dict(epochs=100, batch_size=256, lr=3e-3, lr_schedule="cosine", verbose=False)
     rows, runs = [], []
     for act in acts:
-        kinds = ["npmdn", "torch", "glorot"] if act in ("relu", "elu") else ["npmdn", "glorot"]
+        kinds = ["npmdn", "he", "glorot"] if act in ("relu", "elu") else ["npmdn", "glorot"]
         for kind in kinds:
             gaps = []
             for sd in seeds:
@@ -799,14 +772,12 @@ def study_seed(args, setup, log):
             train = datasets.inverted_sinusoid(20_000, seed=1000 + sd)
             test = datasets.inverted_sinusoid(20_000, seed=2000 + sd)
             s = dataclasses.replace(setup, hidden=(64, 64), n_components=8, activation="tanh")
-            m = _new_model(s, 1, 1, sd, backend="numpy", cls=_NoisyStepMDN)
-            m.noise = noise_scales(setup.noise, 20_000, 1, 1)
-            m.noise_rng = np.random.default_rng([sd, 7])
-            m.fit(train.x, train.y, seed=sd, **fit)
+            m = _new_model(s, 1, 1, sd)
+            m.fit(train.x, train.y, seed=sd, **fit, **_npmdn_noise(setup, 20_000, 1, 1))
             gaps.append(m.nll(test.x, test.y) - test.true_nll())
             if log:
                 log(f"inverted tanh + noise {setup.noise} seed {sd}: gap {gaps[-1]:+.4f}")
-        rows.append(("tanh", f"npmdn + noise {setup.noise} (prototype)", gaps))
+        rows.append(("tanh", f"npmdn + noise {setup.noise}", gaps))
     print(f"\n### Seed problem: inverted sinusoid, 20,000 rows, K 8, hidden (64, 64), "
           f"{fit['epochs']} epochs, batch 256, lr 3e-3 cosine; held-out NLL − true NLL "
           f"(seeds {list(seeds)})\n")
@@ -842,7 +813,7 @@ def main(argv=None):
     ap.add_argument("--hidden", type=parse_hidden, default=Setup.hidden)
     ap.add_argument("-k", "--components", type=int, default=Setup.n_components)
     ap.add_argument("--activation", default=Setup.activation)
-    ap.add_argument("--init", default=Setup.init, choices=["npmdn", "torch", "glorot"])
+    ap.add_argument("--init", default=Setup.init, choices=["npmdn", "torch", "glorot", "he"])
     ap.add_argument("--epochs", type=int, default=Setup.epochs)
     ap.add_argument("--batch-size", type=lambda s: None if s == "full" else int(s),
                     default=Setup.batch_size)
@@ -851,9 +822,10 @@ def main(argv=None):
     ap.add_argument("--weight-decay", type=float, default=Setup.weight_decay)
     ap.add_argument("--validation-split", type=float, default=Setup.validation_split)
     ap.add_argument("--patience", type=int, default=Setup.patience)
-    ap.add_argument("--noise", default=Setup.noise, help="none | rule:C[,CY] | fixed:SX,SY")
+    ap.add_argument("--noise", default=Setup.noise,
+                    help="none | auto | rule:C[,CY] | fixed:SX,SY")
     ap.add_argument("--min-sigma", type=float, default=Setup.min_sigma,
-                    help="sigma floor, fraction of std(y) (torch methods)")
+                    help="sigma floor, fraction of std(y)")
     ap.add_argument("--activations", nargs="+", help="init study: activations to compare")
     ap.add_argument("--floors", nargs="+", type=float, help="floor study: min_sigma values")
     ap.add_argument("--noises", nargs="+", help="noise study: noise specs")

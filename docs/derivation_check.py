@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import npmdn
-from npmdn import conditional, fullcov, mixture, nn, optim, training
+from npmdn import conditional, fullcov, mixture, nn, optim, regularization, training
 from npmdn._cuda import plan
 from npmdn._numba import train as numba_train
 from npmdn.backend import Backend, get_backend
@@ -156,12 +156,13 @@ class Report:
         return ok
 
 
-def small_model(backend, hidden=(4,), activation="tanh", k=2, d=2, n_in=3, seed=0):
+def small_model(backend, hidden=(4,), activation="tanh", k=2, d=2, n_in=3, seed=0,
+                min_sigma=None):
     """A float64 MDN with weights away from zero and a non-trivial standardization
     (the same on every backend), and ``B = 5`` rows ``x [B, n_in]``, ``y [B, D]``."""
     r = np.random.default_rng(seed)
     m = npmdn.MDN(n_in, d, k, hidden=hidden, activation=activation, dtype="float64",
-                  backend=backend, seed=seed)
+                  backend=backend, seed=seed, min_sigma=min_sigma)
     m.set_params(r.normal(0, 0.6, m.n_params))
     m.x_shift, m.x_scale = r.normal(0, 1, n_in), r.uniform(0.5, 2, n_in)
     m.y_shift, m.y_scale = r.normal(0, 1, d), r.uniform(0.5, 2, d)
@@ -175,7 +176,7 @@ def models(backends, **kw):
     return out
 
 
-def one_step(model, x, y, lr=1e-2, clip_norm=None, weight_decay=0.0):
+def one_step(model, x, y, lr=1e-2, clip_norm=None, weight_decay=0.0, noise=None):
     """One full-batch Adam step of ``MDN.fit``: (gradient, parameters after the step).
 
     On numba it is the fused training kernel (npmdn/_numba/train.py: ``_chunk``
@@ -188,8 +189,9 @@ def one_step(model, x, y, lr=1e-2, clip_norm=None, weight_decay=0.0):
                      decay_mask=net.weight_mask(), dtype=model.dtype)
     b, fused = xs.shape[0], model.backend.fused_fit
     head = (model.n_components, model.out_dim, model.scale_dim)
-    engine = fused(net, head, opt, xs, ys, b, 1, clip_norm) if fused else None
-    engine = engine or training.StepLoop(model, opt, xs, ys, b, 1, clip_norm)
+    engine = fused(net, head, opt, xs, ys, b, 1, clip_norm, noise=noise,
+                   log_floor=model._log_floor()) if fused else None
+    engine = engine or training.StepLoop(model, opt, xs, ys, b, 1, clip_norm, noise)
     engine.epoch(None, lr, net.params.copy())
     return net.grads.copy(), net.params.copy()
 
@@ -352,6 +354,22 @@ def section_6(rep):
                    lambda v: -mixture.log_prob(*m._split(v), y).mean(), h)
     rep.compare("the head gradient written into the [B, P] buffer's views",
                 lambda be: rel(head_grad(be.nll_grad), g))
+    # the sigma floor: s' = logaddexp(s, log f), dL/ds = dL/ds' exp(s - s')
+    log_f = np.log(rng.uniform(0.3, 1.0, m.scale_dim))
+
+    def floored(v):
+        a, mu, s = m._split(v)
+        return a, mu, mixture.floor_log_sigma(s, log_f)
+
+    gf = np.empty_like(h)
+    mixture.nll_grad(*floored(h), y, out=(np.empty(b), *m._split(gf)))
+    m._split(gf)[2][...] *= mixture.floor_log_sigma_grad(m._split(h)[2], floored(h)[2])
+    rep.grad_check("dL/dh with the sigma floor: dL/ds' exp(s - s')", gf / b,
+                   lambda v: -mixture.log_prob(*floored(v), y).mean(), h)
+    ms = models(rep.backends, min_sigma=0.8)
+    want = one_step(*ms["numpy"])[0]
+    rep.compare("a training step with min_sigma (numba: floor_scales)",
+                lambda be: rel(one_step(*ms[be.name])[0], want))
 
 
 def section_7(rep):
@@ -516,6 +534,10 @@ def section_12(rep):
     ref = mixture.sample(a, mu, s, 64, seed=7)
     rep.compare("sample: Philox stream, Gumbel-max choice, Box-Muller",
                 lambda be: rel(be.sample(a, mu, s, 64, 7), ref))
+    ms, noise = models(rep.backends), regularization.Noise(0.3, 0.2, seed=11)
+    want = one_step(*ms["numpy"], noise=noise)[0]
+    rep.compare("a training step with noise (the Philox noise stream)",
+                lambda be: rel(one_step(*ms[be.name], noise=noise)[0], want))
 
 
 def section_13(rep):

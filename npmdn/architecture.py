@@ -15,7 +15,8 @@ from .mixture import COVARIANCES, scale_size
 from .nn import ACTIVATIONS
 from .nn import n_params as mlp_n_params
 
-CONFIG_KEYS = ("in_dim", "out_dim", "n_components", "hidden", "activation", "covariance", "dtype")
+CONFIG_KEYS = ("in_dim", "out_dim", "n_components", "hidden", "activation", "covariance", "dtype",
+               "min_sigma")
 
 
 def head_size(n_components: int, out_dim: int, covariance: str) -> int:
@@ -45,6 +46,10 @@ def file_layout(cfg) -> dict:
     C.choice_arg(cfg["activation"], "activation", ACTIVATIONS)
     covariance = C.choice_arg(cfg["covariance"], "covariance", COVARIANCES)
     dtype = np.dtype(C.choice_arg(cfg["dtype"], "dtype", ("float32", "float64")))
+    if cfg["min_sigma"] is not None:
+        C.float_arg(cfg["min_sigma"], "min_sigma", 0.0, strict=True)
+        if cfg["covariance"] == "full":
+            raise ValueError("min_sigma is not defined for covariance 'full'")
     f64 = np.dtype(np.float64)
     return {
         "params": ((count_params(in_dim, out_dim, k, hidden, covariance),), dtype),

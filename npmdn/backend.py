@@ -13,9 +13,11 @@ head's arrays may be row-strided views of one ``[N, P]`` head output, with
 contiguous trailing axes.
 
 A backend may also offer a fused training epoch, ``fused_fit(net, head, opt,
-xs, ys, batch_size, steps, clip_norm)``, returning an object with the
-interface of :class:`npmdn.training.StepLoop` (or None where it does not
-apply); the numba backend does (:mod:`npmdn._numba.train`).
+xs, ys, batch_size, steps, clip_norm, noise=None, rows=None, log_floor=None)``
+(the noise of :class:`npmdn.regularization.Noise` and the rows' indices in its
+stream, the sigma floor's ``log f`` per scale column), returning an object
+with the interface of :class:`npmdn.training.StepLoop` (or None where it does
+not apply); the numba backend does (:mod:`npmdn._numba.train`).
 
 Where each backend lives: ``numpy`` is :mod:`npmdn.mixture` itself;
 ``numba`` is :mod:`npmdn._numba.kernels`; ``cupy`` is :mod:`npmdn._cuda.kernels`.

@@ -58,7 +58,7 @@ import inspect
 import dask
 import numpy as np
 
-from . import _blocks, metrics, training
+from . import _blocks, metrics, regularization, training
 from . import _checks as C
 from ._arrays import array_module
 from .backend import check_name
@@ -251,11 +251,16 @@ class _StreamRun(training._Run):
     next block, so every step but the epoch's last has ``batch_size`` rows as
     in memory. Each block's steps run in the backend's engine (the fused epoch
     on numba). Validation data may be in memory or a Dask array (scored
-    blockwise after every epoch).
+    blockwise after every epoch). A row's noise (``noise_x``, ``noise_y``) is
+    drawn at its global row in the data. The collapse diagnostics are taken
+    on the first rows (at most ``regularization.DIAGNOSTIC_ROWS``) of the first
+    block trained on.
     """
 
-    def __init__(self, model, opt, opts, rng, stream, validation):
+    def __init__(self, model, opt, opts, rng, stream, validation, noise=None):
         self.model, self.opt, self.opts, self.rng = model, opt, opts, rng
+        self.noise = noise
+        self.diag = None
         self.stream = stream
         self.n = stream.n
         self.bs = min(opts.batch_size, self.n)
@@ -284,21 +289,28 @@ class _StreamRun(training._Run):
                 raise type(exc)(f"{exc} (in rows {start}:{start + len(xb)} of the Dask "
                                 "array)") from exc
             xs, ys = model._std_x(xb), model._std_y(yb)
+            if self.diag is None:
+                self.diag = xs[: regularization.DIAGNOSTIC_ROWS]
+            rows = np.arange(start, start + xs.shape[0], dtype=np.int64)  # the noise's rows
             if carry is not None:
                 xs, ys = xp.concatenate([carry[0], xs]), xp.concatenate([carry[1], ys])
-            order = xp.asarray(self.rng.permutation(xs.shape[0]))
+                rows = np.concatenate([carry[2], rows])
+            perm = self.rng.permutation(xs.shape[0])
+            order = xp.asarray(perm)
             steps = xs.shape[0] // bs
             if steps:
-                total += self._steps(epoch, lr, xs, ys, order, bs, steps, done)
+                total += self._steps(epoch, lr, xs, ys, order, bs, steps, done, rows)
                 done += steps
             rest = order[steps * bs :]
-            carry = (xs[rest], ys[rest]) if rest.shape[0] else None
+            carry = (xs[rest], ys[rest], rows[perm[steps * bs :]]) if rest.shape[0] else None
         if carry is not None:  # the epoch's last, short step
-            total += self._steps(epoch, lr, *carry, None, carry[0].shape[0], 1, done)
+            total += self._steps(epoch, lr, *carry[:2], None, carry[0].shape[0], 1, done,
+                                 carry[2])
         return total
 
-    def _steps(self, epoch, lr, xs, ys, order, bs, steps, done) -> float:
-        loss_sum, failed = self._engine(xs, ys, bs, steps).epoch(order, lr, self.last_good)
+    def _steps(self, epoch, lr, xs, ys, order, bs, steps, done, rows) -> float:
+        engine = self._engine(xs, ys, bs, steps, rows)
+        loss_sum, failed = engine.epoch(order, lr, self.last_good, epoch)
         if failed is not None:
             step, what, value = failed
             self._diverged(epoch, done + step, what, value)
@@ -347,13 +359,16 @@ def fit(model, x, y, *, validation_data=None, x_names=None, y_names=None,
         raise ValueError("validation_split needs the data in memory; with Dask arrays give "
                          "validation_data=(x_val, y_val) (Dask or NumPy arrays)")
     validation = _stream_validation(model, validation_data)
-    rng = np.random.default_rng(model.seed if opts.seed is None else opts.seed)
+    seed = model.seed if opts.seed is None else opts.seed
+    rng = np.random.default_rng(seed)
     opt = training._optimizer(model, opts)
     stream = _blocks.BlockStream(x, y)
+    noise = regularization.Noise.of_fit(opts.noise_x, opts.noise_y, x.shape[0], model.in_dim,
+                                  model.out_dim, seed)
     if not model.fitted:
         model._standardize_from(*stream.moments())
     try:
-        return _StreamRun(model, opt, opts, rng, stream, validation).train()
+        return _StreamRun(model, opt, opts, rng, stream, validation, noise).train()
     finally:
         if model.fitted:
             model.x_names, model.y_names = names

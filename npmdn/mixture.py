@@ -225,6 +225,31 @@ def _written(result, out):
 
 
 # --------------------------------------------------------------------------
+# the sigma floor (MDN's min_sigma): a reparametrisation of the raw scales
+# --------------------------------------------------------------------------
+
+
+def floor_log_sigma(log_sigma, log_floor, out=None):
+    """Raw scales with a floor: ``s' = logaddexp(s, log f)``, i.e. ``exp(s') = exp(s) + f``.
+
+    ``log_sigma`` [..., S]; ``log_floor`` [S] (or a scalar), in the same units
+    (``log f`` of the floor ``f > 0``). Every sigma ``exp(s')`` is at least
+    ``f`` (to the rounding of the dtype) and the map is smooth and increasing,
+    so the head's contract and kernels are unchanged: they see ``s'``. The
+    gradient is :func:`floor_log_sigma_grad`. ``out`` may be ``log_sigma``.
+    """
+    xp = _xp(log_sigma)
+    lf = xp.asarray(log_floor, dtype=log_sigma.dtype)
+    return xp.logaddexp(log_sigma, lf, out=out)
+
+
+def floor_log_sigma_grad(log_sigma, floored):
+    """``ds'/ds = exp(s) / (exp(s) + f) = exp(s - s')``, in (0, 1], from ``s`` and
+    ``s' = floor_log_sigma(s, log f)``: the chain-rule factor of ``dNLL/ds'``."""
+    return _xp(log_sigma).exp(log_sigma - floored)
+
+
+# --------------------------------------------------------------------------
 # the mixture as a distribution: weights, moments
 # --------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from . import config, persistence, standardization, training
+from . import config, mixture, persistence, standardization, training
 from .architecture import CONFIG_KEYS, count_params, file_layout, head_size  # noqa: F401
 from .backend import Backend, get_backend
 from .fullcov import pairs
@@ -65,6 +65,16 @@ class MDN(DistributionQueries):
     seed : int, optional
         Seeds the initial weights (and, unless ``fit`` gets its own, the
         minibatch order).
+    min_sigma : float, optional
+        A floor on every component's sigma, in the units of y (default: none).
+        Each sigma is ``min_sigma + y_scale * exp(s)`` for the network's raw
+        scale ``s``, in training and in every answer, so no component is ever
+        narrower (to the rounding of the dtype) and none can collapse onto a
+        repeated value of y. With ``covariance="isotropic"`` the floor is that
+        of the shared sigma. Noise regularisation (``fit``'s ``noise_y``)
+        keeps sigmas away from 0 by itself; the floor is a guard for training
+        without it (about 1% of std(y) stops the divergences measured in
+        ``bench/RESULTS.md``).
     """
 
     def __init__(
@@ -78,6 +88,7 @@ class MDN(DistributionQueries):
         backend=None,
         dtype="float32",
         seed: int | None = None,
+        min_sigma: float | None = None,
     ):
         self.in_dim = C.int_arg(in_dim, "in_dim", 1)
         self.out_dim = C.int_arg(out_dim, "out_dim", 1)
@@ -93,6 +104,12 @@ class MDN(DistributionQueries):
         self.covariance = C.choice_arg(covariance, "covariance", COVARIANCES)
         self.dtype = C.as_dtype(dtype)
         self.seed = None if seed is None else C.int_arg(seed, "seed", 0)
+        self.min_sigma = None if min_sigma is None else C.float_arg(
+            min_sigma, "min_sigma", 0.0, strict=True)
+        if self.min_sigma is not None and self.covariance == "full":
+            # a full component's narrowest direction is not one of its packed scales
+            raise ValueError("min_sigma is defined for covariance 'diagonal' and 'isotropic', "
+                             "not 'full'; use fit's noise_y to keep components from collapsing")
         self.backend: Backend = get_backend(backend)
         k, d = self.n_components, self.out_dim
         self.scale_dim = scale_size(d, self.covariance)
@@ -135,6 +152,7 @@ class MDN(DistributionQueries):
             "activation": self.activation,
             "covariance": self.covariance,
             "dtype": self.dtype.name,
+            "min_sigma": self.min_sigma,
         }
 
     @property
@@ -184,6 +202,7 @@ class MDN(DistributionQueries):
             f"MDN(in_dim={self.in_dim}, out_dim={self.out_dim}, n_components="
             f"{self.n_components}, hidden={h}, activation={self.activation!r}, covariance="
             f"{self.covariance!r}, dtype={self.dtype.name}, backend={self.backend.name!r}, "
+            + ("" if self.min_sigma is None else f"min_sigma={self.min_sigma!r}, ") +
             f"params={self.n_params}, fitted={self.fitted})"
         )
 
@@ -257,6 +276,26 @@ class MDN(DistributionQueries):
         log_sigma = h[:, k + k * d :].reshape(n, k, s)
         return logits, mu, log_sigma
 
+    def _log_floor(self):
+        """``log(min_sigma / y_scale)`` [S] on the backend (the floor in standardized
+        units, per scale column), or None without a floor."""
+        if self.min_sigma is None:
+            return None
+        lf = np.log(self.min_sigma) - np.log(self.y_scale[: self.scale_dim])
+        return self.backend.xp.asarray(lf.astype(self.dtype))
+
+    def _floor(self, h, keep_raw: bool = False):
+        """Apply the sigma floor to a head output [N, P] in place (its log_sigma block,
+        see :func:`npmdn.mixture.floor_log_sigma`). With ``keep_raw``, returns a copy
+        of the raw scales before it (for the gradient); None without a floor."""
+        lf = self._log_floor()
+        if lf is None:
+            return None
+        log_sigma = self._split(h)[2]
+        raw = log_sigma.copy() if keep_raw else log_sigma
+        mixture.floor_log_sigma(raw, lf, out=log_sigma)
+        return raw if keep_raw else None
+
     def _network_pass(self) -> int:
         """Rows per matrix product in inference (see ``config.NETWORK_PASS``)."""
         return config.NETWORK_PASS_DEVICE if self.backend.on_device else config.NETWORK_PASS
@@ -269,11 +308,12 @@ class MDN(DistributionQueries):
         n = xs.shape[0]
         if n <= rows:
             out, _ = self.net.forward(xs)
-            return out
-        out = self.backend.xp.empty((n, self.head_size), dtype=self.dtype)
-        for a in range(0, n, rows):
-            h, _ = self.net.forward(xs[a : a + rows])
-            out[a : a + rows] = h
+        else:
+            out = self.backend.xp.empty((n, self.head_size), dtype=self.dtype)
+            for a in range(0, n, rows):
+                h, _ = self.net.forward(xs[a : a + rows])
+                out[a : a + rows] = h
+        self._floor(out)
         return out
 
     def _chunks(self, n, rows=None):
@@ -363,6 +403,8 @@ class MDN(DistributionQueries):
         min_delta: float = 0.0,
         restore_best: bool = True,
         lr_schedule: str = training.DEFAULT_LR_SCHEDULE,
+        noise_x: float | str = 0.0,
+        noise_y: float | str = 0.0,
         seed: int | None = None,
         verbose: bool | None = None,
         callback=None,
@@ -406,8 +448,20 @@ class MDN(DistributionQueries):
             validation epoch.
         lr_schedule : {"cosine", "constant"}, default "cosine"
             Cosine decays the rate from ``lr`` to ``lr / 100`` over ``epochs``.
+        noise_x, noise_y : float >= 0 or "auto", default 0
+            Noise regularisation (Rothfuss et al.): at every epoch each training
+            row's standardized x and y get fresh Gaussian noise of these standard
+            deviations (standardized units, i.e. fractions of each column's
+            standard deviation), drawn from the Philox stream keyed by the fit's
+            seed (reproducible, the same on every backend, independent of the
+            batch size). ``"auto"``: :func:`npmdn.regularization.auto_noise`,
+            ``0.05 n ** (-1/(4+d))`` for x and ``0.3 n ** (-1/(4+d))`` for y
+            (n training rows, d = in_dim + out_dim). Validation and every
+            inference method see no noise. For small, noisy data sets (the
+            README's "Small data"); it costs sharpness on large, clean ones.
         seed : int, optional
-            Seeds the shuffling and the validation split (default: the model's seed).
+            Seeds the shuffling, the validation split and the noise (default: the
+            model's seed; without either, fresh entropy).
         verbose : bool, optional
             Progress display on stderr: ``None`` shows it on a terminal only.
         callback : callable, optional
@@ -427,8 +481,10 @@ class MDN(DistributionQueries):
         Returns
         -------
         History
-            ``train_nll`` and ``val_nll`` per epoch (user units), ``best_epoch``,
-            ``stopped_early`` and ``stop_reason``, ``n_train`` and ``n_val``.
+            ``train_nll`` and ``val_nll`` per epoch (user units), the collapse
+            diagnostics ``effective_components`` and ``narrowest_sigma`` per epoch,
+            ``best_epoch``, ``stopped_early`` and ``stop_reason``, ``n_train`` and
+            ``n_val``, the noise scales used.
 
         Raises
         ------
@@ -446,7 +502,8 @@ class MDN(DistributionQueries):
                 optimizer=optimizer, optimizer_options=optimizer_options,
                 weight_decay=weight_decay, clip_norm=clip_norm, patience=patience,
                 min_delta=min_delta, restore_best=restore_best, lr_schedule=lr_schedule,
-                seed=seed, verbose=verbose, callback=callback,
+                noise_x=noise_x, noise_y=noise_y, seed=seed, verbose=verbose,
+                callback=callback,
             )
         finally:
             if self.fitted:

@@ -4,8 +4,10 @@ A model file is a zip archive (NumPy's ``.npz``) of plain ``.npy`` members:
 
 ``header``
     uint8 bytes of a JSON object: ``format`` (``"npmdn-model"``),
-    ``format_version`` (2; version 1 files are read too), ``npmdn_version``,
-    ``config`` (the model's constructor arguments), ``fitted``, ``n_params``,
+    ``format_version`` (3; versions 1 and 2 are read too), ``npmdn_version``,
+    ``config`` (the model's constructor arguments; from version 3 with
+    ``min_sigma``, the sigma floor or null, which older files lack and
+    read as null), ``fitted``, ``n_params``,
     ``sha256`` (the SHA-256 of each member array's bytes), and from version 2
     ``x_names`` and ``y_names`` (the columns the model was fitted on, or
     null) and ``extra`` (the names of further members, e.g. ``estimator``).
@@ -50,7 +52,7 @@ from ._io import atomic_open, resolve
 from ._version import __version__
 
 FORMAT = "npmdn-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ARRAYS = ("params", "x_shift", "x_scale", "y_shift", "y_scale")
 MAX_HEADER_BYTES = 1 << 20  # the JSON header; names of many columns fit easily
 MAX_EXTRA_BYTES = 64 << 20  # an extra member (a JSON document)
@@ -312,6 +314,8 @@ def _read(path, fh, size, layout, extra):
     blob = members.read("header", np.uint8, max_bytes=MAX_HEADER_BYTES).tobytes()
     header = _header(path, blob)
     config = header.get("config")
+    if header["format_version"] < 3 and isinstance(config, dict) and "min_sigma" not in config:
+        config = header["config"] = {**config, "min_sigma": None}  # no floor before version 3
     try:
         expected = layout(config)
     except (TypeError, ValueError) as exc:

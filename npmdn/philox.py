@@ -35,6 +35,28 @@ are skipped, not reused).
 
 A word ``x`` becomes the float64 uniform ``u = (x + 0.5) * 2**-32``, exact in
 float64 and strictly inside (0, 1), so ``log u`` is always finite.
+
+The noise stream (training)
+---------------------------
+:meth:`npmdn.MDN.fit` with ``noise_x``/``noise_y`` adds fresh Gaussian noise to
+the standardized x and y of every training row at every epoch. The key is the
+fit's seed (modulo 2**64), as above; training row ``i`` (its index among the
+rows the network trains on, after the validation split; in a streamed fit its
+global row in the data) at epoch ``e`` (1-based, modulo 2**32) owns the words
+of the counters::
+
+    counter = (i & 0xFFFFFFFF, i >> 32, e, NOISE_DOMAIN | block)
+
+``NOISE_DOMAIN = 2**31``: a sample's fourth counter word is its block index,
+a few at most, so no noise counter is ever a sample's, whatever the seeds.
+The row needs ``C = in_dim + out_dim`` normals, column ``c < in_dim`` of x
+then column ``c - in_dim`` of y, from the words ``0, 1, 2, ...`` by the
+Box-Muller pairs above (pair ``p``: words ``2p``, ``2p + 1``; even ``c`` the
+cosine branch, odd ``c`` the sine): ``ceil(C / 4)`` blocks per row and epoch.
+A row's noise depends on (seed, row, epoch) only, not on the batch size, the
+order of the rows or the backend. :func:`noise_normals` is the reference; the
+fused training epoch of the numba backend (``npmdn._numba.train``) draws the
+same words.
 """
 
 from __future__ import annotations
@@ -47,6 +69,7 @@ PHILOX_W0 = 0x9E3779B9
 PHILOX_W1 = 0xBB67AE85
 _MASK32 = np.uint64(0xFFFFFFFF)
 _TWO_M32 = 2.0**-32
+NOISE_DOMAIN = 0x80000000  # the top bit of the fourth counter word: the noise stream
 
 
 def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
@@ -137,9 +160,44 @@ def normals(seed: int, rows, draws, n_normals: int, first_word: int = 0) -> np.n
         raise ValueError(f"normal pairs start at an even word, got {first_word}")
     n_pairs = -(-n_normals // 2)
     u = to_uniform(words(seed, rows, draws, first_word, 2 * n_pairs))
+    return _box_muller(u)[..., :n_normals]
+
+
+def _box_muller(u) -> np.ndarray:
+    """Normals from uniform pairs ``(u[..., 2p], u[..., 2p + 1])``: ``r cos``, ``r sin``."""
     r = np.sqrt(-2.0 * np.log(u[..., 0::2]))
     theta = 2.0 * np.pi * u[..., 1::2]
-    out = np.empty(u.shape[:-1] + (2 * n_pairs,))
+    out = np.empty(u.shape)
     out[..., 0::2] = r * np.cos(theta)
     out[..., 1::2] = r * np.sin(theta)
-    return out[..., :n_normals]
+    return out
+
+
+def noise_key(seed: int) -> np.ndarray:
+    """The noise stream's key: :func:`seed_key` of the fit's seed modulo 2**64."""
+    return seed_key(int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+
+def noise_counters(rows, epoch: int, block: int) -> np.ndarray:
+    """Counters of the noise stream for training ``rows`` at ``epoch`` and ``block``: (R, 4)."""
+    rows = np.asarray(rows, dtype=np.uint64).reshape(-1)
+    c = np.empty(rows.shape + (4,), dtype=np.uint32)
+    c[:, 0] = rows & _MASK32
+    c[:, 1] = rows >> np.uint64(32)
+    c[:, 2] = int(epoch) & 0xFFFFFFFF
+    c[:, 3] = NOISE_DOMAIN | int(block)
+    return c
+
+
+def noise_normals(seed: int, rows, epoch: int, n_normals: int) -> np.ndarray:
+    """The training noise of ``rows`` at ``epoch``: standard normals, float64 (R, n_normals).
+
+    Column ``c`` of row ``i`` is normal ``c`` of the row's noise stream (see the
+    module): for a model of widths ``in_dim`` and ``out_dim``, the first
+    ``in_dim`` columns perturb x and the rest y.
+    """
+    key = noise_key(seed)
+    n_blocks = -(-n_normals // 4)
+    w = np.concatenate([philox4x32(noise_counters(rows, epoch, b), key)
+                        for b in range(n_blocks)], axis=-1)
+    return _box_muller(to_uniform(w))[..., :n_normals]

@@ -57,6 +57,7 @@ from .backend import Backend
 from .model import MDN
 from .model import _load as _load_model
 from .predictive import Mixture
+from .regularization import noise_arg
 from .training import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -106,6 +107,14 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         Decoupled weight decay on the weights (not the biases).
     clip_norm : float or None, default None
         Rescale every step's whole gradient to at most this norm.
+    noise_x, noise_y : float >= 0 or "auto", default 0
+        Noise regularisation: fresh Gaussian noise of these standard
+        deviations on the standardized X and y of every training row at every
+        epoch (``MDN.fit``'s ``noise_x``, ``noise_y``; ``"auto"`` scales with
+        the number of rows and dimensions). For small, noisy data (the
+        README's "Small data").
+    min_sigma : float or None, default None
+        A floor on every component's sigma, in the units of y (``MDN``'s).
     backend : {"numpy", "numba", "cupy"} or None, default None
         Where the network runs; ``None`` chooses as :func:`npmdn.get_backend`.
     dtype : {"float64", "float32"}, default "float64"
@@ -149,6 +158,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         n_iter_no_change=None,
         weight_decay=0.0,
         clip_norm=None,
+        noise_x=0.0,
+        noise_y=0.0,
+        min_sigma=None,
         backend=None,
         dtype="float64",
         random_state=None,
@@ -166,6 +178,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
+        self.noise_x = noise_x
+        self.noise_y = noise_y
+        self.min_sigma = min_sigma
         self.backend = backend
         self.dtype = dtype
         self.random_state = random_state
@@ -200,13 +215,15 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         weight_decay = C.float_arg(self.weight_decay, "weight_decay", 0.0)
         clip_norm = None if self.clip_norm is None else C.float_arg(
             self.clip_norm, "clip_norm", 0.0, strict=True)
+        noise_x = noise_arg(self.noise_x, "noise_x")
+        noise_y = noise_arg(self.noise_y, "noise_y")
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise C.InputDTypeError(f"verbose must be a bool, got {self.verbose!r}")
         return {
             "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "lr_schedule": lr_schedule, "fraction": fraction, "patience": patience,
-            "weight_decay": weight_decay, "clip_norm": clip_norm,
-            "verbose": bool(self.verbose),
+            "weight_decay": weight_decay, "clip_norm": clip_norm, "noise_x": noise_x,
+            "noise_y": noise_y, "verbose": bool(self.verbose),
         }
 
     def _seed(self) -> int:
@@ -223,7 +240,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         return MDN(
             n_features, n_outputs, self.n_components, hidden=self.hidden,
             activation=self.activation, covariance=self.covariance, backend=self.backend,
-            dtype=self.dtype, seed=seed,
+            dtype=self.dtype, seed=seed, min_sigma=self.min_sigma,
         )
 
     # ------------------------------------------------------------------
@@ -313,8 +330,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             X, y, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
             lr_schedule=args["lr_schedule"], validation_data=validation,
             validation_split=0.0, patience=args["patience"], x_names=self._x_names(),
-            weight_decay=args["weight_decay"],
-            clip_norm=args["clip_norm"], seed=seed, verbose=args["verbose"],
+            weight_decay=args["weight_decay"], noise_x=args["noise_x"],
+            noise_y=args["noise_y"], clip_norm=args["clip_norm"], seed=seed,
+            verbose=args["verbose"],
         )
         self.model_ = model
         self.history_ = history
@@ -364,14 +382,17 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         h = model.fit(
             X, y, epochs=1, batch_size=args["batch_size"], lr=args["lr"],
             lr_schedule="constant", validation_split=0.0, weight_decay=args["weight_decay"],
-            x_names=self._x_names(), clip_norm=args["clip_norm"],
-            seed=step_seed, verbose=args["verbose"],
+            noise_x=args["noise_x"], noise_y=args["noise_y"], x_names=self._x_names(),
+            clip_norm=args["clip_norm"], seed=step_seed, verbose=args["verbose"],
         )
         if first:
             self.model_, self.history_ = model, History()
             self.n_outputs_, self._y_1d, self._seed_used = y.shape[1], y_1d, seed
         self.history_.train_nll.extend(h.train_nll)
         self.history_.lr.extend(h.lr)
+        self.history_.effective_components.extend(h.effective_components)
+        self.history_.narrowest_sigma.extend(h.narrowest_sigma)
+        self.history_.noise_x, self.history_.noise_y = h.noise_x, h.noise_y
         self.history_.seconds += h.seconds
         self.n_iter_ = self.history_.epochs
         return self

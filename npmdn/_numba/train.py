@@ -23,6 +23,15 @@ the head output is already the structure-of-arrays layout of
 chunk's activations stay in cache); the chunks are shared out to the
 threads, each accumulating its own gradient, summed before the update.
 
+Noise regularisation and the sigma floor happen here too, as in the step
+loop: each row of a chunk gets the noise of :func:`npmdn.philox.noise_normals`
+(the same Philox words, drawn here; the Box-Muller normals agree with
+NumPy's to rounding) added to its standardized x and y before the forward
+pass, and the head's raw scales ``s`` become ``s' = logaddexp(s, log f)``
+before the head kernel, whose ``dNLL/ds'`` is multiplied by
+``exp(s - s')`` after it (:func:`npmdn.mixture.floor_log_sigma`,
+``floor_log_sigma_grad``); both are in :mod:`npmdn._numba.regularization`.
+
 Shapes: ``P [n_params]`` flat parameters (``W`` row-major ``[n_in, n_out]``
 then ``b``, layer by layer, as ``nn.MLP``); ``xs [N, in]``, ``ys [N, D]``.
 """
@@ -36,10 +45,11 @@ import types as types_
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads, types
 
-from .. import config
+from .. import config, philox
 from ..fullcov import is_full
 from ..optim import SGD, Adam
 from .head import head_soa
+from .regularization import add_noise, floor_scales
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
 
 # reassociation lets LLVM vectorise the row sums of the weight gradients;
@@ -129,7 +139,8 @@ def _layer(buf, aoffs, sizes, layer, C):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
-           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq):
+           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq, nsx, nsy, key0, key1, epoch, rows,
+           log_floor):
     """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
     prefer_wide_vectors()
     n_layers = sizes.shape[0] - 1
@@ -143,6 +154,8 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
             X0[k, i] = xs[row, k]
         for d in range(D):
             XY[d, i] = ys[row, d]
+    if nsx != 0.0 or nsy != 0.0:
+        add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
     # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
     for layer in range(n_layers):
         ni, no = sizes[layer], sizes[layer + 1]
@@ -189,7 +202,15 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
     XM = H[K:K + K * D]
     XS = H[K + K * D:K + K * D + K * S]
     iso = S == 1 and D > 1
+    floored = log_floor.shape[0] > 0
+    if floored:  # dA is free until the backward pass
+        FS = dA[:K * S * C].reshape(K * S, C)
+        floor_scales(XS, FS, log_floor, S, nc)
     head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
+    if floored:
+        for j in range(K * S):
+            for i in range(nc):
+                XS[j, i] *= FS[j, i]  # dNLL/ds = dNLL/ds' exp(s - s')
     nll = 0.0
     for i in range(nc):
         nll -= vd[i]
@@ -298,13 +319,18 @@ def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, 
 
 def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
                 order, bs, steps, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd, clip,
-                scratch, C, status):
+                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor):
     """Every step of one epoch. ``status`` (float64 [5]) comes back as
     ``[code, step, value, loss_total, steps_done]``: code ``OK``, or
     ``BAD_LOSS`` / ``BAD_GRAD_NORM`` with the failing step and its value;
     ``loss_total`` is the sum of the steps' NLL sums. On a bad loss the
     parameters are those after the previous step (``last_good`` holds the ones
     before it, as in ``MDN.fit``); on a bad gradient norm, those of the step.
+
+    Noise: scales ``nsx``, ``nsy`` (0: none), the stream's key ``key0, key1``
+    (uint64), the ``epoch`` and ``rows`` (the rows' indices in the stream;
+    empty: ``0..N-1``). ``log_floor`` [S]: the sigma floor's ``log f`` per scale
+    column in standardized units (empty: none).
     """
     n = xs.shape[0]
     n_threads = GT.shape[0]
@@ -348,7 +374,8 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
                 c0 = ch * C
                 nc = min(C, b - c0)
                 s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
-                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq)
+                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq,
+                            nsx, nsy, key0, key1, epoch, rows, log_floor)
             loss_t[th] = s
         loss_sum = 0.0
         for th in range(n_threads):
@@ -422,7 +449,8 @@ def _sig(dtype):
              types.int64, types.int64)
             + (types.float64,) * 4 + (types.int64, types.float64, types.boolean,
                                       types.float64, types.float64, a2, types.int64,
-                                      types.Array(types.float64, 1, "C")))
+                                      types.Array(types.float64, 1, "C"))
+            + (types.float64, types.float64, types.uint64, types.uint64, types.uint64, i1, a1))
 
 
 _entries: dict = {}
@@ -447,7 +475,8 @@ class FusedFit:
     kernel updates as ``opt.step`` would.
     """
 
-    def __init__(self, net, head, opt, xs, ys, bs, steps, clip_norm):
+    def __init__(self, net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None,
+                 log_floor=None):
         self.opt, self.net = opt, net
         self.xs, self.ys = xs, ys
         self.bs, self.steps = bs, steps
@@ -460,8 +489,8 @@ class FusedFit:
         self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
         self.act = ACTIVATIONS[net.activation]
         self.K, self.D, self.S = head
-        rows = min(bs, xs.shape[0])
-        self.n_threads = max(1, min(get_num_threads(), rows // config.TRAIN_MIN_ROWS_PER_THREAD))
+        per_thread = min(bs, xs.shape[0]) // config.TRAIN_MIN_ROWS_PER_THREAD
+        self.n_threads = max(1, min(get_num_threads(), per_thread))
         width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
         need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
         self.scratch = np.zeros((self.n_threads, need), dt)
@@ -474,12 +503,20 @@ class FusedFit:
             self.m, self.v = np.zeros(1, dt), opt.v
         self.status = np.zeros(5)
         self.empty_order = np.zeros(0, dtype=np.int64)
+        if noise is None:
+            self.noise = (0.0, 0.0, np.uint64(0), np.uint64(0))
+        else:
+            k0, k1 = (np.uint64(k) for k in philox.noise_key(noise.seed))
+            self.noise = (float(noise.x), float(noise.y), k0, k1)
+        self.rows = self.empty_order if rows is None else np.ascontiguousarray(rows, np.int64)
+        self.log_floor = np.zeros(0, dt) if log_floor is None else \
+            np.ascontiguousarray(log_floor, dtype=dt)
         self.fn = _entry(dt, self.n_threads > 1)
 
-    def epoch(self, order, lr, last_good):
-        """All steps of one epoch: ``(loss_sum, failed)`` as
-        :class:`npmdn.training.EpochResult` describes, the weights left as the
-        step loop would leave them."""
+    def epoch(self, order, lr, last_good, epoch=1):
+        """All steps of one epoch (``epoch``, 1-based, indexes the noise): ``(loss_sum,
+        failed)`` as :class:`npmdn.training.EpochResult` describes, the weights left as
+        the step loop would leave them."""
         opt = self.opt
         order = self.empty_order if order is None else np.ascontiguousarray(order, np.int64)
         if self.adam:
@@ -495,7 +532,8 @@ class FusedFit:
             self.fn(self.net.params, self.net.grads, self.GT, self.m, self.v, self.mask,
                     last_good, self.sizes, self.offs, self.aoffs, self.act, self.K, self.D,
                     self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
-                    opt.weight_decay, self.clip, self.scratch, self.chunk, st)
+                    opt.weight_decay, self.clip, self.scratch, self.chunk, st, *self.noise,
+                    np.uint64(epoch), self.rows, self.log_floor)
         finally:
             if switch:
                 set_num_threads(threads)
@@ -507,7 +545,7 @@ class FusedFit:
         return float(st[3]), (step, what, float(st[2]))
 
 
-def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
+def plan(net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None, log_floor=None):
     """A :class:`FusedFit` when an epoch can run fused here, else None (the step loop runs).
 
     It can when the optimizer is one this module mirrors (Adam, SGD), the
@@ -519,4 +557,4 @@ def plan(net, head, opt, xs, ys, bs, steps, clip_norm):
         return None
     if type(opt) not in (Adam, SGD) or net.activation not in ACTIVATIONS:
         return None
-    return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm)
+    return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm, noise, rows, log_floor)

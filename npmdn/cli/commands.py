@@ -32,7 +32,8 @@ OPTION_OF = {
     "epochs": "--epochs", "batch_size": "--batch-size", "lr_schedule": "--lr-schedule",
     "lr": "--lr", "validation_split": "--validation-split", "patience": "--patience",
     "weight_decay": "--weight-decay", "clip_norm": "--clip-norm", "seed": "--seed",
-    "n_samples": "-n/--n-samples",
+    "n_samples": "-n/--n-samples", "noise_x": "--noise-x", "noise_y": "--noise-y",
+    "min_sigma": "--min-sigma",
 }
 _ANYWHERE = re.compile(r"(?<![\w-])(" + "|".join(
     re.escape(k) for k in sorted(OPTION_OF, key=len, reverse=True) if "_" in k or k == "lr"
@@ -158,7 +159,8 @@ def fit(args) -> int:
     with options():
         model = MDN(x.shape[1], y.shape[1], args.components, hidden=args.hidden,
                     activation=args.activation, covariance=args.covariance,
-                    backend=args.backend, dtype=args.dtype, seed=args.seed)
+                    backend=args.backend, dtype=args.dtype, seed=args.seed,
+                    min_sigma=args.min_sigma)
     note_compiles(model.backend, args.quiet)
     named = data.kind != "npy"  # an .npy's columns have positions, not names
     with options():
@@ -166,7 +168,7 @@ def fit(args) -> int:
             x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             lr_schedule=args.lr_schedule, validation_split=args.validation_split,
             patience=args.patience, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
-            verbose=False if args.quiet else None,
+            noise_x=args.noise_x, noise_y=args.noise_y, verbose=False if args.quiet else None,
             x_names=x_names if named else None, y_names=y_names if named else None,
         )
     path = out.write(lambda p, overwrite: model.save(p, overwrite=overwrite))
@@ -179,6 +181,9 @@ def fit(args) -> int:
                  f" (best {history.val_nll[best - 1]:.4f} at epoch {best}")
         line += ", weights of that epoch kept)" if history.restored_best else ")"
     print(line)
+    if history.noise_x or history.noise_y:
+        print(f"noise regularisation: x {history.noise_x:.4g}, y {history.noise_y:.4g} "
+              "(standard deviations of the standardized columns)")
     note = stop_note(history, args.patience, "--patience")
     if note:
         print(note)

@@ -95,6 +95,29 @@ def _nonneg_int(text):
     return v
 
 
+def _noise(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {text!r}") \
+            from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 or 'auto', got {text}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
 def _add_common(p, y=True, out_help=None, scheduler=False):
     p.add_argument("model", help="a model file written by `npmdn fit` or MDN.save")
     p.add_argument("data", help="CSV (header row), .npz, .npy or Parquet (needs npmdn[dask])")
@@ -180,6 +203,14 @@ def _fit_parser(sub):
                    help="decoupled weight decay on the weights")
     f.add_argument("--clip-norm", type=float, default=None,
                    help="clip each step's gradient to this norm (default: no clipping)")
+    f.add_argument("--noise-x", type=_noise, default=0.0, metavar="SCALE",
+                   help="noise regularisation: fresh Gaussian noise on the standardized x of "
+                   "every row at every epoch, this std (in std of x), or 'auto' (by rows and "
+                   "dimensions); for small, noisy data")
+    f.add_argument("--noise-y", type=_noise, default=0.0, metavar="SCALE",
+                   help="the same on y ('auto' for small data: see the README's Small data)")
+    f.add_argument("--min-sigma", type=_positive_float, default=None, metavar="SIGMA",
+                   help="floor on every component's sigma, in units of y (default: none)")
     f.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="precision of the network")
     f.add_argument("--seed", type=_nonneg_int, default=0,

@@ -259,3 +259,10 @@ def test_subset_errors(rng):
         dist.condition([0, 1], y)
     with pytest.raises(ValueError, match="values must be finite"):
         dist.condition([0], y[:, 0] * np.inf)
+
+
+def test_min_sigma_is_refused_for_full_covariance():
+    """The floor bounds a diagonal or isotropic component's scales; a full component's
+    narrowest direction is not one of its packed scales, so the pair is refused."""
+    with pytest.raises(ValueError, match="min_sigma .* not 'full'"):
+        npmdn.MDN(2, 2, 3, covariance="full", min_sigma=0.1)

@@ -30,9 +30,11 @@ LAYERS = [
     # the full-covariance head kernel, built on the head kernel's layout
     ["npmdn._numba.full"],
     # 2: built on the reference: the distribution, the backends' faces, data sets
-    ["npmdn.distribution", "npmdn.conditional", "npmdn._numba.kernels", "npmdn._numba.train",
-     "npmdn._cuda.plan", "npmdn.datasets", "npmdn._blocks", "npmdn.architecture"],
-    ["npmdn._cuda.kernels"],
+    ["npmdn.distribution", "npmdn.conditional", "npmdn._numba.kernels",
+     "npmdn._numba.regularization", "npmdn._cuda.plan", "npmdn.datasets", "npmdn._blocks",
+     "npmdn.architecture", "npmdn.regularization"],
+    # 3: the fused training epoch (with the noise and floor of layer 2), the CUDA launcher
+    ["npmdn._numba.train", "npmdn._cuda.kernels"],
     # 4: the switch, which loads the backends
     ["npmdn.backend"],
     # 5: the raw-parameter API, scores, training

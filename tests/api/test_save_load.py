@@ -398,12 +398,14 @@ def test_load_refuses_a_fifo_instead_of_hanging(tmp_path):
 
 
 def _v1_file(path, m, estimator=None):
-    """A model file as npmdn 0.1.0 wrote it (format version 1: no column names, and an
-    estimator member appended after the save, without a checksum)."""
+    """A model file as npmdn 0.1.0 wrote it (format version 1: no column names, no
+    min_sigma in the configuration, and an estimator member appended after the save,
+    without a checksum)."""
     arrays = m._arrays()
+    config = {k: v for k, v in m.config.items() if k != "min_sigma"}
     header = {
         "format": "npmdn-model", "format_version": 1, "npmdn_version": "0.1.0",
-        "config": m.config, "fitted": m.fitted, "n_params": m.n_params,
+        "config": config, "fitted": m.fitted, "n_params": m.n_params,
         "sha256": {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()},
     }
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
@@ -420,8 +422,42 @@ def test_version_1_files_still_load(tmp_path, trained):
     assert back.params.tobytes() == m.params.tobytes() and back.fitted
     assert back.x_names is None and back.y_names is None
     np.testing.assert_array_equal(back.log_prob(d.x, d.y), m.log_prob(d.x, d.y))
-    back.save(tmp_path / "v2.npz")
-    assert _header_of(tmp_path / "v2.npz")["format_version"] == 2
+    assert back.min_sigma is None
+    back.save(tmp_path / "v3.npz")
+    assert _header_of(tmp_path / "v3.npz")["format_version"] == 3
+
+
+def test_version_2_files_load_without_a_floor(tmp_path, trained):
+    """Format 2 (npmdn before min_sigma) had no min_sigma in its configuration."""
+    m, d = trained
+    m.save(tmp_path / "m.npz")
+    members = dict(np.load(tmp_path / "m.npz", allow_pickle=False))
+    header = json.loads(members.pop("header").tobytes().decode())
+    header["format_version"] = 2
+    del header["config"]["min_sigma"]
+    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v2.npz", header=blob, **members)
+    back = npmdn.load(tmp_path / "v2.npz", backend="numpy")
+    assert back.min_sigma is None and back.config == m.config
+    np.testing.assert_array_equal(back.log_prob(d.x, d.y), m.log_prob(d.x, d.y))
+    # a version 3 file must name it
+    header["format_version"] = 3
+    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v3.npz", header=blob, **members)
+    with pytest.raises(ValueError, match="min_sigma"):
+        npmdn.load(tmp_path / "v3.npz")
+
+
+def test_min_sigma_round_trips(tmp_path):
+    d = npmdn.datasets.heteroscedastic(200, seed=1)
+    m = npmdn.MDN(1, 1, 3, hidden=(8,), seed=0, backend="numpy", min_sigma=0.25)
+    m.fit(d.x, d.y, epochs=2, verbose=False)
+    m.save(tmp_path / "m.npz")
+    assert _header_of(tmp_path / "m.npz")["config"]["min_sigma"] == 0.25
+    back = npmdn.load(tmp_path / "m.npz", backend="numpy")
+    assert back.min_sigma == 0.25
+    assert back.mixture(d.x)[2].tobytes() == m.mixture(d.x)[2].tobytes()
+    assert back.log_prob(d.x, d.y).tobytes() == m.log_prob(d.x, d.y).tobytes()
 
 
 def test_column_names_round_trip(tmp_path, trained):

@@ -58,6 +58,9 @@ def expected_failed_checks(estimator):
         MDNRegressor(**SMALL, covariance="isotropic", backend="numpy", validation_fraction=0.0,
                      n_iter_no_change=2, batch_size=None, lr_schedule="constant"),
         MDNRegressor(**SMALL, dtype="float32"),
+        # the small-data settings: noise regularisation and a sigma floor
+        MDNRegressor(**SMALL, noise_x="auto", noise_y="auto", min_sigma=0.01,
+                     validation_fraction=0.0),
     ],
     expected_failed_checks=expected_failed_checks,
 )
@@ -86,7 +89,8 @@ def test_init_only_stores_and_defaults():
         "n_components": 5, "hidden": (64, 64), "activation": "tanh",
         "covariance": "diagonal", "epochs": 100, "batch_size": 256, "lr": 3e-3,
         "lr_schedule": "cosine", "validation_fraction": 0.1, "n_iter_no_change": None,
-        "weight_decay": 0.0, "clip_norm": None, "backend": None, "dtype": "float64",
+        "weight_decay": 0.0, "clip_norm": None, "noise_x": 0.0, "noise_y": 0.0,
+        "min_sigma": None, "backend": None, "dtype": "float64",
         "random_state": None, "verbose": False,
     }
     MDNRegressor(n_components=-1, hidden="x", lr="fast")  # checked in fit, not here
@@ -238,6 +242,10 @@ def test_partial_fit_continues(hetero):
         ({"random_state": -1}, ValueError, "random_state must be >= 0"),
         ({"random_state": "seed"}, ValueError, "random_state must be None, an int"),
         ({"verbose": "loud"}, TypeError, "verbose must be a bool"),
+        ({"noise_x": -0.1}, ValueError, "noise_x must be >= 0"),
+        ({"noise_y": "much"}, ValueError, "noise_y must be a number >= 0 or 'auto'"),
+        ({"noise_y": [0.1]}, TypeError, "noise_y must be a number >= 0 or 'auto'"),
+        ({"min_sigma": 0.0}, ValueError, "min_sigma must be > 0"),
     ],
 )
 def test_bad_parameters_are_clear_errors_in_fit(hetero, params, error, match):

@@ -97,6 +97,26 @@ def test_fit_reports_and_saves_a_loadable_model(work):
     assert m.fitted
 
 
+def test_fit_small_data_settings(work, tmp_path):
+    """--noise-x/--noise-y (numbers or auto) and --min-sigma reach MDN.fit and MDN."""
+    d, data, _ = work
+    proc = run("fit", d / "data.csv", "--x", "x", "--y", "y", "-k", 3, "--hidden", "8",
+               "--epochs", 3, "--noise-x", "auto", "--noise-y", "0.25", "--min-sigma", "0.05",
+               "--validation-split", 0, "--out", tmp_path / "m.npz", cwd=tmp_path, check=0)
+    rate = N ** (-1 / 6)
+    assert f"noise regularisation: x {0.05 * rate:.4g}, y 0.25 " in proc.stdout
+    m = npmdn.load(tmp_path / "m.npz", backend="numpy")
+    assert m.min_sigma == 0.05 and m.mixture(data.x)[2].min() >= 0.05 * (1 - 1e-6)
+    # the same fit from Python: the same model
+    py = npmdn.MDN(1, 1, 3, hidden=(8,), seed=0, backend="numpy", min_sigma=0.05)
+    py.fit(data.x, data.y, epochs=3, noise_x="auto", noise_y=0.25, validation_split=0,
+           verbose=False)
+    np.testing.assert_allclose(m.params, py.params, rtol=1e-6, atol=1e-7)
+    proc = run("fit", d / "data.csv", "--x", "x", "--y", "y", "--epochs", 1,
+               "--out", tmp_path / "plain.npz", cwd=tmp_path, check=0)
+    assert "noise" not in proc.stdout  # off by default
+
+
 def test_fit_reads_csv_by_index_npz_and_npy_alike(work, tmp_path):
     d, _, _ = work
     common = ["-k", 3, "--hidden", "8,8", "--epochs", 4, "--seed", 1]
@@ -411,6 +431,12 @@ BAD = [
     (["fit", "data.csv", "--x", "x", "--y", "y", "--clip-norm", "-1"], "--clip-norm must be >"),
     (["fit", "data.csv", "--x", "x", "--y", "y", "--validation-split", "1.5"],
      "--validation-split must be in [0, 1)"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--noise-y", "lots"],
+     "--noise-y: expected a number >= 0 or 'auto'"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--noise-x", "-0.1"],
+     "--noise-x: must be a finite number >= 0 or 'auto'"),
+    (["fit", "data.csv", "--x", "x", "--y", "y", "--min-sigma", "0"],
+     "--min-sigma: must be a finite number > 0"),
 ]
 
 

@@ -137,6 +137,25 @@ def test_mdn_trained_on_gpu_matches_cpu(cov):
     assert hg.train_nll[-1] < hg.train_nll[0]  # it learned
 
 
+@pytest.mark.parametrize("cov", ["diagonal", "isotropic"])
+def test_small_data_settings_on_gpu_match_cpu(cov):
+    """Noise regularisation (drawn on the host, sent with each batch), the sigma floor
+    around the CUDA head kernel and the collapse diagnostics, as on the CPU."""
+    x, y = _data(n=300)
+    kw = dict(hidden=(16, 16), covariance=cov, dtype="float64", seed=4, min_sigma=0.05)
+    fit = dict(epochs=4, batch_size=32, lr=3e-3, seed=5, verbose=False, validation_split=0,
+               noise_x="auto", noise_y="auto")
+    gpu = npmdn.MDN(3, 2, 4, backend="cupy", **kw)
+    cpu = npmdn.MDN(3, 2, 4, backend="numpy", **kw)
+    hg = gpu.fit(x, y, **fit)
+    hc = cpu.fit(x, y, **fit)
+    np.testing.assert_allclose(hg.train_nll, hc.train_nll, rtol=1e-9)
+    np.testing.assert_allclose(hg.narrowest_sigma, hc.narrowest_sigma, rtol=1e-8)
+    np.testing.assert_allclose(hg.effective_components, hc.effective_components, rtol=1e-8)
+    np.testing.assert_allclose(gpu.params, cpu.params, rtol=1e-7, atol=1e-9)
+    assert gpu.mixture(x)[2].min() >= 0.05 * (1 - 1e-12)
+
+
 def test_mdn_float32_trains_on_gpu():
     x, y = _data()
     kw = dict(hidden=(32,), dtype="float32", seed=1)

@@ -1,15 +1,17 @@
 """The whole MDN on the numpy and numba backends: the same initial weights give
 the same loss and gradients, training gives the same weights and history
 (the numba backend runs fit's epochs fused, npmdn._numba.train, with the NumPy
-loop as the reference), failures raise the same errors, and a model trained
-on one backend saves, loads on the other and answers the same.
+loop as the reference; with noise regularisation and the sigma floor too),
+failures raise the same errors, and a model trained on one backend saves,
+loads on the other and answers the same.
 """
 
 import numpy as np
 import pytest
 
 import npmdn
-from npmdn import NonFiniteLossError, config, training
+from npmdn import NonFiniteLossError, config, philox, training
+from npmdn._numba import regularization as _nb_reg
 from npmdn._numba import train as _nb_train
 
 
@@ -59,14 +61,22 @@ FIT_CASES = [
     dict(activation="identity", covariance="isotropic", batch_size=50),
     dict(hidden=(), n_components=2),
     dict(hidden=(16,), covariance="isotropic", validation_split=0.2, patience=3),
+    # noise regularisation and the sigma floor: the kernel's own noise and floor
+    dict(noise_x=0.1, noise_y="auto"),
+    dict(activation="relu", min_sigma=0.3, noise_y=0.2, batch_size=None),
+    dict(covariance="isotropic", min_sigma=0.5, noise_x="auto", noise_y="auto",
+         validation_split=0.2, patience=3, batch_size=50),
+    dict(hidden=(), n_components=2, min_sigma=0.4, optimizer="sgd", lr=0.05),
 ]
 
 
 def _fit_kw(case):
     fit = {k: case[k] for k in ("optimizer", "lr", "weight_decay", "clip_norm", "lr_schedule",
-                                "batch_size", "optimizer_options", "validation_split", "patience")
+                                "batch_size", "optimizer_options", "validation_split", "patience",
+                                "noise_x", "noise_y")
            if k in case}
-    model = {k: case[k] for k in ("activation", "covariance", "hidden", "n_components")
+    model = {k: case[k] for k in ("activation", "covariance", "hidden", "n_components",
+                                  "min_sigma")
              if k in case}
     fit.setdefault("batch_size", 64)
     fit.setdefault("lr", 0.01)
@@ -112,16 +122,43 @@ def test_fused_path_is_taken_and_can_be_turned_off(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_parallel_steps_match(monkeypatch, dtype):
+@pytest.mark.parametrize("small_data", [False, True])
+def test_parallel_steps_match(monkeypatch, dtype, small_data):
     """Batches split over threads (here forced at 64 rows per thread) sum to
-    the same gradient as the NumPy loop."""
+    the same gradient as the NumPy loop; each chunk draws its own rows' noise."""
     monkeypatch.setattr(config, "TRAIN_MIN_ROWS_PER_THREAD", 64)
     monkeypatch.setattr(config, "TRAIN_CHUNK", 32)
     x, y = _data(n=700)
-    a, b = _pair(dtype)
-    a.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False)
-    b.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False)
+    kw = dict(min_sigma=0.2) if small_data else {}
+    fit = dict(noise_x=0.05, noise_y=0.3) if small_data else {}
+    a, b = _pair(dtype, **kw)
+    a.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False, **fit)
+    b.fit(x, y, epochs=4, batch_size=300, seed=1, verbose=False, **fit)
     np.testing.assert_allclose(b.params, a.params, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_in,d", [(1, 1), (2, 3), (5, 2)])
+def test_fused_noise_is_the_reference_stream(dtype, n_in, d):
+    """The kernel's noise (``add_noise``: Philox inside the kernel, the vmath
+    Box-Muller) is ``philox.noise_normals`` of the same rows and epoch, to the
+    rounding of the normals, in a shuffled order, with and without a row map (the
+    streamed fit's global rows), over several Philox blocks per row."""
+    rng = np.random.default_rng(0)
+    n, chunk, r0, nc = 50, 16, 8, 13
+    order = rng.permutation(n).astype(np.int64)
+    seed, epoch, sx, sy = 2**33 + 17, 9, 0.3, 1.7
+    k0, k1 = (np.uint64(k) for k in philox.noise_key(seed))
+    for rows in (np.zeros(0, np.int64), rng.integers(0, 2**40, n)):
+        X0, XY = np.zeros((n_in, chunk), dtype), np.zeros((d, chunk), dtype)
+        _nb_reg.add_noise(X0, XY, nc, order, rows, r0, sx, sy, k0, k1, np.uint64(epoch))
+        idx = order[r0:r0 + nc]
+        stream = idx if rows.size == 0 else rows[idx]
+        eps = philox.noise_normals(seed, stream, epoch, n_in + d)
+        tol = dict(rtol=1e-13, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-6, atol=0)
+        np.testing.assert_allclose(X0[:, :nc].T, (sx * eps[:, :n_in]).astype(dtype), **tol)
+        np.testing.assert_allclose(XY[:, :nc].T, (sy * eps[:, n_in:]).astype(dtype), **tol)
+        assert not X0[:, nc:].any() and not XY[:, nc:].any()  # only the chunk's rows
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the numpy reference diverging on purpose

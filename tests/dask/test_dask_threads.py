@@ -14,7 +14,7 @@ from dask_cases import CHUNKINGS, data, trained
 
 import npmdn
 import npmdn.dask
-from npmdn import _blocks, config
+from npmdn import _blocks, config, regularization
 
 ROW_METHODS = [  # (method, arguments, takes y)
     ("log_prob", {}, True), ("sample", {"n_samples": 2, "seed": 3}, False),
@@ -188,6 +188,38 @@ def test_single_block_fit_is_the_in_memory_fit():
     assert h_str.train_nll == h_mem.train_nll and h_str.val_nll == h_mem.val_nll
     np.testing.assert_array_equal(streamed.params, memory.params)
     np.testing.assert_array_equal(streamed.x_scale, memory.x_scale)
+
+
+def test_single_block_fit_with_noise_and_floor_is_the_in_memory_fit(monkeypatch):
+    """A streamed row draws its noise at its global row, as in memory (no split):
+    one block, the same fit bit for bit; several blocks, the same noise per row."""
+    x, y = data(3000, seed=5)
+    xv, yv = data(500, seed=6)
+    args = dict(epochs=3, batch_size=128, lr=3e-3, verbose=False, validation_data=(xv, yv),
+                noise_x="auto", noise_y=0.2)
+    memory = npmdn.MDN(3, 2, 4, hidden=(16, 16), seed=1, min_sigma=0.05)
+    h_mem = memory.fit(x, y, **args)
+    streamed = npmdn.MDN(3, 2, 4, hidden=(16, 16), seed=1, min_sigma=0.05)
+    h_str = streamed.fit(_lazy(x, 3000), _lazy(y, 3000), **args)
+    assert h_str.train_nll == h_mem.train_nll and h_str.val_nll == h_mem.val_nll
+    assert (h_str.noise_x, h_str.noise_y) == (h_mem.noise_x, h_mem.noise_y) != (0, 0.2)
+    assert len(h_str.narrowest_sigma) == 3 and min(h_str.narrowest_sigma) > 0
+    np.testing.assert_array_equal(streamed.params, memory.params)
+    # several blocks: every row once per epoch, at its global row of the noise stream
+    seen = []
+    real = regularization.Noise.add
+
+    def spy(self, xb, yb, rows, epoch, xp=np):
+        seen.append((epoch, np.array(rows)))
+        return real(self, xb, yb, rows, epoch, xp)
+
+    monkeypatch.setattr(regularization.Noise, "add", spy)
+    blocks = npmdn.MDN(3, 2, 4, hidden=(16, 16), seed=1, min_sigma=0.05, backend="numpy")
+    blocks.fit(_lazy(x, 700), _lazy(y, 700), **args)
+    for epoch in (1, 2, 3):
+        rows = np.concatenate([r for e, r in seen if e == epoch])
+        assert np.array_equal(np.sort(rows), np.arange(3000))
+        assert not np.array_equal(rows, np.arange(3000))  # in the shuffled order
 
 
 def test_streaming_fit_with_lazy_validation_and_early_stop():

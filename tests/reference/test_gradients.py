@@ -1,7 +1,8 @@
 """Every parameter gradient of the whole model, checked two ways in float64:
 central finite differences, and PyTorch autograd on the same weights (full
 covariance: torch's ``MultivariateNormal`` with ``scale_tril``, see
-``test_fullcov.py``), for D = 1, 2, 3, 5, 8 with full covariance."""
+``test_fullcov.py``), for D = 1, 2, 3, 5, 8 with full covariance; with and
+without the sigma floor (``min_sigma``)."""
 
 import numpy as np
 import pytest
@@ -29,10 +30,10 @@ FULL_CASES = [
 ]
 
 
-def _model(k, d, n_in, hidden, act, cov, seed=0):
+def _model(k, d, n_in, hidden, act, cov, seed=0, min_sigma=None):
     rng = np.random.default_rng(seed)
     m = npmdn.MDN(n_in, d, k, hidden=hidden, activation=act, covariance=cov,
-                  dtype="float64", backend="numpy", seed=seed)
+                  dtype="float64", backend="numpy", seed=seed, min_sigma=min_sigma)
     # weights and biases away from zero, so that a wrong backward cannot hide
     params = rng.normal(0, 0.6, m.n_params)
     if cov == "full":
@@ -61,7 +62,10 @@ ALL_CASES = [(*c, cov) for cov in COVS for c in CASES] + [(*c, "full") for c in 
 
 @pytest.mark.parametrize("k,d,n_in,hidden,act,cov", ALL_CASES)
 def test_finite_differences(k, d, n_in, hidden, act, cov):
-    m, x, y = _model(k, d, n_in, hidden, act, cov)
+    _finite_differences(*_model(k, d, n_in, hidden, act, cov))
+
+
+def _finite_differences(m, x, y):
     _, grad = m.loss_grad(x, y)
     p0 = m.params
     h = 1e-6
@@ -104,7 +108,10 @@ def _torch_loss_and_grads(m, x, y):
     if m.covariance == "full":
         log_n = _full_log_normal(torch, mu, h[:, k + k * d :].reshape(-1, k, s), ys)
     else:
-        sigma = torch.exp(h[:, k + k * d :].reshape(-1, k, s)).expand(-1, k, d)
+        sigma = torch.exp(h[:, k + k * d :].reshape(-1, k, s))
+        if m.min_sigma is not None:  # the floor's own form: sigma' = e^s + min_sigma / y_scale
+            sigma = sigma + torch.tensor(m.min_sigma / m.y_scale[:s])
+        sigma = sigma.expand(-1, k, d)
         log_n = torch.distributions.Normal(mu, sigma).log_prob(ys[:, None, :]).sum(-1)
     nll = -torch.logsumexp(torch.log_softmax(logits, -1) + log_n, -1)
     loss = nll.mean()
@@ -141,3 +148,44 @@ def test_loss_is_the_mean_user_nll():
     m, x, y = _model(3, 2, 4, (5, 4), "tanh", "diagonal")
     loss, _ = m.loss_grad(x, y)
     assert abs(loss - m.nll(x, y)) < 1e-12
+
+
+# the sigma floor: min_sigma comparable to the sigmas, so that it bends every gradient
+FLOOR_CASES = [(3, 2, 4, (5, 4), "tanh", "diagonal"), (2, 3, 2, (6,), "relu", "isotropic"),
+               (4, 1, 2, (), "identity", "diagonal")]
+
+
+@pytest.mark.parametrize("k,d,n_in,hidden,act,cov", FLOOR_CASES)
+def test_sigma_floor_finite_differences(k, d, n_in, hidden, act, cov):
+    _finite_differences(*_model(k, d, n_in, hidden, act, cov, seed=5, min_sigma=0.6))
+
+
+@pytest.mark.parametrize("k,d,n_in,hidden,act,cov", FLOOR_CASES)
+def test_sigma_floor_matches_pytorch(k, d, n_in, hidden, act, cov):
+    m, x, y = _model(k, d, n_in, hidden, act, cov, seed=6, min_sigma=0.6)
+    loss, grad = m.loss_grad(x, y)
+    t_loss, t_grad = _torch_loss_and_grads(m, x, y)
+    assert abs(loss - t_loss) <= 1e-12 * max(1.0, abs(t_loss)), (loss, t_loss)
+    np.testing.assert_allclose(grad, t_grad, rtol=1e-10, atol=1e-10)
+    # the floor changes the loss and the gradient: the check above is not the unfloored one
+    m.min_sigma = None
+    loss0, grad0 = m.loss_grad(x, y)
+    assert abs(loss0 - loss) > 1e-3 and np.abs(grad0 - grad).max() > 1e-3
+
+
+def test_sigma_floor_reference_matches_pytorch():
+    """``floor_log_sigma`` and its gradient against torch's logaddexp and autograd,
+    from far below the floor to far above it."""
+    torch = pytest.importorskip("torch")
+    from npmdn import mixture
+
+    s = np.linspace(-60.0, 40.0, 1001).reshape(-1, 1, 1)
+    log_f = np.array([np.log(0.03)])
+    got = mixture.floor_log_sigma(s, log_f)
+    ts = torch.tensor(s, requires_grad=True)
+    want = torch.logaddexp(ts, torch.tensor(log_f))
+    want.sum().backward()
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(mixture.floor_log_sigma_grad(s, got), ts.grad.numpy(),
+                               rtol=1e-14, atol=1e-300)
+    assert (np.exp(got) >= 0.03 * (1 - 1e-15)).all()  # at least the floor, to rounding

@@ -79,3 +79,49 @@ def test_normals_are_box_muller_of_the_words_after_the_choice(first):
     assert [philox.normal_offset(c) for c in (1, 2, 5, 8)] == [2, 2, 6, 8]
     with pytest.raises(ValueError, match="even"):
         philox.normals(4, rows, draws, 2, 3)
+
+
+# --------------------------------------------------------------------------
+# the noise stream of training (noise regularisation)
+# --------------------------------------------------------------------------
+
+
+def test_noise_stream_layout():
+    """Normal c of training row i at epoch e: Box-Muller pair c // 2 (cos for even c,
+    sin for odd) of the words of the counters (i lo, i hi, e, 2**31 | block), key the
+    seed's; rows past 2**32 included."""
+    seed, epoch = 2**40 + 9, 7
+    rows = np.array([0, 5, 2**32 + 3], np.uint64)
+    key = philox.seed_key(seed)
+    blocks = [philox.philox4x32(np.stack([rows & 0xFFFFFFFF, rows >> np.uint64(32),
+                                          np.full(3, epoch, np.uint64),
+                                          np.full(3, 2**31 + b, np.uint64)], -1), key)
+              for b in range(2)]
+    u = philox.to_uniform(np.concatenate(blocks, -1))  # 8 words: 4 pairs
+    r = np.sqrt(-2 * np.log(u[:, 0::2]))
+    th = 2 * np.pi * u[:, 1::2]
+    want = np.empty((3, 8))
+    want[:, 0::2], want[:, 1::2] = r * np.cos(th), r * np.sin(th)
+    got = philox.noise_normals(seed, rows, epoch, 7)
+    np.testing.assert_allclose(got, want[:, :7], rtol=1e-15, atol=1e-15)
+    # prefix-consistent, and a function of (seed, row, epoch) only: any row order
+    np.testing.assert_array_equal(philox.noise_normals(seed, rows, epoch, 3), got[:, :3])
+    np.testing.assert_array_equal(philox.noise_normals(seed, rows[::-1], epoch, 7), got[::-1])
+    assert philox.noise_counters(rows, epoch, 1)[2].tolist() == [3, 1, 7, 2**31 + 1]
+    # the key is the seed's modulo 2**64, as for any fit seed
+    np.testing.assert_array_equal(philox.noise_normals(seed + 2**64, rows, epoch, 7), got)
+
+
+def test_noise_stream_is_normal_and_apart_from_sampling():
+    rows = np.arange(20_000)
+    z = philox.noise_normals(3, rows, 1, 3)
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 0.03
+    # other epochs, other seeds: other noise
+    assert abs(np.corrcoef(z[:, 0], philox.noise_normals(3, rows, 2, 1)[:, 0])[0, 1]) < 0.03
+    assert not np.array_equal(philox.noise_normals(4, rows, 1, 3), z)
+    # never a sampling counter: a sample's fourth word is its block (< 2**31), the
+    # noise's has the top bit set; so the same seed's draws are other words
+    assert (philox.noise_counters(rows, 1, 0)[:, 3] >= 2**31).all()
+    sampled = philox.normals(3, rows, np.array([1]), 3)[:, 0, :]
+    assert not np.isclose(sampled, z).all(axis=1).any()  # no row draws its noise
