@@ -30,7 +30,6 @@ diagnostics, every inference method) never sees noise.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -40,6 +39,7 @@ import numpy as np
 from . import _checks as C
 from . import mixture, standardization
 from .optim import OPTIMIZERS, clip_by_global_norm
+from .progress import Progress
 from .regularization import Noise, diagnostic_rows, mixture_diagnostics, noise_arg
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -498,11 +498,6 @@ class _Run:
         )
 
 
-# --------------------------------------------------------------------------
-# the progress display
-# --------------------------------------------------------------------------
-
-
 def stop_note(history: History, patience: int | None = None, patience_name="patience"):
     """One line saying that and why a run stopped before its last epoch, else None."""
     if not history.stopped_early:
@@ -514,57 +509,3 @@ def stop_note(history: History, patience: int | None = None, patience_name="pati
     else:
         why = "the callback asked to stop"
     return f"stopped early after epoch {history.epochs}: {why}"
-
-
-def _fmt_seconds(s: float) -> str:
-    s = max(0, int(round(s)))
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
-class Progress:
-    """Report ``epoch``, train and validation NLL and the time left.
-
-    ``enabled=None`` shows the display only when ``stream`` is a terminal.
-    On a terminal the line is redrawn in place; otherwise about 10 lines are
-    written over the whole run so logs stay short.
-    """
-
-    def __init__(self, total: int, enabled: bool | None = None, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = tty if enabled is None else bool(enabled)
-        self.tty = tty
-        self.total = total
-        self.start = time.perf_counter()
-        self.every = max(1, total // 10)
-
-    def update(self, epoch: int, train: float, val: float | None = None) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / epoch * (self.total - epoch) if epoch else 0.0
-        width = len(str(self.total))
-        msg = f"epoch {epoch:>{width}}/{self.total}  train NLL {train:9.4f}"
-        if val is not None:
-            msg += f"  val NLL {val:9.4f}"
-        msg += f"  {_fmt_seconds(elapsed)} elapsed, {_fmt_seconds(left)} left"
-        if self.tty:
-            filled = int(20 * epoch / self.total)
-            bar = "#" * filled + "-" * (20 - filled)
-            self.stream.write(f"\r[{bar}] {msg}")
-        elif epoch % self.every == 0 or epoch == self.total or epoch == 1:
-            self.stream.write(msg + "\n")
-        self.stream.flush()
-
-    def close(self, note: str | None = None) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\n")
-        if note:
-            self.stream.write(note + "\n")
-        self.stream.flush()

@@ -133,7 +133,7 @@ def test_progress_display(capsys):
 
 
 def test_progress_terminal_line():
-    from npmdn.training import Progress
+    from npmdn.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
