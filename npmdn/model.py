@@ -109,7 +109,8 @@ class MDN(DistributionQueries):
         if self.min_sigma is not None and self.covariance == "full":
             # a full component's narrowest direction is not one of its packed scales
             raise ValueError("min_sigma is defined for covariance 'diagonal' and 'isotropic', "
-                             "not 'full'; use fit's noise_y to keep components from collapsing")
+                             "not 'full'; noise regularisation (noise_y) keeps components "
+                             "from collapsing")
         self.backend: Backend = get_backend(backend)
         k, d = self.n_components, self.out_dim
         self.scale_dim = scale_size(d, self.covariance)
