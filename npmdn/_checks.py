@@ -162,6 +162,23 @@ def mixture_args(logits, mu, log_sigma, y=None):
     return n, k, d, s
 
 
+def _real_targets(y, name: str, on_device: bool):
+    """``y`` as an array of a real dtype on the mixture's device (NumPy or CuPy), or
+    an InputDTypeError: booleans, complex numbers, strings and objects are refused."""
+    if is_device_array(y) != on_device:
+        raise InputDTypeError(
+            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
+        )
+    if not on_device and not is_lazy_array(y):  # lists, pandas objects: NumPy arrays
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
+    if y.dtype.kind not in "iuf":
+        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
+    return y
+
+
 def like_mixture(y, like, name: str = "y"):
     """Targets of the log-likelihood functions in the dtype of the mixture array ``like``.
 
@@ -170,17 +187,7 @@ def like_mixture(y, like, name: str = "y"):
     booleans, complex numbers, strings and objects are refused. Shapes and
     values are checked by :func:`mixture_args`.
     """
-    if is_device_array(y) != is_device_array(like):
-        raise InputDTypeError(
-            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
-        )
-    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
-        try:
-            y = np.asarray(y)
-        except (TypeError, ValueError) as exc:
-            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
-    if y.dtype.kind not in "iuf":
-        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
+    y = _real_targets(y, name, is_device_array(like))
     dtype = getattr(like, "dtype", None)
     if dtype in FLOAT_DTYPES and y.dtype != dtype:
         y = array_module(y).asarray(y, dtype=dtype)
@@ -190,18 +197,8 @@ def like_mixture(y, like, name: str = "y"):
 def mixture_targets(y, n: int, d: int, on_device: bool, name: str = "y"):
     """Targets for the distribution functions: [N, D] (or [N] when D = 1), any real
     dtype, finite; returned as float64 [N, D] on the parameters' device."""
-    if is_device_array(y) != on_device:
-        raise InputDTypeError(
-            f"{name} and the mixture arrays mix NumPy and CuPy arrays; put them on one device"
-        )
+    y = _real_targets(y, name, on_device)
     xp = array_module(y)
-    if not on_device:
-        try:
-            y = np.asarray(y)
-        except (TypeError, ValueError) as exc:
-            raise InputDTypeError(f"{name} must be an array of real numbers ({exc})") from exc
-    if y.dtype.kind not in "iuf":
-        raise InputDTypeError(f"{name} must hold real numbers (int or float), got dtype {y.dtype}")
     if y.ndim == 1 and d == 1:
         y = y.reshape(-1, 1)
     if y.shape != (n, d):
