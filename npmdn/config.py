@@ -23,6 +23,8 @@ ENV_FUSED_FIT = "NPMDN_FUSED_FIT"  # "0" turns the numba backend's fused trainin
 ENV_KERNEL_DIR = "NPMDN_KERNEL_DIR"  # a directory of edited CUDA sources to use instead
 ENV_INFERENCE_CHUNK = "NPMDN_INFERENCE_CHUNK"  # INFERENCE_CHUNK below (testing, tuning)
 ENV_NETWORK_PASS = "NPMDN_NETWORK_PASS"  # NETWORK_PASS below (testing, tuning)
+# "0": no background process compiles kernels on a first run (npmdn._numba.warm)
+ENV_BACKGROUND_COMPILE = "NPMDN_BACKGROUND_COMPILE"
 
 
 def _env_rows(name: str, default: int) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .head import FASTMATH, pad8
 from .transpose import tr_load8, tr_store8
@@ -165,8 +165,8 @@ def full_soa(nt, K, D, grad, XA, XM, XS, XY, EA, TT, Z, G, va, vb, vc, vd):
                 XM[m0 + j, t] = zero if r == zero else -r * G[j, t]  # -r U^T z
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
+@njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     """``out[i] = log p(y_i)``; with ``grad``, ``out[i] = -log p(y_i)`` and the
     gradient of that NLL into ``GL, GM, GS`` (which are not touched otherwise).
 
@@ -178,7 +178,7 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
     KS = LS.shape[1]
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
-    for c in prange(n_chunks):
+    for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
         XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then delta, then d_mu

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .transpose import tr_load8, tr_store8
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
@@ -192,8 +192,8 @@ head_soa_inline = njit(fastmath=FASTMATH, error_model="numpy", inline="always")(
 head_soa = njit(fastmath=FASTMATH, error_model="numpy")(head_soa)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
+@njit(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     """``out[i] = log p(y_i)``; with ``grad``, ``out[i] = -log p(y_i)`` and the
     gradient of that NLL into ``GL, GM, GS`` (which are not touched otherwise).
 
@@ -205,7 +205,7 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks):
     iso = KS == K and D > 1
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
-    for c in prange(n_chunks):
+    for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         zero = as_type(0.0, L)
         XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits

@@ -27,27 +27,33 @@ upgrade rewrites every file and so invalidates everything). Builds made with
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import get_num_threads, set_num_threads, types
+from numba import config as _nb_config
+from numba import get_num_threads, types
 
 from .. import config
 from ..fullcov import is_full
 from . import full as _full
 from . import head as _head
 from . import sample as _sample
+from . import warm as _warm
 
 _A1 = {dt: types.Array(types.float32 if dt == np.float32 else types.float64, 1, "A")
        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
 _A2 = {dt: types.Array(_A1[dt].dtype, 2, "A") for dt in _A1}
+# (the last two arguments of each: the range of chunks [c0, c1) that one call runs)
 _SIGS = {
     "head_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
-    + (types.boolean, types.intp, types.intp),
+    + (types.boolean,) + (types.intp,) * 4,
     "full_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
-    + (types.boolean, types.intp, types.intp),
+    + (types.boolean,) + (types.intp,) * 4,
     "sample_kernel": lambda dt: (_A2[dt],) * 3
     + (types.intp, types.uint64, types.uint64, types.uint64, types.boolean, types.float64,
        types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
-       types.float64),
+       types.float64, types.intp, types.intp),
 }
 _MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
@@ -60,30 +66,82 @@ def _entry(name, dtype):
     Every array argument is typed as any-layout ('A'), so one compilation per
     dtype serves contiguous arrays and strided views alike (the kernels read
     the strides), and the call skips the dispatcher's type matching.
-    ``compile`` loads from the on-disk cache when it can.
+    ``compile`` loads from the on-disk cache when it can; where a background
+    process (:mod:`npmdn._numba.warm`) is compiling this kernel, it waits for
+    that process first and then loads what it wrote.
     """
     key = (name, dtype)
     fn = _entries.get(key)
     if fn is None:
-        fn = _entries[key] = getattr(_MODULES[name], name).compile(_SIGS[name](dtype))
+        _warm.wait_for(name)
+        fn = _entries[key] = dispatcher(name).compile(_SIGS[name](dtype))
     return fn
 
 
-def _n_chunks():
-    return config.CHUNKS_PER_THREAD * get_num_threads()
+def dispatcher(name):
+    """Numba's dispatcher of the kernel ``name`` (a key of :data:`_SIGS`)."""
+    return getattr(_MODULES[name], name)
 
 
-def _call(fn, work, per_thread, *args):
-    """``fn(*args)`` on at most ``work // per_thread`` threads (at least one)."""
-    threads = get_num_threads()
-    use = max(1, min(threads, work // per_thread))
-    if use == threads:
-        return fn(*args)
-    set_num_threads(use)
+def signature(name, dtype):
+    """The one signature ``name`` is compiled for, for arrays of ``dtype``."""
+    return _SIGS[name](np.dtype(dtype))
+
+
+def _n_chunks(n_tiles):
+    """The chunks of tiles a call is cut into: ``CHUNKS_PER_THREAD`` per thread.
+
+    A chunk is a range of whole tiles, and a tile's result depends on the tile
+    only, so the results are the same bit for bit for any number of chunks."""
+    return max(1, min(n_tiles, config.CHUNKS_PER_THREAD * get_num_threads()))
+
+
+# The kernels are serial and release the GIL (``nogil=True``); a call runs the
+# chunks of its work on the calling thread and on up to get_num_threads() - 1
+# threads of this pool, each taking the next chunk not yet taken. A parallel
+# (prange) kernel would cost 2-3 times the compile time on a fresh install.
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers():
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max(1, _nb_config.NUMBA_NUM_THREADS - 1),
+                                           thread_name_prefix="npmdn-kernel")
+    return _pool
+
+
+def _call(fn, work, per_thread, n_chunks, *args):
+    """``fn(*args, c0, c1)`` over the chunks ``[0, n_chunks)`` on at most
+    ``work // per_thread`` threads (at least one, the caller's; at most
+    ``numba.get_num_threads()``)."""
+    use = min(get_num_threads(), work // per_thread, n_chunks)
+    if use <= 1:
+        return fn(*args, 0, n_chunks)
+    lock = threading.Lock()
+    nxt = [0]
+
+    def run():
+        while True:
+            with lock:
+                c = nxt[0]
+                nxt[0] = c + 1
+            if c >= n_chunks:
+                return
+            fn(*args, c, c + 1)
+
+    futures = [_workers().submit(run) for _ in range(use - 1)]
     try:
-        return fn(*args)
+        run()
     finally:
-        set_num_threads(threads)
+        # A helper that has not started yet finds nothing left to do: cancel it rather
+        # than wait for it to be scheduled (milliseconds on a busy machine).
+        for f in futures:
+            if not f.cancel():
+                f.result()
 
 
 def _rows2d(a, n, width):
@@ -127,8 +185,10 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
-    _call(_head_entry(d, s, dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
-          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, config.HEAD_TILE, _n_chunks())
+    tile = config.HEAD_TILE
+    chunks = _n_chunks(-(-n // tile))
+    _call(_head_entry(d, s, dtype), n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
+          *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, tile, chunks)
     for dst, v, t in zip(out, outs2d, tmp, strict=True):
         if v is None:  # an output the kernel could not write in place
             dst[...] = t.reshape(dst.shape)
@@ -140,8 +200,10 @@ def log_prob(logits, mu, log_sigma, y):
     (n, _, d, s), ins = _head_args(logits, mu, log_sigma, y)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
-    _call(_head_entry(d, s, logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD,
-          *ins, out, unused, unused, unused, False, config.HEAD_TILE, _n_chunks())
+    tile = config.HEAD_TILE
+    chunks = _n_chunks(-(-n // tile))
+    _call(_head_entry(d, s, logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
+          *ins, out, unused, unused, unused, False, tile, chunks)
     return out
 
 
@@ -157,11 +219,13 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
     ins = (_in2d(logits, n, k), _in2d(mu, n, k * d), _in2d(log_sigma, n, k * s))
     out = np.empty((n, n_samples, d), dtype)
     seed = int(seed)
+    tile = config.SAMPLE_TILE
+    chunks = _n_chunks(-(-(n * n_samples) // tile))
     _call(
         _entry("sample_kernel", dtype), n * n_samples, config.SAMPLE_MIN_DRAWS_PER_THREAD,
-        *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
+        chunks, *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),
         np.uint64(row_offset), method == "gumbel", float(temperature), float(sigma_scale),
-        out.reshape(n * n_samples, d), config.SAMPLE_TILE, _n_chunks(), GUMBEL_MARGIN,
+        out.reshape(n * n_samples, d), tile, chunks, GUMBEL_MARGIN,
     )
     return out
 
@@ -170,14 +234,31 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
 # first-run compilation, said out loud
 # --------------------------------------------------------------------------
 
-# the kernels a run compiles (each 5-15 s on a small machine) and what each does
+# the kernels a run compiles and what each does
 KERNELS = {"head_kernel": "log-likelihood", "full_kernel": "full-covariance log-likelihood",
            "sample_kernel": "sampling",
            "train_epoch_parallel": "training", "train_epoch_serial": "training"}
+# about how long each takes to compile on one core of a 2-core machine (measured; for
+# the messages only)
+COMPILE_SECONDS = {"head_kernel": 4, "full_kernel": 4, "sample_kernel": 4,
+                   "train_epoch_parallel": 20, "train_epoch_serial": 8}
+_notes: list = []  # callbacks registered by on_compile
+
+
+def compile_seconds(name) -> float:
+    return COMPILE_SECONDS.get(name, 10)
+
+
+def say(message) -> None:
+    """Pass ``message`` (a sentence about compiling) to every :func:`on_compile` callback."""
+    for note in list(_notes):
+        note(message)
 
 
 def on_compile(callback) -> None:
-    """Call ``callback(what)`` whenever one of :data:`KERNELS` starts compiling.
+    """Call ``callback(message)`` whenever one of :data:`KERNELS` starts compiling
+    (``message``: what compiles and about how long it takes), and when a
+    background compile starts or is waited for (:mod:`npmdn._numba.warm`).
 
     Loading a kernel from Numba's on-disk cache is no compilation and calls
     nothing, so this fires on the first run on a machine (or after an upgrade)
@@ -191,9 +272,11 @@ def on_compile(callback) -> None:
             fn = getattr(ev.data.get("dispatcher"), "py_func", None)
             name = getattr(fn, "__name__", None)
             if name in KERNELS and getattr(fn, "__module__", "").startswith(__package__):
-                callback(KERNELS[name])
+                callback(f"compiling the numba {KERNELS[name]} kernel for this machine "
+                         f"(first run only, about {compile_seconds(name)} s)...")
 
         def on_end(self, ev):
             pass
 
+    _notes.append(callback)
     event.register("numba:compile", _Listener())

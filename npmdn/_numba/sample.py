@@ -38,7 +38,7 @@ other: about 1e-15 per draw.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .vmath import (
     NEGLOG32_REL,
@@ -92,9 +92,9 @@ def uniform(x):
     return (np.float64(x) + 0.5) * _TWO_M32
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy")
 def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
-                  out, tile, n_chunks, margin):
+                  out, tile, n_chunks, margin, c0, c1):
     """``out[i * J + j, :]`` = draw j of row i; ``out`` is [N * J, D] C-contiguous.
 
     ``key0, key1, row_offset`` are uint64 (the seed's key halves and the
@@ -117,7 +117,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     ss = out.dtype.type(sigma_scale)
     zero = out.dtype.type(0.0)
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
-    for c in prange(n_chunks):
+    for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         vi = np.empty(tile, np.int64)  # row of each lane (in the batch)
         vr = np.empty(tile, np.int64)  # row of each lane, counted from the tile's first row

@@ -92,11 +92,10 @@ def note_compiles(backend, quiet: bool) -> None:
 
     said = set()
 
-    def say(what):
-        if what not in said:
-            said.add(what)
-            print(f"npmdn: compiling the numba {what} kernel for this machine (first run "
-                  "only, about 10 s)...", file=sys.stderr, flush=True)
+    def say(message):
+        if message not in said:
+            said.add(message)
+            print(f"npmdn: {message}", file=sys.stderr, flush=True)
 
     on_compile(say)
 

@@ -1,0 +1,176 @@
+"""Compile kernels into Numba's disk cache in another process, while this one works.
+
+On a fresh install (or after an upgrade) a fit on the numba backend compiles
+its training kernel and, once trained, the log-likelihood and sampling
+kernels, several seconds each. Numba compiles under one global lock, so two
+threads of a process cannot compile side by side; two processes can, into the
+same on-disk cache. So when a fit starts and the kernels it will need after
+training are not in the cache, :func:`start` launches one background process,
+``python -m npmdn._numba.warm DTYPE NAME...``, that compiles them (and writes
+them to the cache) while this process compiles the training kernel and trains.
+When this process needs one of them, :func:`wait_for` waits for that process,
+and Numba then loads the kernel from the cache instead of compiling it.
+
+Why it is safe:
+
+* A kernel compiled in the other process is the same function with the same
+  signature, and Numba's cache key (signature, CPU, bytecode hash) and source
+  stamp make a process load only what it would itself have compiled. Numba
+  writes its cache files to a temporary name and renames them
+  (``IndexDataCacheFile._open_for_write``), so no process reads half a file; a
+  data file that the index names but that is not there yet reads as a miss.
+* Both processes never compile the same function at once: :func:`wait_for`
+  waits for the background process before this one compiles any function that
+  process is compiling (whatever the dtype: two processes adding different
+  signatures to one index at the same time could mix up their entries).
+* Whatever goes wrong there costs time only: a background process that fails,
+  is killed, cannot write the cache (a read-only install falls back to Numba's
+  user-wide cache directory in both processes alike) or does not start leaves
+  this process to compile the kernel itself when it needs it, as it would
+  without this module. A wait lasts at most :data:`WAIT_LIMIT` seconds;
+  then the background process is stopped and this one compiles.
+* A reaper thread waits for the process, so it never lingers as a zombie; one
+  still compiling when this process exits finishes on its own (Ctrl-C reaches
+  it too: it stays in the terminal's process group).
+* Nothing starts when every kernel is compiled or cached (:func:`is_cached`
+  reads Numba's small index file; a wrong answer only costs time), with
+  ``NPMDN_BACKGROUND_COMPILE=0``, or on a single-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .. import config
+
+# seconds to wait for a background compile before compiling here instead
+WAIT_LIMIT = 120.0
+
+_jobs: list = []  # the background processes this process started (_Job)
+_lock = threading.Lock()
+
+
+class _Job:
+    def __init__(self, proc, dtype, names):
+        self.proc, self.dtype, self.names = proc, dtype, tuple(names)
+        self.started = time.monotonic()
+        self.reaper = threading.Thread(target=self._reap, daemon=True,
+                                       name="npmdn-compile-reaper")
+        self.reaper.start()
+
+    def _reap(self):
+        try:
+            self.proc.wait()
+        except Exception:  # noqa: BLE001 - the waiting side reaps it then
+            pass
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def seconds_left(self, name) -> float:
+        """About how long until ``name`` is in the cache (the kernels compile in order)."""
+        from .kernels import compile_seconds
+
+        upto = self.names[: self.names.index(name) + 1]
+        return sum(compile_seconds(n) for n in upto) - (time.monotonic() - self.started)
+
+
+def enabled() -> bool:
+    """Whether background compiles may start here (see the module docstring)."""
+    if os.environ.get(config.ENV_BACKGROUND_COMPILE, "1").strip() == "0":
+        return False
+    if not sys.executable or getattr(sys, "frozen", False):
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores >= 2
+
+
+def is_cached(name, dtype) -> bool:
+    """Whether Numba's disk cache holds ``name`` for ``dtype`` (without loading it).
+
+    Reads the kernel's index file and looks for the key Numba itself would
+    look up. Any surprise reads as True: then nothing starts and this process
+    compiles on demand, as without this module.
+    """
+    from .kernels import dispatcher, signature
+
+    try:
+        disp = dispatcher(name)
+        cache = disp._cache
+        key = cache._index_key(signature(name, dtype), disp.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - Numba internals differ: behave as before
+        return True
+
+
+def start(dtype, names) -> tuple:
+    """Compile the kernels ``names`` for ``dtype`` in a background process,
+    those of them that are not compiled, cached or being compiled already.
+    Returns the names it started on (maybe none)."""
+    from . import kernels
+
+    dtype = np.dtype(dtype)
+    if not enabled():
+        return ()
+    with _lock:
+        busy = {n for job in _jobs if job.running() for n in job.names}
+        todo = [n for n in names if (n, dtype) not in kernels._entries and n not in busy]
+        todo = [n for n in todo if not is_cached(n, dtype)]
+        if not todo:
+            return ()
+        env = {**os.environ, config.ENV_BACKGROUND_COMPILE: "0"}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, dtype.name, *todo],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=env, close_fds=True)
+        except OSError:
+            return ()
+        _jobs.append(_Job(proc, dtype, todo))
+    kernels.say(f"compiling the numba {_and([kernels.KERNELS[n] for n in todo])} "
+                f"kernel{'s' if len(todo) > 1 else ''} in the background (first run only)...")
+    return tuple(todo)
+
+
+def wait_for(name) -> None:
+    """Return once no background process of this process is compiling ``name``."""
+    from . import kernels
+
+    with _lock:
+        jobs = [job for job in _jobs if name in job.names and job.running()]
+    for job in jobs:
+        left = job.seconds_left(name)
+        kernels.say(f"waiting for the numba {kernels.KERNELS[name]} kernel, compiling in "
+                    f"the background (first run only, about {max(1, round(left))} s)...")
+        try:
+            job.proc.wait(timeout=WAIT_LIMIT)
+        except subprocess.TimeoutExpired:
+            job.proc.kill()  # this process compiles it instead
+            job.proc.wait()
+
+
+def _and(words):
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def main(argv) -> int:
+    """``python -m npmdn._numba.warm DTYPE NAME...``: compile into the disk cache."""
+    from . import kernels
+
+    dtype = np.dtype(argv[0])
+    for name in argv[1:]:
+        kernels._entry(name, dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
