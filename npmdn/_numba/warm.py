@@ -6,7 +6,8 @@ kernels, several seconds each. Numba compiles under one global lock, so two
 threads of a process cannot compile side by side; two processes can, into the
 same on-disk cache. So when a fit starts and the kernels it will need after
 training are not in the cache, :func:`start` launches one background process,
-``python -m npmdn._numba.warm DTYPE NAME...``, that compiles them (and writes
+``python -c "...main(sys.argv[1:])" DTYPE NAME...`` (this module's :func:`main`,
+imported from this very install), that compiles them (and writes
 them to the cache) while this process compiles the training kernel and trains.
 When this process needs one of them, :func:`wait_for` waits for that process,
 and Numba then loads the kernel from the cache instead of compiling it.
@@ -128,9 +129,13 @@ def start(dtype, names) -> tuple:
         if not todo:
             return ()
         env = {**os.environ, config.ENV_BACKGROUND_COMPILE: "0"}
+        # this very npmdn, not one that the working directory would put first on the path
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (f"import sys; sys.path.insert(0, {root!r}); "
+                "from npmdn._numba.warm import main; sys.exit(main(sys.argv[1:]))")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, dtype.name, *todo],
+                [sys.executable, "-c", code, dtype.name, *todo],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=env, close_fds=True)
         except OSError:
@@ -163,7 +168,7 @@ def _and(words):
 
 
 def main(argv) -> int:
-    """``python -m npmdn._numba.warm DTYPE NAME...``: compile into the disk cache."""
+    """Compile the kernels ``NAME...`` for ``DTYPE`` (``argv``) into the disk cache."""
     from . import kernels
 
     dtype = np.dtype(argv[0])
@@ -171,6 +176,3 @@ def main(argv) -> int:
         kernels._entry(name, dtype)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
