@@ -32,10 +32,23 @@ Which backend runs, first match wins:
 
 Asking for a backend that cannot run here raises :class:`BackendUnavailable`
 naming what is missing; npmdn never falls back silently to another backend.
+
+BLAS threads (:func:`one_blas_thread`): the network's matrix products on the
+CPU backends are small (a batch of 256 rows by 64 units; inference in passes
+of ``config.NETWORK_PASS`` rows), gain little from BLAS threads and lose badly
+when other processes compete for the cores (a numpy-backend fit took 3x
+longer with OpenBLAS's default threads and two busy processes on a 2-core
+machine); OpenBLAS's idle threads also spin after each product, against the
+numba backend's own threads. So training and inference hold BLAS at one
+thread, through ``threadpoolctl`` (``pip install npmdn[fast]``), and give the
+caller's setting back afterwards. Without threadpoolctl BLAS keeps its
+threads: set ``OPENBLAS_NUM_THREADS=1`` (or ``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``) instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import importlib
 import importlib.util
 import os
@@ -252,3 +265,52 @@ def backend_for_arrays(arrays, name=None) -> Backend:
         return get_backend("numba")
     except BackendUnavailable:
         return get_backend("numpy")
+
+
+# --------------------------------------------------------------------------
+# BLAS threads
+# --------------------------------------------------------------------------
+
+_blas_lock = threading.Lock()
+_blas_users = 0  # callers inside one_blas_thread (main thread)
+_blas_limiter = None  # threadpoolctl's limiter while any is, to give the setting back
+
+
+def _limit_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    try:
+        return threadpool_limits(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001 - a BLAS threadpoolctl cannot drive: leave it be
+        return None
+
+
+@contextlib.contextmanager
+def one_blas_thread(backend: Backend):
+    """Hold the host's BLAS at one thread inside (CPU backends; with threadpoolctl).
+
+    Nests: the outermost gives back the setting found on entry. Acts in the
+    main thread only: OpenBLAS takes a thread count set from the main thread
+    and ignores one set from another (measured, OpenBLAS 0.3.31), so a limit
+    set or given back from another thread could not be undone (Dask's workers
+    run BLAS on one thread anyway). Without ``threadpoolctl`` it does nothing
+    (see the module docstring).
+    """
+    global _blas_users, _blas_limiter
+    if backend.on_device or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _limit_blas()
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                limiter, _blas_limiter = _blas_limiter, None
+                limiter.restore_original_limits()

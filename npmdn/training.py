@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _checks as C
 from . import mixture, standardization
+from .backend import one_blas_thread
 from .optim import OPTIMIZERS, clip_by_global_norm
 from .progress import Progress
 from .regularization import Noise, diagnostic_rows, mixture_diagnostics, noise_arg
@@ -240,7 +241,9 @@ def fit(model, x, y, *, validation_data=None, **kwargs) -> History:
         model.x_shift, model.x_scale, model.y_shift, model.y_scale = stats
     noise = Noise.of_fit(opts.noise_x, opts.noise_y, x.shape[0], model.in_dim, model.out_dim,
                          seed)
-    return _Run(model, opt, opts, rng, x, y, xv, yv, noise).train()
+    # small products: BLAS on one thread (npmdn.backend says why)
+    with one_blas_thread(model.backend):
+        return _Run(model, opt, opts, rng, x, y, xv, yv, noise).train()
 
 
 def _check_standardized(model, stats, pairs):
