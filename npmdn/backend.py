@@ -109,10 +109,11 @@ def _load_numba() -> Backend:
         )
     try:
         from ._numba import kernels as nk
-        from ._numba import train as nt
+        from ._numba import warm
     except ImportError as exc:  # e.g. numba present but llvmlite broken
         raise BackendUnavailable(f"backend 'numba' could not load: {exc}") from exc
-    return Backend("numba", np, nk.nll_grad, nk.log_prob, nk.sample, fused_fit=nt.plan)
+    # the fused epoch (npmdn._numba.train), with a first run's background compile
+    return Backend("numba", np, nk.nll_grad, nk.log_prob, nk.sample, fused_fit=warm.plan)
 
 
 def _load_cupy() -> Backend:

@@ -39,7 +39,6 @@ from ..fullcov import is_full
 from . import full as _full
 from . import head as _head
 from . import sample as _sample
-from . import warm as _warm
 
 _A1 = {dt: types.Array(types.float32 if dt == np.float32 else types.float64, 1, "A")
        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
@@ -58,6 +57,9 @@ _SIGS = {
 _MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
+# called with a kernel's name before it compiles here; npmdn._numba.warm sets it to wait
+# for a background process that is compiling that kernel
+before_compile = None
 
 
 def _entry(name, dtype):
@@ -73,7 +75,8 @@ def _entry(name, dtype):
     key = (name, dtype)
     fn = _entries.get(key)
     if fn is None:
-        _warm.wait_for(name)
+        if before_compile is not None:
+            before_compile(name)
         fn = _entries[key] = dispatcher(name).compile(_SIGS[name](dtype))
     return fn
 

@@ -48,7 +48,6 @@ from numba import get_num_threads, njit, prange, set_num_threads, types
 from .. import config, philox
 from ..fullcov import is_full
 from ..optim import SGD, Adam
-from . import warm as _warm
 from .head import head_soa
 from .regularization import add_noise, floor_scales
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
@@ -546,6 +545,13 @@ class FusedFit:
         return float(st[3]), (step, what, float(st[2]))
 
 
+def applies(head, opt, activation) -> bool:
+    """Whether an epoch can run fused here (see :func:`plan`)."""
+    if os.environ.get(config.ENV_FUSED_FIT, "1") == "0" or is_full(head[1], head[2]):
+        return False
+    return type(opt) in (Adam, SGD) and activation in ACTIVATIONS
+
+
 def plan(net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None, log_floor=None):
     """A :class:`FusedFit` when an epoch can run fused here, else None (the step loop runs).
 
@@ -554,12 +560,6 @@ def plan(net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None, lo
     factors train in the step loop with ``full.full_kernel``), and
     ``NPMDN_FUSED_FIT`` is not ``0``.
     """
-    full = is_full(head[1], head[2])
-    fused = (os.environ.get(config.ENV_FUSED_FIT, "1") != "0" and not full
-             and type(opt) in (Adam, SGD) and net.activation in ACTIVATIONS)
-    # On a first run, the kernels needed after training compile in another process
-    # meanwhile (the step loop needs the head kernel at once: it compiles here).
-    _warm.start(net.dtype, (["head_kernel"] if fused else []) + ["sample_kernel"])
-    if not fused:
+    if not applies(head, opt, net.activation):
         return None
     return FusedFit(net, head, opt, xs, ys, bs, steps, clip_norm, noise, rows, log_floor)

@@ -4,8 +4,9 @@ On a fresh install (or after an upgrade) a fit on the numba backend compiles
 its training kernel and, once trained, the log-likelihood and sampling
 kernels, several seconds each. Numba compiles under one global lock, so two
 threads of a process cannot compile side by side; two processes can, into the
-same on-disk cache. So when a fit starts and the kernels it will need after
-training are not in the cache, :func:`start` launches one background process,
+same on-disk cache. So when a fit starts (:func:`plan`, the numba backend's
+``fused_fit``) and the kernels it will need after training are not in the
+cache, :func:`start` launches one background process,
 ``python -c "...main(sys.argv[1:])" DTYPE NAME...`` (this module's :func:`main`,
 imported from this very install), that compiles them (and writes
 them to the cache) while this process compiles the training kernel and trains.
@@ -49,6 +50,7 @@ import time
 import numpy as np
 
 from .. import config
+from . import kernels, train
 
 # seconds to wait for a background compile before compiling here instead
 WAIT_LIMIT = 120.0
@@ -76,10 +78,8 @@ class _Job:
 
     def seconds_left(self, name) -> float:
         """About how long until ``name`` is in the cache (the kernels compile in order)."""
-        from .kernels import compile_seconds
-
         upto = self.names[: self.names.index(name) + 1]
-        return sum(compile_seconds(n) for n in upto) - (time.monotonic() - self.started)
+        return sum(kernels.compile_seconds(n) for n in upto) - (time.monotonic() - self.started)
 
 
 def enabled() -> bool:
@@ -102,23 +102,28 @@ def is_cached(name, dtype) -> bool:
     look up. Any surprise reads as True: then nothing starts and this process
     compiles on demand, as without this module.
     """
-    from .kernels import dispatcher, signature
-
     try:
-        disp = dispatcher(name)
+        disp = kernels.dispatcher(name)
         cache = disp._cache
-        key = cache._index_key(signature(name, dtype), disp.targetctx.codegen())
+        key = cache._index_key(kernels.signature(name, dtype), disp.targetctx.codegen())
         return key in cache._cache_file._load_index()
     except Exception:  # noqa: BLE001 - Numba internals differ: behave as before
         return True
+
+
+def plan(net, head, opt, *args, **kwargs):
+    """:func:`npmdn._numba.train.plan`, after starting the background compile of the
+    kernels the fit will need later: the head kernel after a fused fit (the step
+    loop needs it at once, so it compiles here) and the sampling kernel."""
+    fused = train.applies(head, opt, net.activation)
+    start(net.dtype, (["head_kernel"] if fused else []) + ["sample_kernel"])
+    return train.plan(net, head, opt, *args, **kwargs)
 
 
 def start(dtype, names) -> tuple:
     """Compile the kernels ``names`` for ``dtype`` in a background process,
     those of them that are not compiled, cached or being compiled already.
     Returns the names it started on (maybe none)."""
-    from . import kernels
-
     dtype = np.dtype(dtype)
     if not enabled():
         return ()
@@ -148,8 +153,6 @@ def start(dtype, names) -> tuple:
 
 def wait_for(name) -> None:
     """Return once no background process of this process is compiling ``name``."""
-    from . import kernels
-
     with _lock:
         jobs = [job for job in _jobs if name in job.names and job.running()]
     for job in jobs:
@@ -163,14 +166,15 @@ def wait_for(name) -> None:
             job.proc.wait()
 
 
+kernels.before_compile = wait_for
+
+
 def _and(words):
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def main(argv) -> int:
     """Compile the kernels ``NAME...`` for ``DTYPE`` (``argv``) into the disk cache."""
-    from . import kernels
-
     dtype = np.dtype(argv[0])
     for name in argv[1:]:
         kernels._entry(name, dtype)

@@ -35,6 +35,8 @@ LAYERS = [
      "npmdn.architecture", "npmdn.regularization"],
     # 3: the fused training epoch (with the noise and floor of layer 2), the CUDA launcher
     ["npmdn._numba.train", "npmdn._cuda.kernels"],
+    # the numba backend's first-run background compile, around the fused epoch
+    ["npmdn._numba.warm"],
     # 4: the switch, which loads the backends
     ["npmdn.backend"],
     # 5: the raw-parameter API, scores, training
