@@ -33,16 +33,20 @@ Which backend runs, first match wins:
 Asking for a backend that cannot run here raises :class:`BackendUnavailable`
 naming what is missing; npmdn never falls back silently to another backend.
 
-BLAS threads (:func:`one_blas_thread`): the network's matrix products on the
-CPU backends are small (a batch of 256 rows by 64 units; inference in passes
-of ``config.NETWORK_PASS`` rows), gain little from BLAS threads and lose badly
-when other processes compete for the cores (a numpy-backend fit took 3x
-longer with OpenBLAS's default threads and two busy processes on a 2-core
+BLAS threads (:func:`one_blas_thread`): the network's matrix products in
+training are small (a batch of 256 rows by 64 units, the diagnostics' rows
+each epoch), gain nothing from BLAS threads and lose badly when other
+processes compete for the cores (a numpy-backend fit took 3x to 15x longer
+with OpenBLAS's default threads beside two busy processes on a 2-core
 machine); OpenBLAS's idle threads also spin after each product, against the
-numba backend's own threads. So training and inference hold BLAS at one
-thread, through ``threadpoolctl`` (``pip install npmdn[fast]``), and give the
-caller's setting back afterwards. Without threadpoolctl BLAS keeps its
-threads: set ``OPENBLAS_NUM_THREADS=1`` (or ``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``) instead.
+numba backend's own threads. So ``fit`` holds BLAS at one thread, through
+``threadpoolctl`` (``pip install npmdn[fast]``), and gives the caller's
+setting back afterwards. Inference keeps the caller's setting: a float32
+row's result may depend on BLAS's threads (``config.NETWORK_PASS``), and
+Dask's worker threads, where OpenBLAS takes no thread count, must give the
+rows of the main thread. Without threadpoolctl BLAS keeps its threads in
+``fit`` too: set ``OPENBLAS_NUM_THREADS=1`` (or ``OMP_NUM_THREADS=1``,
+``MKL_NUM_THREADS=1``) instead.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 from . import _checks as C
 from . import config, mixture, persistence, standardization, training
 from .architecture import CONFIG_KEYS, count_params, file_layout, head_size  # noqa: F401
-from .backend import Backend, get_backend, one_blas_thread
+from .backend import Backend, get_backend
 from .fullcov import pairs
 from .mixture import COVARIANCES, scale_size
 from .nn import ACTIVATIONS, MLP
@@ -307,14 +307,13 @@ class MDN(DistributionQueries):
         the row and its index (``config.NETWORK_PASS`` says why)."""
         rows = self._network_pass()
         n = xs.shape[0]
-        with one_blas_thread(self.backend):  # small products (npmdn.backend says why)
-            if n <= rows:
-                out, _ = self.net.forward(xs)
-            else:
-                out = self.backend.xp.empty((n, self.head_size), dtype=self.dtype)
-                for a in range(0, n, rows):
-                    h, _ = self.net.forward(xs[a : a + rows])
-                    out[a : a + rows] = h
+        if n <= rows:
+            out, _ = self.net.forward(xs)
+        else:
+            out = self.backend.xp.empty((n, self.head_size), dtype=self.dtype)
+            for a in range(0, n, rows):
+                h, _ = self.net.forward(xs[a : a + rows])
+                out[a : a + rows] = h
         self._floor(out)
         return out
 
