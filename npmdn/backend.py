@@ -52,10 +52,10 @@ rows of the main thread. Without threadpoolctl BLAS keeps its threads in
 from __future__ import annotations
 
 import contextlib
-import threading
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
