@@ -451,6 +451,100 @@ def cos_sin_2pi(u):
 
 
 # --------------------------------------------------------------------------
+# Box-Muller in float32 from the 32-bit words (the float32 sampler)
+# --------------------------------------------------------------------------
+
+# -log u within NEGLOG_F32_ULP ulp of float32, cos and sin of 2 pi u within
+# COS_SIN_F32_ULP ulp (relative to the value: no absolute floor), for every word:
+# checked over all 2**32 words' extremes and 1e8 random ones by
+# tests/backends/test_numba_internals.py (and bench/check_normals32.py in the notes)
+_W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
+_TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
+_TWO_M33_F = 1.1641532182693481e-10  # 2**-33
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def neglog_word_f32(x):
+    """``-log u`` in float32 for the uniform ``u = (x + 0.5) 2**-32`` of a 32-bit
+    word ``x``, to a few float32 ulp (relative) for every word, with no float64.
+
+    ``u`` is never rounded to float32 first: that would cost an absolute error
+    of 2**-25 in ``log u``, all of ``-log u`` near ``u = 1``. Instead ``log u =
+    k ln 2 + log(1 + f)`` with ``1 + f`` in [sqrt(2)/2, sqrt(2)) and ``f`` formed
+    from the odd integer ``X = 2x + 1`` (mod 2**32) with a single rounding:
+
+    - ``u < 1/2`` (``x < 2**31``): ``u = X 2**-33``, ``X < 2**32``; k and f from
+      the float32 ``X`` (one rounding) as in ``log32``.
+    - ``1/2 <= u < sqrt(2)/2``: ``2u - 1 = X 2**-32`` (X wrapped), ``k = -1``.
+    - ``u >= sqrt(2)/2``: ``1 - u = (-X mod 2**32) 2**-33``, ``k = 0``, ``f = -(1 - u)``:
+      relative precision down to ``1 - u = 2**-33`` (``-log u ~ 1 - u``).
+
+    ``log(1 + f)`` is fdlibm's float32 kernel (``_log_core32``). Rounding ``f``
+    changes ``log(1 + f)`` by at most ``2**-24 |f| / (1 + f)``, relative at most
+    ``1.42 * 2**-24`` of ``-log u`` in every branch.
+    """
+    always_inline()
+    f32 = np.float32
+    xi = np.uint32(x)
+    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
+    Xn = np.uint32(np.uint32(0) - X)  # 2 (2**32 - 1 - x) + 1: (1 - u) 2**33
+    y = f32(X)
+    fa, ea = _reduce32(y)  # u < 1/2: u = y 2**-33 = 2**(ea - 33) (1 + fa)
+    fb = y * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(f32(Xn) * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
+    low = xi < np.uint32(0x80000000)
+    high = xi >= np.uint32(_W_SQRT_HALF)
+    f = fa if low else (fc if high else fb)
+    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    return -_log_core32(f, k)
+
+
+# Cephes sinf/cosf minimax polynomials on |a| <= pi/4
+_SINF = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
+_COSF = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
+_TWO_PI_M33 = 7.314590396335798e-10  # 2 pi 2**-33 (float32: relative error 2.8e-8)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def cos_sin_2pi_word32(x):
+    """``(cos 2 pi u, sin 2 pi u)`` in float32 for ``u = (x + 0.5) 2**-32`` of a
+    32-bit word ``x``, each to a few float32 ulp relative to its own value.
+
+    The range reduction is exact and on the integer: the nearest quarter turn
+    ``q`` is the top two bits of ``x + 2**29``, and the rest of the turn is
+    ``(2 r + 1) 2**-33`` with ``r`` the signed low 30 bits, so the reduced angle
+    ``a = 2 pi (2 r + 1) 2**-33`` lies in ``[-pi/4, pi/4]`` and carries only the
+    rounding of the odd integer ``2 r + 1`` (< 2**30) to float32 and of the
+    product. Then Cephes' float32 sine and cosine polynomials, and the rotation
+    by ``q`` quarter turns through swaps and sign bits (as ``cos_sin_2pi``).
+    """
+    always_inline()
+    f32 = np.float32
+    xi = np.uint32(x)
+    xs = np.uint32(xi + np.uint32(0x20000000))  # + 2**29 (mod 2**32): round to a quarter
+    q = np.int32(xs >> np.uint32(30))
+    rr = np.int32(xs & np.uint32(0x3FFFFFFF))  # r + 2**29, r in [-2**29, 2**29)
+    z = np.int32(np.int32(rr << np.int32(1)) - np.int32(0x3FFFFFFF))  # 2 r + 1, odd
+    zf = f32(z)
+    a = zf * f32(_TWO_PI_M33)
+    s2 = a * a
+    ps = f32(_SINF[0])
+    ps = ps * s2 + f32(_SINF[1])
+    ps = ps * s2 + f32(_SINF[2])
+    sn = a + a * s2 * ps
+    pc = f32(_COSF[0])
+    pc = pc * s2 + f32(_COSF[1])
+    pc = pc * s2 + f32(_COSF[2])
+    cs = f32(1.0) - f32(0.5) * s2 + s2 * s2 * pc
+    odd = (q & np.int32(1)) != np.int32(0)
+    c0 = sn if odd else cs
+    s0 = cs if odd else sn
+    cc = i2f32(f2i(c0) ^ np.int32(((q + np.int32(1)) & np.int32(2)) << np.int32(30)))
+    ss = i2f32(f2i(s0) ^ np.int32((q & np.int32(2)) << np.int32(30)))
+    return cc, ss
+
+
+# --------------------------------------------------------------------------
 # vector width
 # --------------------------------------------------------------------------
 
