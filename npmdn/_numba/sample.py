@@ -7,10 +7,20 @@ the same component choices and, to rounding, the same normals.
 
 Draws are flattened, ``f = i * J + j``, and processed in tiles of ``T``
 draws; the innermost loops run over the tile's lanes so that LLVM vectorises
-the Philox rounds (32 x 32 -> 64-bit multiplies), the float64 logs of the
-Gumbel keys and the Box-Muller transform. What depends on the row only
-(``a / T``, the cumulative weights) is computed once per row of the tile.
-Component choices and normals are float64, as in the reference; the value
+the Philox rounds (32 x 32 -> 64-bit multiplies), the Gumbel screen and the
+Box-Muller transform. What depends on the row only (``a / T``, the
+cumulative weights, mu, sigma) is computed once per row of the tile, in
+component-major tables ``[k, row]`` transposed from the inputs once, so that
+those loops (exp of log sigma included) vectorise too; the race factors of
+the Gumbel screen reach the lanes row by row (a broadcast) when a row has at
+least 8 draws, by a gather otherwise.
+
+Component choices are float64, as in the reference. The normals are
+computed in the output's precision (``normal_pair``): float64 output takes
+the reference's float64 Box-Muller; float32 output takes a float32
+Box-Muller from the same words (``neglog_word_f32``, ``cos_sin_2pi_word32``
+in vmath, 16 lanes per vector), within ``philox.NORMALS_FLOAT32_RTOL``
+(3e-7 relative) of the exact value, see :mod:`npmdn.philox`. The value
 ``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype. For
 full-covariance factors (:mod:`npmdn.fullcov`) it is ``mu + sigma_scale * v``
 with ``U v = eps`` solved by back substitution, in the input dtype and the

@@ -454,10 +454,12 @@ def cos_sin_2pi(u):
 # Box-Muller in float32 from the 32-bit words (the float32 sampler)
 # --------------------------------------------------------------------------
 
-# -log u within NEGLOG_F32_ULP ulp of float32, cos and sin of 2 pi u within
-# COS_SIN_F32_ULP ulp (relative to the value: no absolute floor), for every word:
-# checked over all 2**32 words' extremes and 1e8 random ones by
-# tests/backends/test_numba_internals.py (and bench/check_normals32.py in the notes)
+# Measured against float64 over all 2**32 words, relative to each value (no absolute
+# floor: near u = 1 and near the zeros of cos and sin too): -log u within 1.406 * 2**-24,
+# r = sqrt(-2 log u) within 1.651 * 2**-24, cos and sin of 2 pi u within 2.221 * 2**-24;
+# so r cos and r sin within 4.87 * 2**-24 = 2.9e-7 (npmdn.philox.NORMALS_FLOAT32_RTOL = 3e-7),
+# (python -m bench.normals_float32), tested on the extremes and random words in
+# tests/backends/test_numba_internals.py
 _W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
 _TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
 _TWO_M33_F = 1.1641532182693481e-10  # 2**-33
@@ -479,30 +481,52 @@ def neglog_word_f32(x):
     - ``u >= sqrt(2)/2``: ``1 - u = (-X mod 2**32) 2**-33``, ``k = 0``, ``f = -(1 - u)``:
       relative precision down to ``1 - u = 2**-33`` (``-log u ~ 1 - u``).
 
-    ``log(1 + f)`` is fdlibm's float32 kernel (``_log_core32``). Rounding ``f``
-    changes ``log(1 + f)`` by at most ``2**-24 |f| / (1 + f)``, relative at most
-    ``1.42 * 2**-24`` of ``-log u`` in every branch.
+    ``log(1 + f)`` is fdlibm's float32 kernel (``_log_core32``), and the rounding
+    of the integer to float32 (its exact rest, at most ``2**-24 |f|``) enters
+    as the first-order correction ``rest / (1 + f)``, so that ``f`` is in effect
+    exact and the result carries the kernel's error only.
     """
     always_inline()
     f32 = np.float32
     xi = np.uint32(x)
     X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
-    Xn = np.uint32(np.uint32(0) - X)  # 2 (2**32 - 1 - x) + 1: (1 - u) 2**33
-    y = f32(X)
-    fa, ea = _reduce32(y)  # u < 1/2: u = y 2**-33 = 2**(ea - 33) (1 + fa)
-    fb = y * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
-    fc = -(f32(Xn) * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
     low = xi < np.uint32(0x80000000)
     high = xi >= np.uint32(_W_SQRT_HALF)
+    # the one integer to convert: X, or (1 - u) 2**33 = -X mod 2**32 near u = 1
+    N = np.uint32(np.uint32(0) - X) if high else X
+    nf = f32(N)
+    # ... and the exact rest N - nf (|rest| <= 128): N's halves are exact floats and
+    # (N >> 16) 2**16 - nf is exact (Sterbenz)
+    rest = (f32(N >> np.uint32(16)) * f32(65536.0) - nf) + f32(N & np.uint32(0xFFFF))
+    fa, ea = _reduce32(nf)  # u < 1/2: u = nf 2**-33 = 2**(ea - 33) (1 + fa)
+    fb = nf * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(nf * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
     f = fa if low else (fc if high else fb)
     k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
-    return -_log_core32(f, k)
+    # the rest in f's units: 2**-ea, 2**-32, -2**-33
+    sa = i2f32((np.int32(127) - ea) << np.int32(23))
+    scale = sa if low else (f32(-_TWO_M33_F) if high else f32(_TWO_M32_F))
+    # log(1 + f + d) = log(1 + f) + d / (1 + f) + O(d^2), d = rest * scale <= 2**-24 |f|;
+    # 1 / (1 + f) ~ 1 - f + f^2 within 7% on the range: the correction to 1e-8 ulp
+    corr = rest * scale * (f32(1.0) - f + f * f)
+    # _log_core32 with the correction folded in beside the low part of k ln 2
+    hfsq = f32(0.5) * f * f
+    s = f / (f32(2.0) + f)
+    z = s * s
+    w = z * z
+    t1 = w * (f32(_LG2_32) + w * f32(_LG4_32))
+    t2 = z * (f32(_LG1_32) + w * f32(_LG3_32))
+    R = t2 + t1
+    lo = k * f32(_LN2_LO32) + corr
+    return -(k * f32(_LN2_HI32) - ((hfsq - (s * (hfsq + R) + lo)) - f))
 
 
 # Cephes sinf/cosf minimax polynomials on |a| <= pi/4
 _SINF = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
 _COSF = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
-_TWO_PI_M33 = 7.314590396335798e-10  # 2 pi 2**-33 (float32: relative error 2.8e-8)
+# 2 pi 2**-33 = HI + LO, both float32 (HI + LO within 1.2e-15 relative)
+_TWO_PI_M33_HI = 7.31459059988282e-10
+_TWO_PI_M33_LO = -2.035470133961082e-17
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -513,10 +537,11 @@ def cos_sin_2pi_word32(x):
     The range reduction is exact and on the integer: the nearest quarter turn
     ``q`` is the top two bits of ``x + 2**29``, and the rest of the turn is
     ``(2 r + 1) 2**-33`` with ``r`` the signed low 30 bits, so the reduced angle
-    ``a = 2 pi (2 r + 1) 2**-33`` lies in ``[-pi/4, pi/4]`` and carries only the
-    rounding of the odd integer ``2 r + 1`` (< 2**30) to float32 and of the
-    product. Then Cephes' float32 sine and cosine polynomials, and the rotation
-    by ``q`` quarter turns through swaps and sign bits (as ``cos_sin_2pi``).
+    ``a = 2 pi (2 r + 1) 2**-33`` lies in ``[-pi/4, pi/4]``; it is formed from
+    the odd integer ``z = 2 r + 1`` (< 2**30, split into its float32 rounding and
+    the exact rest) and ``2 pi 2**-33`` as a float32 pair, so that it carries a
+    single rounding. Then Cephes' float32 sine and cosine polynomials, and the
+    rotation by ``q`` quarter turns through swaps and sign bits (as ``cos_sin_2pi``).
     """
     always_inline()
     f32 = np.float32
@@ -525,8 +550,10 @@ def cos_sin_2pi_word32(x):
     q = np.int32(xs >> np.uint32(30))
     rr = np.int32(xs & np.uint32(0x3FFFFFFF))  # r + 2**29, r in [-2**29, 2**29)
     z = np.int32(np.int32(rr << np.int32(1)) - np.int32(0x3FFFFFFF))  # 2 r + 1, odd
-    zf = f32(z)
-    a = zf * f32(_TWO_PI_M33)
+    zf = f32(z)  # z rounded to 24 bits, and the exact rest (|zr| <= 32)
+    zr = f32(np.int32(z - np.int32(zf)))
+    # a = 2 pi z 2**-33 with one rounding: zf * HI is exact inside the FMA
+    a = zf * f32(_TWO_PI_M33_HI) + (zr * f32(_TWO_PI_M33_HI) + zf * f32(_TWO_PI_M33_LO))
     s2 = a * a
     ps = f32(_SINF[0])
     ps = ps * s2 + f32(_SINF[1])
