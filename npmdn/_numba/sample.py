@@ -324,10 +324,11 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         for t in range(nt):
                             key = neglog_word32(W32[w, t]) * AT32[k, t]
                             b1 = best32[t]
-                            wins = key < b1
-                            second32[t] = b1 if wins else min(key, second32[t])
-                            best32[t] = key if wins else b1
-                            comp32[t] = k if wins else comp32[t]
+                            # branch-free (keys are never NaN): the runner-up is
+                            # min(max(key, best), second), the best min(key, best)
+                            second32[t] = min(max(key, b1), second32[t])
+                            best32[t] = min(key, b1)
+                            comp32[t] = k if key < b1 else comp32[t]
                 have = (K + 3) // 4 - 1
                 # too close to call: the reference's float64 keys, ties to the lowest k
                 # (counted in one vector pass first: about 1e-4 of the draws, most tiles none)

@@ -325,9 +325,11 @@ def log32(x):
 
 
 NEGLOG32_REL = 2e-5  # relative error bound of neglog_word32 (tested at a 4x margin)
-# log2(1 + f) ~ f P(f) on [0, 1): Chebyshev fit, degree 7, max error 3.1e-6
-_L2P = (1.4426907300949097, -0.721095621585846, 0.4772254526615143, -0.3378395438194275,
-        0.21367065608501434, -0.09488481283187866, 0.020236147567629814)
+# log(1 + f) ~ f P(f) for 1 + f in [sqrt(2)/2, sqrt(2)]: least-squares fit (relative, at
+# Chebyshev nodes), degree 6, max relative error 1.3e-6 with these float32 coefficients
+_L1P = (1.000001072883606, -0.5000084638595581, 0.3331342935562134, -0.2492186278104782,
+        0.20529605448246002, -0.18560294806957245, 0.11623602360486984)
+_W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -335,39 +337,34 @@ def neglog_word32(x):
     """``-log u`` in float32 for the uniform ``u = (x + 0.5) 2**-32`` of a 32-bit
     word ``x``, within a relative error of ``NEGLOG32_REL``, with no division.
 
-    For ``u <= 3/4``: ``-log u = -ln 2 (e + log2 m)`` from the float's exponent
-    and a polynomial in its mantissa. Near 1, from ``v = 1 - u`` (formed
-    exactly from the word, ``(2**32 - 1 - x + 0.5) 2**-32``): the series
-    ``v + v^2/2 + ... + v^9/9`` (``v < 1/4``), so that ``-log u ~ v`` keeps
-    its relative precision down to ``v = 2**-33``. Used to pre-screen the
-    Gumbel choice (see ``sample.py``), which only needs relative accuracy.
+    ``log u = k ln 2 + log(1 + f)``, ``1 + f`` in [sqrt(2)/2, sqrt(2)), from one
+    float32 conversion of an integer made from the word (the reduction of
+    ``neglog_word_f32``, which see): ``X = 2x + 1`` (mod 2**32), or near ``u = 1``
+    ``-X mod 2**32 = (1 - u) 2**33``, so that ``-log u ~ 1 - u`` keeps its relative
+    precision down to ``1 - u = 2**-33``; then ``log(1 + f) = f P(f)`` with a
+    degree-6 polynomial (1.3e-6) instead of fdlibm's division. Used to pre-screen
+    the Gumbel choice (see ``sample.py``), which only needs relative accuracy.
     """
     always_inline()
     f32 = np.float32
-    u = (f32(x) + f32(0.5)) * f32(2.3283064365386963e-10)
-    v = (f32(np.uint32(0xFFFFFFFF) - np.uint32(x)) + f32(0.5)) * f32(2.3283064365386963e-10)
-    bits = f2i(u)
-    e = (bits >> np.int32(23)) - np.int32(127)
-    f = i2f32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)) - f32(1.0)
-    p = f32(_L2P[6])
-    p = p * f + f32(_L2P[5])
-    p = p * f + f32(_L2P[4])
-    p = p * f + f32(_L2P[3])
-    p = p * f + f32(_L2P[2])
-    p = p * f + f32(_L2P[1])
-    p = p * f + f32(_L2P[0])
-    far = -(f32(e) + f * p) * f32(0.6931471805599453)
-    s = f32(1.0 / 9.0)
-    s = s * v + f32(1.0 / 8.0)
-    s = s * v + f32(1.0 / 7.0)
-    s = s * v + f32(1.0 / 6.0)
-    s = s * v + f32(1.0 / 5.0)
-    s = s * v + f32(1.0 / 4.0)
-    s = s * v + f32(1.0 / 3.0)
-    s = s * v + f32(0.5)
-    s = s * v + f32(1.0)
-    near = v * s
-    return near if v < f32(0.25) else far
+    xi = np.uint32(x)
+    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
+    low = xi < np.uint32(0x80000000)
+    high = xi >= np.uint32(_W_SQRT_HALF)
+    nf = f32(np.uint32(np.uint32(0) - X) if high else X)
+    fa, ea = _reduce32(nf)  # u < 1/2: u = 2**(ea - 33) (1 + fa)
+    fb = nf * f32(2.3283064365386963e-10)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(nf * f32(1.1641532182693481e-10))  # u >= sqrt(2)/2: u = 1 + fc
+    f = fa if low else (fc if high else fb)
+    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    p = f32(_L1P[6])
+    p = p * f + f32(_L1P[5])
+    p = p * f + f32(_L1P[4])
+    p = p * f + f32(_L1P[3])
+    p = p * f + f32(_L1P[2])
+    p = p * f + f32(_L1P[1])
+    p = p * f + f32(_L1P[0])
+    return -(k * f32(0.6931471805599453) + f * p)
 
 
 def vlog(x):
@@ -460,7 +457,6 @@ def cos_sin_2pi(u):
 # so r cos and r sin within 4.87 * 2**-24 = 2.9e-7 (npmdn.philox.NORMALS_FLOAT32_RTOL = 3e-7),
 # (python -m bench.normals_float32), tested on the extremes and random words in
 # tests/backends/test_numba_internals.py
-_W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
 _TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
 _TWO_M33_F = 1.1641532182693481e-10  # 2**-33
 

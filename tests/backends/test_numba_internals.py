@@ -116,11 +116,9 @@ def test_cos_sin_2pi(rng):
 
 def test_neglog_word32_error_bound(rng):
     """The Gumbel screen's relative bound over the whole word range, with the
-    ends (u near 0 and 1) and the branch point u = 3/4 dense."""
-    b = 3 * 2**30
-    words = np.concatenate([np.arange(0, 1 << 16), np.arange(2**32 - (1 << 16), 2**32),
-                            np.arange(b - (1 << 16), b + (1 << 16)),
-                            rng.integers(0, 2**32, 1_000_000)]).astype(np.uint32)
+    ends (u near 0 and 1), the branch points (u = 1/2, sqrt(2)/2) and the eighths
+    of the range dense."""
+    words = _extreme_words(rng, 1_000_000)
     got = np.empty(words.size, np.float32)
     _map_neglog(words, got)
     v = ((2**32 - 1 - words.astype(np.float64)) + 0.5) * 2.0**-32  # 1 - u, exactly
