@@ -91,7 +91,8 @@ def main():
         nb = -(-(c + (c & 1) + 2 * (-(-d // 2))) // 4)
         t = _machine.median_time(lambda nb=nb: philox_only(n, j, nb, chunks), args.runs)
         rows.append((f"{label} ({nb} per draw)", t["median_s"]))
-    for label, method, temp in (("sampler, temperature 0 (row tables, 1 block, normals, output)", "gumbel", 0.0),
+    for label, method, temp in (("sampler, temperature 0 (tables, normals, output)",
+                                 "gumbel", 0.0),
                                 ("sampler, cumulative", "cumulative", 1.0),
                                 ("sampler, Gumbel-max (default)", "gumbel", 1.0)):
         t = _machine.median_time(lambda m=method, T=temp: nk.sample(logits, mu, ls, j, 7, 0, m,
