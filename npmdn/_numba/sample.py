@@ -196,6 +196,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         best32 = np.empty(tile, np.float32)
         second32 = np.empty(tile, np.float32)
         comp = np.empty(tile, np.int64)
+        U = np.empty(tile, np.float64)  # the cumulative method's uniform per lane
         cm = np.empty(tile, np.int64)  # per lane: the chosen component's mu and sigma entries
         csg = np.empty(tile, np.int64)
         EPS = np.empty((2 * n_pairs, tile), out.dtype)
@@ -375,12 +376,25 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     W32[2, t] = np.uint32(x2)
                     W32[3, t] = np.uint32(x3)
                 have = 0
-                ra_flat = RA.reshape(-1)
                 for t in range(nt):
                     comp[t] = 0
-                for k in range(K):  # the first k with u < c_k = the number of c_k <= u
-                    for t in range(nt):
-                        comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= uniform(W32[0, t])
+                    U[t] = uniform(W32[0, t])
+                # the first k with u < c_k = the number of c_k <= u
+                if J >= 8:  # row by row: c_k broadcast over the row's lanes
+                    for r in range(nr):
+                        t_lo = rlo[r]
+                        t_hi = rhi[r]
+                        u_r = U[t_lo:t_hi]
+                        comp_r = comp[t_lo:t_hi]
+                        for k in range(K):
+                            ck = RA[k, r]
+                            for q in range(t_hi - t_lo):
+                                comp_r[q] += ck <= u_r[q]
+                else:
+                    ra_flat = RA.reshape(-1)
+                    for k in range(K):
+                        for t in range(nt):
+                            comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= U[t]
                 for t in range(nt):
                     comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
 
