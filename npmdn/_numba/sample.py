@@ -139,19 +139,15 @@ def normals_tile(W32, EPS, p, lane, D, nt):
     precisions; inlined into the kernel's body it left the float64 one scalar.
     """
     zero = EPS.dtype.type(0.0)
-    wa = W32[lane]
-    wb = W32[lane + 1]
-    e0 = EPS[2 * p]
     if 2 * p + 1 < D:
-        e1 = EPS[2 * p + 1]
         for t in range(nt):
-            z0, z1 = normal_pair(wa[t], wb[t], zero)
-            e0[t] = z0
-            e1[t] = z1
+            z0, z1 = normal_pair(W32[lane, t], W32[lane + 1, t], zero)
+            EPS[2 * p, t] = z0
+            EPS[2 * p + 1, t] = z1
     else:  # the last pair of an odd D: its cosine branch only
         for t in range(nt):
-            z0, _ = normal_pair(wa[t], wb[t], zero)
-            e0[t] = z0
+            z0, _ = normal_pair(W32[lane, t], W32[lane + 1, t], zero)
+            EPS[2 * p, t] = z0
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -206,6 +202,11 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         V = np.empty((D if full else 0, tile), out.dtype)  # full: v with U v = eps
         RV = np.empty(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
         RT = np.empty(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
+        # flat views of the tables, for the gathers (made once: views are reference counted)
+        ra_flat = RA.reshape(-1)
+        ct_flat = CT.reshape(-1)
+        mu_flat = MUT.reshape(-1)
+        sg_flat = SGT.reshape(-1)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
@@ -221,44 +222,39 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 lo = g & _MASK
                 hi = g >> _S32
                 j0 = np.uint64(f0 + t_lo - i * J)
-                # views from the row's first lane: indices from 0, no wraparound checks
-                vr_r = vr[t_lo:t_hi]
-                r0_r = r0[t_lo:t_hi]
-                r1_r = r1[t_lo:t_hi]
-                dj_r = dj[t_lo:t_hi]
+                # unsigned indices: no wraparound checks; and no views, whose reference
+                # counts (atomic) per row cost more than these loops
                 for q in range(t_hi - t_lo):
-                    vr_r[q] = r
-                    r0_r[q] = lo
-                    r1_r[q] = hi
-                    dj_r[q] = j0 + np.uint64(q)
+                    t = np.uint64(t_lo + q)
+                    vr[t] = r
+                    r0[t] = lo
+                    r1[t] = hi
+                    dj[t] = j0 + np.uint64(q)
 
             # ---- per row of the tile, component-major tables [k, row]: the rows are
             # transposed once (plain copies), and every loop below runs over the rows (or
             # lanes) of contiguous tables, so it vectorises even when J = 1
             nr = rb - ra + 1
             for r in range(nr):
-                Lr = L[ra + r]
-                Mr = M[ra + r]
-                LSr = LS[ra + r]
+                ir = ra + r
                 for k in range(K):
-                    RA[k, r] = np.float64(Lr[k])
+                    RA[k, r] = np.float64(L[ir, k])
                 for j in range(K * D):
-                    MUT[j, r] = Mr[j]
+                    MUT[j, r] = M[ir, j]
                 for j in range(K * S):
-                    SGT[j, r] = LSr[j]
+                    SGT[j, r] = LS[ir, j]
             for j in range(K * S):
-                sg = SGT[j]
                 if full and j % S >= D:  # U_ij
                     for r in range(nr):
-                        sg[r] = zero if ss == zero else sg[r]
+                        SGT[j, r] = zero if ss == zero else SGT[j, r]
                 elif full:  # sigma_i
                     for r in range(nr):
-                        sg[r] = zero if ss == zero else vexp(sg[r])
+                        SGT[j, r] = zero if ss == zero else vexp(SGT[j, r])
                 else:
                     for r in range(nr):
                         # sigma_scale * sigma, as the reference; 0 (the means) even where
                         # sigma = inf
-                        sg[r] = zero if ss == zero else ss * vexp(sg[r])
+                        SGT[j, r] = zero if ss == zero else ss * vexp(SGT[j, r])
 
             # which block W32 holds for every lane
             have = -1
@@ -299,11 +295,9 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         t_hi = rhi[r]
                         for k in range(K):
                             ck = CT[k, r]
-                            at = AT32[k, t_lo:t_hi]
                             for q in range(t_hi - t_lo):
-                                at[q] = ck
+                                AT32[k, np.uint64(t_lo + q)] = ck
                 else:
-                    ct_flat = CT.reshape(-1)
                     for k in range(K):
                         for t in range(nt):  # unsigned index: no wraparound branch
                             AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
@@ -384,14 +378,12 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     for r in range(nr):
                         t_lo = rlo[r]
                         t_hi = rhi[r]
-                        u_r = U[t_lo:t_hi]
-                        comp_r = comp[t_lo:t_hi]
                         for k in range(K):
                             ck = RA[k, r]
                             for q in range(t_hi - t_lo):
-                                comp_r[q] += ck <= u_r[q]
+                                t = np.uint64(t_lo + q)
+                                comp[t] += ck <= U[t]
                 else:
-                    ra_flat = RA.reshape(-1)
                     for k in range(K):
                         for t in range(nt):
                             comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= U[t]
@@ -416,9 +408,8 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 normals_tile(W32, EPS, p, w0 % 4, D, nt)
 
             # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
-            ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
-            mu_flat = MUT.reshape(-1)
-            sg_flat = SGT.reshape(-1)
+            # (no per-tile views: their atomic reference counts cost ~100 cycles each)
+            uf0 = np.uint64(f0)
             if full and ss != zero:
                 # U v = eps from the last coordinate: v_i = sigma_i (eps_i - sum_{j>i} U_ij v_j),
                 # then y = mu_k + sigma_scale * v, in the reference's order
@@ -436,7 +427,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for d in range(D):
                     for t in range(nt):
                         im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
-                        ov[t, d] = mu_flat[im] + ss * V[d, t]
+                        out[uf0 + np.uint64(t), np.uint64(d)] = mu_flat[im] + ss * V[d, t]
                 continue
             for t in range(nt):  # each lane's entry of component 0 in the tables
                 cm[t] = comp[t] * (D * max_rows) + vr[t]
@@ -447,4 +438,4 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     # unsigned indices: Numba adds no wraparound branch
                     im = np.uint64(cm[t] + d * max_rows)
                     isg = np.uint64(csg[t] + ds * max_rows)
-                    ov[t, d] = mu_flat[im] + sg_flat[isg] * EPS[d, t]
+                    out[uf0 + np.uint64(t), np.uint64(d)] = mu_flat[im] + sg_flat[isg] * EPS[d, t]
