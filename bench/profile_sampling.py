@@ -12,8 +12,8 @@ data and threads:
 1. those Philox blocks alone (vectorised, lanes set up row by row as the
    sampler does, results folded so nothing is optimised away): the floor that
    the stream layout sets;
-2. the sampler with temperature 0 (no choice randomness: the row tables, one
-   Philox block, the normals and the output);
+2. the sampler with temperature 0 (no choice randomness: the row tables, the
+   normals' Philox blocks, the normals and the output);
 3. the sampler with the cumulative method and with Gumbel-max;
 4. torch.distributions.MixtureSameFamily.sample on the same mixture.
 """
