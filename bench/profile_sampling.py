@@ -5,12 +5,15 @@
 A draw on the npmdn stream reads C choice words (C = K for Gumbel-max, 1 for
 the cumulative method), then 2 ceil(D / 2) normal words from the next even
 word: ceil((C + (C & 1) + 2 ceil(D / 2)) / 4) Philox4x32-10 blocks in all
-(see npmdn.philox), and a float64 Box-Muller transform per normal pair.
-This times, on the same data and threads:
+(see npmdn.philox), and a Box-Muller transform per normal pair (float32 here:
+the float32 sampler computes its normals in float32). This times, on the same
+data and threads:
 
-1. those Philox blocks alone (vectorised, results summed so nothing is
-   optimised away): the floor that the stream layout sets;
-2. the sampler with temperature 0 (no choice randomness: normals, output);
+1. those Philox blocks alone (vectorised, lanes set up row by row as the
+   sampler does, results folded so nothing is optimised away): the floor that
+   the stream layout sets;
+2. the sampler with temperature 0 (no choice randomness: the row tables, the
+   normals' Philox blocks, the normals and the output);
 3. the sampler with the cumulative method and with Gumbel-max;
 4. torch.distributions.MixtureSameFamily.sample on the same mixture.
 """
@@ -30,7 +33,7 @@ from . import machine as _machine
 @njit(parallel=True, cache=True, error_model="numpy")
 def philox_only(n, J, n_blocks, n_chunks):
     """Every Philox block n rows x J draws need, in lanes of 256 draws as the
-    sampler computes them (vectorised); returns a checksum."""
+    sampler computes them (vectorised, 32-bit words out); returns a checksum."""
     total = n * J
     tile = 256
     n_tiles = (total + tile - 1) // tile
@@ -39,20 +42,31 @@ def philox_only(n, J, n_blocks, n_chunks):
         prefer_wide_vectors()
         r0 = np.empty(tile, np.uint64)
         dj = np.empty(tile, np.uint64)
-        W = np.empty((4, tile), np.uint64)
+        W = np.empty((4, tile), np.uint32)
         s = np.uint64(0)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
-            for t in range(nt):
-                r0[t] = np.uint64((f0 + t) // J)
-                dj[t] = np.uint64((f0 + t) % J)
+            ra = f0 // J
+            for i in range(ra, (f0 + nt - 1) // J + 1):  # row by row, as the sampler
+                t_lo = max(i * J - f0, 0)
+                t_hi = min((i + 1) * J - f0, nt)
+                r0_r = r0[t_lo:t_hi]
+                dj_r = dj[t_lo:t_hi]
+                j0 = np.uint64(f0 + t_lo - i * J)
+                for q in range(t_hi - t_lo):
+                    r0_r[q] = np.uint64(i)
+                    dj_r[q] = j0 + np.uint64(q)
             for blk in range(n_blocks):
                 bb = np.uint64(blk)
                 for t in range(nt):
-                    W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
-                        r0[t], np.uint64(0), dj[t], bb, np.uint64(5), np.uint64(9))
-                s ^= W[0, 0] ^ W[3, nt - 1]
+                    x0, x1, x2, x3 = philox10(r0[t], np.uint64(0), dj[t], bb, np.uint64(5),
+                                              np.uint64(9))
+                    W[0, t] = np.uint32(x0)
+                    W[1, t] = np.uint32(x1)
+                    W[2, t] = np.uint32(x2)
+                    W[3, t] = np.uint32(x3)
+                s ^= np.uint64(W[0, 0] ^ W[3, nt - 1])
         acc[c] = s
     return acc
 
@@ -77,7 +91,8 @@ def main():
         nb = -(-(c + (c & 1) + 2 * (-(-d // 2))) // 4)
         t = _machine.median_time(lambda nb=nb: philox_only(n, j, nb, chunks), args.runs)
         rows.append((f"{label} ({nb} per draw)", t["median_s"]))
-    for label, method, temp in (("sampler, temperature 0 (normals + output)", "gumbel", 0.0),
+    for label, method, temp in (("sampler, temperature 0 (tables, normals, output)",
+                                 "gumbel", 0.0),
                                 ("sampler, cumulative", "cumulative", 1.0),
                                 ("sampler, Gumbel-max (default)", "gumbel", 1.0)):
         t = _machine.median_time(lambda m=method, T=temp: nk.sample(logits, mu, ls, j, 7, 0, m,

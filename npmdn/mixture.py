@@ -502,7 +502,10 @@ def sample(
     how rows are split into calls. The component is chosen by
     :func:`choose_components`; the value is
     ``y_d = mu_kd + (sigma_scale * sigma_kd) * eps_d`` with
-    ``eps`` the stream's normals cast to the input dtype (full covariance:
+    ``eps`` the stream's normals cast to the input dtype (a backend may compute
+    float32 normals in float32: within ``philox.NORMALS_FLOAT32_RTOL`` = 3e-7 of
+    the exact value, relative, where this reference rounds the float64 ones, see
+    :mod:`npmdn.philox`; the choices are the same in every precision) (full covariance:
     ``y = mu_k + sigma_scale * v`` with ``U_k v = eps``, :func:`npmdn.fullcov.solve_draws`).
     ``temperature`` reshapes the weights (``pi ∝ pi^(1/T)``) and
     ``sigma_scale`` multiplies every sigma (0 returns the chosen means).

@@ -36,6 +36,22 @@ are skipped, not reused).
 A word ``x`` becomes the float64 uniform ``u = (x + 0.5) * 2**-32``, exact in
 float64 and strictly inside (0, 1), so ``log u`` is always finite.
 
+The normals' precision: the float64 Box-Muller above (:func:`normals`) is the
+reference, and float64 draws follow it to a few float64 ulps. For float32
+draws a backend may compute the normals in float32 instead of rounding the
+float64 ones: the numba backend does, from the words themselves
+(``npmdn._numba.vmath.neglog_word_f32`` and ``cos_sin_2pi_word32``: ``-log u1``
+without rounding ``u1`` first, so that it keeps its relative precision as
+``u1 -> 1``, and ``2 pi u2`` reduced exactly on the integer, so that cosine and
+sine keep theirs near their zeros). Each such normal is within
+``NORMALS_FLOAT32_RTOL`` (3e-7, about 5 float32 ulps) of the exact Box-Muller
+value, relative to its own magnitude, for every pair of words: the bound adds
+the pieces' worst errors over all 2**32 words and the rounding of the product
+(``tests/backends/test_numba_internals.py::test_float32_box_muller_error_bound``).
+Rounding the float64 normal to float32, as the NumPy reference does, costs
+2**-24 = 6e-8. The words, the uniforms and the component choices do not
+depend on the precision; only the normals' last bits do.
+
 The noise stream (training)
 ---------------------------
 :meth:`npmdn.MDN.fit` with ``noise_x``/``noise_y`` adds fresh Gaussian noise to
@@ -69,6 +85,9 @@ PHILOX_W0 = 0x9E3779B9
 PHILOX_W1 = 0xBB67AE85
 _MASK32 = np.uint64(0xFFFFFFFF)
 _TWO_M32 = 2.0**-32
+# float32 normals computed in float32 (see the module): relative error bound against the
+# exact Box-Muller value of the same words
+NORMALS_FLOAT32_RTOL = 3e-7
 NOISE_DOMAIN = 0x80000000  # the top bit of the fourth counter word: the noise stream
 
 

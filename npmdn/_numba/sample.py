@@ -7,10 +7,22 @@ the same component choices and, to rounding, the same normals.
 
 Draws are flattened, ``f = i * J + j``, and processed in tiles of ``T``
 draws; the innermost loops run over the tile's lanes so that LLVM vectorises
-the Philox rounds (32 x 32 -> 64-bit multiplies), the float64 logs of the
-Gumbel keys and the Box-Muller transform. What depends on the row only
-(``a / T``, the cumulative weights) is computed once per row of the tile.
-Component choices and normals are float64, as in the reference; the value
+the Philox rounds (32 x 32 -> 64-bit multiplies), the Gumbel screen and the
+Box-Muller transform. What depends on the row only (``a / T``, the
+cumulative weights, mu, sigma) is computed once per row of the tile, in
+component-major tables ``[k, row]`` transposed from the inputs once, so that
+those loops (exp of log sigma included) vectorise too; the race factors of
+the Gumbel screen and the cumulative weights reach the lanes row by row (a
+broadcast) when a row has at least 8 draws, by a gather otherwise. No array
+views are made per tile or per row: each costs two atomic reference-count
+updates, which showed as 8% of the profile.
+
+Component choices are float64, as in the reference. The normals are
+computed in the output's precision (``normal_pair``): float64 output takes
+the reference's float64 Box-Muller; float32 output takes a float32
+Box-Muller from the same words (``neglog_word_f32``, ``cos_sin_2pi_word32``
+in vmath, 16 lanes per vector), within ``philox.NORMALS_FLOAT32_RTOL``
+(3e-7 relative) of the exact value, see :mod:`npmdn.philox`. The value
 ``mu + (sigma_scale * sigma) * eps`` is computed in the input dtype. For
 full-covariance factors (:mod:`npmdn.fullcov`) it is ``mu + sigma_scale * v``
 with ``U v = eps`` solved by back substitution, in the input dtype and the
@@ -38,15 +50,18 @@ other: about 1e-15 per draw.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
     cos_sin_2pi,
+    cos_sin_2pi_word32,
     exp64,
     log64,
     neglog_word32,
+    neglog_word_f32,
     prefer_wide_vectors,
     vexp,
 )
@@ -92,6 +107,51 @@ def uniform(x):
     return (np.float64(x) + 0.5) * _TWO_M32
 
 
+def normal_pair(x1, x2, like):
+    """Box-Muller of the words ``x1, x2`` in the precision of ``like`` (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(normal_pair)
+def _normal_pair_ol(x1, x2, like):
+    if like == types.float64:  # the reference's formula, float64 throughout
+        def impl(x1, x2, like):
+            always_inline()
+            # (the words widened first: from uint32, LLVM left this loop scalar)
+            rad = np.sqrt(-2.0 * log64(uniform(np.uint64(x1))))
+            cs, sn = cos_sin_2pi(uniform(np.uint64(x2)))
+            return rad * cs, rad * sn
+        return impl
+    if like == types.float32:  # float32 throughout, from the words (see vmath)
+        def impl(x1, x2, like):
+            always_inline()
+            rad = np.sqrt(np.float32(2.0) * neglog_word_f32(x1))
+            cs, sn = cos_sin_2pi_word32(x2)
+            return rad * cs, rad * sn
+        return impl
+    return None
+
+
+@njit(error_model="numpy")
+def normals_tile(W32, EPS, p, lane, D, nt):
+    """``EPS[2p], EPS[2p + 1]`` (the cosine branch only where ``2p + 1 = D``) from the
+    words ``W32[lane], W32[lane + 1]`` of ``nt`` lanes, in the precision of ``EPS``.
+
+    A function of its own: compiled alone, LLVM vectorises this loop in both
+    precisions; inlined into the kernel's body it left the float64 one scalar.
+    """
+    zero = EPS.dtype.type(0.0)
+    if 2 * p + 1 < D:
+        for t in range(nt):
+            z0, z1 = normal_pair(W32[lane, t], W32[lane + 1, t], zero)
+            EPS[2 * p, t] = z0
+            EPS[2 * p + 1, t] = z1
+    else:  # the last pair of an odd D: its cosine branch only
+        for t in range(nt):
+            z0, _ = normal_pair(W32[lane, t], W32[lane + 1, t], zero)
+            EPS[2 * p, t] = z0
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
                   out, tile, n_chunks, margin, c0, c1):
@@ -119,13 +179,13 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
-        vi = np.empty(tile, np.int64)  # row of each lane (in the batch)
         vr = np.empty(tile, np.int64)  # row of each lane, counted from the tile's first row
+        rlo = np.empty(max_rows, np.int64)  # per row: its first lane and one past its last
+        rhi = np.empty(max_rows, np.int64)
         r0 = np.empty(tile, np.uint64)  # counter words: global row lo, hi, draw
         r1 = np.empty(tile, np.uint64)
         dj = np.empty(tile, np.uint64)
-        W = np.empty((4, tile), np.uint64)  # one Philox block per lane
-        W32 = np.empty((4, tile), np.uint32)  # the same, narrow: the screen runs 16 lanes wide
+        W32 = np.empty((4, tile), np.uint32)  # one Philox block per lane
         comp32 = np.empty(tile, np.int32)
         RA = np.empty((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
         rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
@@ -134,13 +194,21 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         best32 = np.empty(tile, np.float32)
         second32 = np.empty(tile, np.float32)
         comp = np.empty(tile, np.int64)
-        EPS = np.empty((2 * n_pairs, tile), np.float64)
+        U = np.empty(tile, np.float64)  # the cumulative method's uniform per lane
+        cm = np.empty(tile, np.int64)  # per lane: the chosen component's mu and sigma entries
+        csg = np.empty(tile, np.int64)
+        EPS = np.empty((2 * n_pairs, tile), out.dtype)
         MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
         SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma (full:
         # sigma_i = exp(s_i), then U_ij as given; 0 when sigma_scale = 0)
         V = np.empty((D if full else 0, tile), out.dtype)  # full: v with U v = eps
         RV = np.empty(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
         RT = np.empty(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
+        # flat views of the tables, for the gathers (made once: views are reference counted)
+        ra_flat = RA.reshape(-1)
+        ct_flat = CT.reshape(-1)
+        mu_flat = MUT.reshape(-1)
+        sg_flat = SGT.reshape(-1)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             f0 = b * tile
             nt = min(tile, total - f0)
@@ -150,48 +218,57 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 i = ra + r
                 t_lo = max(i * J - f0, 0)
                 t_hi = min((i + 1) * J - f0, nt)
+                rlo[r] = t_lo
+                rhi[r] = t_hi
                 g = row_offset + np.uint64(i)
                 lo = g & _MASK
                 hi = g >> _S32
-                j0 = f0 + t_lo - i * J
-                for t in range(t_lo, t_hi):
-                    vi[t] = i
+                j0 = np.uint64(f0 + t_lo - i * J)
+                # unsigned indices: no wraparound checks; and no views, whose reference
+                # counts (atomic) per row cost more than these loops
+                for q in range(t_hi - t_lo):
+                    t = np.uint64(t_lo + q)
                     vr[t] = r
                     r0[t] = lo
                     r1[t] = hi
-                    dj[t] = np.uint64(j0 + (t - t_lo))
+                    dj[t] = j0 + np.uint64(q)
 
-            # ---- per row of the tile, component-major tables [k, row]: every loop
-            # below runs over the rows (or lanes), so it vectorises even when J = 1
+            # ---- per row of the tile, component-major tables [k, row]: the rows are
+            # transposed once (plain copies), and every loop below runs over the rows (or
+            # lanes) of contiguous tables, so it vectorises even when J = 1
             nr = rb - ra + 1
-            for j in range(K * D):
-                for r in range(nr):
-                    MUT[j, r] = M[ra + r, j]
+            for r in range(nr):
+                ir = ra + r
+                for k in range(K):
+                    RA[k, r] = np.float64(L[ir, k])
+                for j in range(K * D):
+                    MUT[j, r] = M[ir, j]
+                for j in range(K * S):
+                    SGT[j, r] = LS[ir, j]
             for j in range(K * S):
                 if full and j % S >= D:  # U_ij
                     for r in range(nr):
-                        SGT[j, r] = zero if ss == zero else LS[ra + r, j]
+                        SGT[j, r] = zero if ss == zero else SGT[j, r]
                 elif full:  # sigma_i
                     for r in range(nr):
-                        SGT[j, r] = zero if ss == zero else vexp(LS[ra + r, j])
+                        SGT[j, r] = zero if ss == zero else vexp(SGT[j, r])
                 else:
                     for r in range(nr):
                         # sigma_scale * sigma, as the reference; 0 (the means) even where
                         # sigma = inf
-                        SGT[j, r] = zero if ss == zero else ss * vexp(LS[ra + r, j])
+                        SGT[j, r] = zero if ss == zero else ss * vexp(SGT[j, r])
 
-            # which block W (uint64) and W32 (the Gumbel screen's) hold for every lane
+            # which block W32 holds for every lane
             have = -1
-            have32 = -1
 
             # ---- component choice (float64, the reference's arithmetic)
             if temperature == 0.0:
                 for r in range(nr):  # argmax a, ties to the lowest k; no randomness
-                    RV[r] = L[ra + r, 0]
+                    RV[r] = RA[0, r]
                     rlast[r] = 0
                 for k in range(1, K):
                     for r in range(nr):
-                        v = L[ra + r, k]
+                        v = RA[k, r]
                         better = v > RV[r]
                         RV[r] = v if better else RV[r]
                         rlast[r] = k if better else rlast[r]
@@ -200,13 +277,13 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
             else:
                 # (a_k - max a) / T, as the reference: a common offset changes nothing
                 for r in range(nr):
-                    RV[r] = np.float64(L[ra + r, 0])
+                    RV[r] = RA[0, r]
                 for k in range(1, K):
                     for r in range(nr):
-                        RV[r] = max(RV[r], np.float64(L[ra + r, k]))  # max_k a_k
+                        RV[r] = max(RV[r], RA[k, r])  # max_k a_k
                 for k in range(K):
                     for r in range(nr):
-                        RA[k, r] = (np.float64(L[ra + r, k]) - RV[r]) / temperature
+                        RA[k, r] = (RA[k, r] - RV[r]) / temperature
                 for r in range(nr):
                     RV[r] = 0.0  # max_k (a_k - max a) / T
             if temperature != 0.0 and gumbel:
@@ -214,10 +291,18 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for k in range(K):
                     for r in range(nr):
                         CT[k, r] = np.float32(exp64(RV[r] - RA[k, r]))
-                ct_flat = CT.reshape(-1)
-                for k in range(K):
-                    for t in range(nt):  # unsigned index: no wraparound branch, a gather
-                        AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
+                if J >= 8:  # row by row: a broadcast per row, no gather
+                    for r in range(nr):
+                        t_lo = rlo[r]
+                        t_hi = rhi[r]
+                        for k in range(K):
+                            ck = CT[k, r]
+                            for q in range(t_hi - t_lo):
+                                AT32[k, np.uint64(t_lo + q)] = ck
+                else:
+                    for k in range(K):
+                        for t in range(nt):  # unsigned index: no wraparound branch
+                            AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
                 for t in range(nt):
                     best32[t] = np.inf
                     second32[t] = np.inf
@@ -236,14 +321,19 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         for t in range(nt):
                             key = neglog_word32(W32[w, t]) * AT32[k, t]
                             b1 = best32[t]
-                            wins = key < b1
-                            second32[t] = b1 if wins else min(key, second32[t])
-                            best32[t] = key if wins else b1
-                            comp32[t] = k if wins else comp32[t]
-                have32 = (K + 3) // 4 - 1
+                            # branch-free (keys are never NaN): the runner-up is
+                            # min(max(key, best), second), the best min(key, best)
+                            second32[t] = min(max(key, b1), second32[t])
+                            best32[t] = min(key, b1)
+                            comp32[t] = k if key < b1 else comp32[t]
+                have = (K + 3) // 4 - 1
                 # too close to call: the reference's float64 keys, ties to the lowest k
+                # (counted in one vector pass first: about 1e-4 of the draws, most tiles none)
+                n_close = 0
                 for t in range(nt):
                     comp[t] = comp32[t]
+                    n_close += not (second32[t] > best32[t] * (1.0 + margin))
+                for t in range(nt if n_close > 0 else 0):
                     if not (second32[t] > best32[t] * (1.0 + margin)):
                         r = vr[t]
                         kbest = 0
@@ -276,51 +366,52 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         RA[k, r] = RV[r]
                         rlast[r] = k if p > 0.0 else rlast[r]
                 for t in range(nt):
-                    W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
-                        r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                    x0, x1, x2, x3 = philox10(r0[t], r1[t], dj[t], np.uint64(0), key0, key1)
+                    W32[0, t] = np.uint32(x0)
+                    W32[1, t] = np.uint32(x1)
+                    W32[2, t] = np.uint32(x2)
+                    W32[3, t] = np.uint32(x3)
                 have = 0
-                ra_flat = RA.reshape(-1)
                 for t in range(nt):
                     comp[t] = 0
-                for k in range(K):  # the first k with u < c_k = the number of c_k <= u
-                    for t in range(nt):
-                        comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= uniform(W[0, t])
+                    U[t] = uniform(W32[0, t])
+                # the first k with u < c_k = the number of c_k <= u
+                if J >= 8:  # row by row: c_k broadcast over the row's lanes
+                    for r in range(nr):
+                        t_lo = rlo[r]
+                        t_hi = rhi[r]
+                        for k in range(K):
+                            ck = RA[k, r]
+                            for q in range(t_hi - t_lo):
+                                t = np.uint64(t_lo + q)
+                                comp[t] += ck <= U[t]
+                else:
+                    for k in range(K):
+                        for t in range(nt):
+                            comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= U[t]
                 for t in range(nt):
                     comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
 
-            # ---- normals: Box-Muller on the words after the choice words, float64; a
-            # pair never straddles blocks, and the choice's last block is reused
+            # ---- normals: Box-Muller on the words after the choice words, in the output's
+            # precision (normal_pair); a pair never straddles blocks, and the choice's last
+            # block is reused
             for p in range(n_pairs):
                 w0 = first + 2 * p
                 blk = w0 // 4
                 if blk != have:
-                    if blk == have32:
-                        for q in range(4):
-                            for t in range(nt):
-                                W[q, t] = np.uint64(W32[q, t])
-                    else:
-                        bb = np.uint64(blk)
-                        for t in range(nt):
-                            W[0, t], W[1, t], W[2, t], W[3, t] = philox10(
-                                r0[t], r1[t], dj[t], bb, key0, key1)
+                    bb = np.uint64(blk)
+                    for t in range(nt):
+                        x0, x1, x2, x3 = philox10(r0[t], r1[t], dj[t], bb, key0, key1)
+                        W32[0, t] = np.uint32(x0)
+                        W32[1, t] = np.uint32(x1)
+                        W32[2, t] = np.uint32(x2)
+                        W32[3, t] = np.uint32(x3)
                     have = blk
-                lane = w0 % 4
-                if 2 * p + 1 < D:
-                    for t in range(nt):
-                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
-                        cs, sn = cos_sin_2pi(uniform(W[lane + 1, t]))
-                        EPS[2 * p, t] = rad * cs
-                        EPS[2 * p + 1, t] = rad * sn
-                else:  # the last pair of an odd D: its cosine branch only
-                    for t in range(nt):
-                        rad = np.sqrt(-2.0 * log64(uniform(W[lane, t])))
-                        cs, _ = cos_sin_2pi(uniform(W[lane + 1, t]))
-                        EPS[2 * p, t] = rad * cs
+                normals_tile(W32, EPS, p, w0 % 4, D, nt)
 
             # ---- y = mu_k + (sigma_scale * sigma_k) * eps, in the input dtype
-            ov = out[f0:f0 + nt]  # a view, so that ov[t, d] needs no wraparound check
-            mu_flat = MUT.reshape(-1)
-            sg_flat = SGT.reshape(-1)
+            # (no per-tile views: their atomic reference counts cost ~100 cycles each)
+            uf0 = np.uint64(f0)
             if full and ss != zero:
                 # U v = eps from the last coordinate: v_i = sigma_i (eps_i - sum_{j>i} U_ij v_j),
                 # then y = mu_k + sigma_scale * v, in the reference's order
@@ -338,13 +429,15 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                 for d in range(D):
                     for t in range(nt):
                         im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
-                        ov[t, d] = mu_flat[im] + ss * V[d, t]
+                        out[uf0 + np.uint64(t), np.uint64(d)] = mu_flat[im] + ss * V[d, t]
                 continue
+            for t in range(nt):  # each lane's entry of component 0 in the tables
+                cm[t] = comp[t] * (D * max_rows) + vr[t]
+                csg[t] = comp[t] * (S * max_rows) + vr[t]
             for d in range(D):
                 ds = d if S > 1 else 0
                 for t in range(nt):
-                    # unsigned indices: Numba adds no wraparound branch, LLVM can gather
-                    im = np.uint64((comp[t] * D + d) * max_rows + vr[t])
-                    isg = np.uint64((comp[t] * S + ds) * max_rows + vr[t])
-                    eps = out.dtype.type(EPS[d, t])
-                    ov[t, d] = mu_flat[im] + sg_flat[isg] * eps
+                    # unsigned indices: Numba adds no wraparound branch
+                    im = np.uint64(cm[t] + d * max_rows)
+                    isg = np.uint64(csg[t] + ds * max_rows)
+                    out[uf0 + np.uint64(t), np.uint64(d)] = mu_flat[im] + sg_flat[isg] * EPS[d, t]

@@ -325,9 +325,11 @@ def log32(x):
 
 
 NEGLOG32_REL = 2e-5  # relative error bound of neglog_word32 (tested at a 4x margin)
-# log2(1 + f) ~ f P(f) on [0, 1): Chebyshev fit, degree 7, max error 3.1e-6
-_L2P = (1.4426907300949097, -0.721095621585846, 0.4772254526615143, -0.3378395438194275,
-        0.21367065608501434, -0.09488481283187866, 0.020236147567629814)
+# log(1 + f) ~ f P(f) for 1 + f in [sqrt(2)/2, sqrt(2)]: least-squares fit (relative, at
+# Chebyshev nodes), degree 6, max relative error 1.3e-6 with these float32 coefficients
+_L1P = (1.000001072883606, -0.5000084638595581, 0.3331342935562134, -0.2492186278104782,
+        0.20529605448246002, -0.18560294806957245, 0.11623602360486984)
+_W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -335,39 +337,34 @@ def neglog_word32(x):
     """``-log u`` in float32 for the uniform ``u = (x + 0.5) 2**-32`` of a 32-bit
     word ``x``, within a relative error of ``NEGLOG32_REL``, with no division.
 
-    For ``u <= 3/4``: ``-log u = -ln 2 (e + log2 m)`` from the float's exponent
-    and a polynomial in its mantissa. Near 1, from ``v = 1 - u`` (formed
-    exactly from the word, ``(2**32 - 1 - x + 0.5) 2**-32``): the series
-    ``v + v^2/2 + ... + v^9/9`` (``v < 1/4``), so that ``-log u ~ v`` keeps
-    its relative precision down to ``v = 2**-33``. Used to pre-screen the
-    Gumbel choice (see ``sample.py``), which only needs relative accuracy.
+    ``log u = k ln 2 + log(1 + f)``, ``1 + f`` in [sqrt(2)/2, sqrt(2)), from one
+    float32 conversion of an integer made from the word (the reduction of
+    ``neglog_word_f32``, which see): ``X = 2x + 1`` (mod 2**32), or near ``u = 1``
+    ``-X mod 2**32 = (1 - u) 2**33``, so that ``-log u ~ 1 - u`` keeps its relative
+    precision down to ``1 - u = 2**-33``; then ``log(1 + f) = f P(f)`` with a
+    degree-6 polynomial (1.3e-6) instead of fdlibm's division. Used to pre-screen
+    the Gumbel choice (see ``sample.py``), which only needs relative accuracy.
     """
     always_inline()
     f32 = np.float32
-    u = (f32(x) + f32(0.5)) * f32(2.3283064365386963e-10)
-    v = (f32(np.uint32(0xFFFFFFFF) - np.uint32(x)) + f32(0.5)) * f32(2.3283064365386963e-10)
-    bits = f2i(u)
-    e = (bits >> np.int32(23)) - np.int32(127)
-    f = i2f32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)) - f32(1.0)
-    p = f32(_L2P[6])
-    p = p * f + f32(_L2P[5])
-    p = p * f + f32(_L2P[4])
-    p = p * f + f32(_L2P[3])
-    p = p * f + f32(_L2P[2])
-    p = p * f + f32(_L2P[1])
-    p = p * f + f32(_L2P[0])
-    far = -(f32(e) + f * p) * f32(0.6931471805599453)
-    s = f32(1.0 / 9.0)
-    s = s * v + f32(1.0 / 8.0)
-    s = s * v + f32(1.0 / 7.0)
-    s = s * v + f32(1.0 / 6.0)
-    s = s * v + f32(1.0 / 5.0)
-    s = s * v + f32(1.0 / 4.0)
-    s = s * v + f32(1.0 / 3.0)
-    s = s * v + f32(0.5)
-    s = s * v + f32(1.0)
-    near = v * s
-    return near if v < f32(0.25) else far
+    xi = np.uint32(x)
+    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
+    low = xi < np.uint32(0x80000000)
+    high = xi >= np.uint32(_W_SQRT_HALF)
+    nf = f32(np.uint32(np.uint32(0) - X) if high else X)
+    fa, ea = _reduce32(nf)  # u < 1/2: u = 2**(ea - 33) (1 + fa)
+    fb = nf * f32(2.3283064365386963e-10)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(nf * f32(1.1641532182693481e-10))  # u >= sqrt(2)/2: u = 1 + fc
+    f = fa if low else (fc if high else fb)
+    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    p = f32(_L1P[6])
+    p = p * f + f32(_L1P[5])
+    p = p * f + f32(_L1P[4])
+    p = p * f + f32(_L1P[3])
+    p = p * f + f32(_L1P[2])
+    p = p * f + f32(_L1P[1])
+    p = p * f + f32(_L1P[0])
+    return -(k * f32(0.6931471805599453) + f * p)
 
 
 def vlog(x):
@@ -447,6 +444,126 @@ def cos_sin_2pi(u):
     y = c if odd else s
     cc = i2f64(f2i(x) ^ (((q + 1) & 2) << 62))  # cos negative for q = 1, 2 (mod 4)
     ss = i2f64(f2i(y) ^ ((q & 2) << 62))  # sin negative for q = 2, 3
+    return cc, ss
+
+
+# --------------------------------------------------------------------------
+# Box-Muller in float32 from the 32-bit words (the float32 sampler)
+# --------------------------------------------------------------------------
+
+# Measured against float64 over all 2**32 words, relative to each value (no absolute
+# floor: near u = 1 and near the zeros of cos and sin too): -log u within 1.406 * 2**-24,
+# r = sqrt(-2 log u) within 1.651 * 2**-24, cos and sin of 2 pi u within 2.221 * 2**-24;
+# so r cos and r sin within 4.87 * 2**-24 = 2.9e-7 (npmdn.philox.NORMALS_FLOAT32_RTOL = 3e-7),
+# (python -m bench.normals_float32), tested on the extremes and random words in
+# tests/backends/test_numba_internals.py
+_TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
+_TWO_M33_F = 1.1641532182693481e-10  # 2**-33
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def neglog_word_f32(x):
+    """``-log u`` in float32 for the uniform ``u = (x + 0.5) 2**-32`` of a 32-bit
+    word ``x``, to a few float32 ulp (relative) for every word, with no float64.
+
+    ``u`` is never rounded to float32 first: that would cost an absolute error
+    of 2**-25 in ``log u``, all of ``-log u`` near ``u = 1``. Instead ``log u =
+    k ln 2 + log(1 + f)`` with ``1 + f`` in [sqrt(2)/2, sqrt(2)) and ``f`` formed
+    from the odd integer ``X = 2x + 1`` (mod 2**32) with a single rounding:
+
+    - ``u < 1/2`` (``x < 2**31``): ``u = X 2**-33``, ``X < 2**32``; k and f from
+      the float32 ``X`` (one rounding) as in ``log32``.
+    - ``1/2 <= u < sqrt(2)/2``: ``2u - 1 = X 2**-32`` (X wrapped), ``k = -1``.
+    - ``u >= sqrt(2)/2``: ``1 - u = (-X mod 2**32) 2**-33``, ``k = 0``, ``f = -(1 - u)``:
+      relative precision down to ``1 - u = 2**-33`` (``-log u ~ 1 - u``).
+
+    ``log(1 + f)`` is fdlibm's float32 kernel (``_log_core32``), and the rounding
+    of the integer to float32 (its exact rest, at most ``2**-24 |f|``) enters
+    as the first-order correction ``rest / (1 + f)``, so that ``f`` is in effect
+    exact and the result carries the kernel's error only.
+    """
+    always_inline()
+    f32 = np.float32
+    xi = np.uint32(x)
+    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
+    low = xi < np.uint32(0x80000000)
+    high = xi >= np.uint32(_W_SQRT_HALF)
+    # the one integer to convert: X, or (1 - u) 2**33 = -X mod 2**32 near u = 1
+    N = np.uint32(np.uint32(0) - X) if high else X
+    nf = f32(N)
+    # ... and the exact rest N - nf (|rest| <= 128): N's halves are exact floats and
+    # (N >> 16) 2**16 - nf is exact (Sterbenz)
+    rest = (f32(N >> np.uint32(16)) * f32(65536.0) - nf) + f32(N & np.uint32(0xFFFF))
+    fa, ea = _reduce32(nf)  # u < 1/2: u = nf 2**-33 = 2**(ea - 33) (1 + fa)
+    fb = nf * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(nf * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
+    f = fa if low else (fc if high else fb)
+    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    # the rest in f's units: 2**-ea, 2**-32, -2**-33
+    sa = i2f32((np.int32(127) - ea) << np.int32(23))
+    scale = sa if low else (f32(-_TWO_M33_F) if high else f32(_TWO_M32_F))
+    # log(1 + f + d) = log(1 + f) + d / (1 + f) + O(d^2), d = rest * scale <= 2**-24 |f|;
+    # 1 / (1 + f) ~ 1 - f + f^2 within 7% on the range: the correction to 1e-8 ulp
+    corr = rest * scale * (f32(1.0) - f + f * f)
+    # _log_core32 with the correction folded in beside the low part of k ln 2
+    hfsq = f32(0.5) * f * f
+    s = f / (f32(2.0) + f)
+    z = s * s
+    w = z * z
+    t1 = w * (f32(_LG2_32) + w * f32(_LG4_32))
+    t2 = z * (f32(_LG1_32) + w * f32(_LG3_32))
+    R = t2 + t1
+    lo = k * f32(_LN2_LO32) + corr
+    return -(k * f32(_LN2_HI32) - ((hfsq - (s * (hfsq + R) + lo)) - f))
+
+
+# Cephes sinf/cosf minimax polynomials on |a| <= pi/4
+_SINF = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
+_COSF = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
+# 2 pi 2**-33 = HI + LO, both float32 (HI + LO within 1.2e-15 relative)
+_TWO_PI_M33_HI = 7.31459059988282e-10
+_TWO_PI_M33_LO = -2.035470133961082e-17
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def cos_sin_2pi_word32(x):
+    """``(cos 2 pi u, sin 2 pi u)`` in float32 for ``u = (x + 0.5) 2**-32`` of a
+    32-bit word ``x``, each to a few float32 ulp relative to its own value.
+
+    The range reduction is exact and on the integer: the nearest quarter turn
+    ``q`` is the top two bits of ``x + 2**29``, and the rest of the turn is
+    ``(2 r + 1) 2**-33`` with ``r`` the signed low 30 bits, so the reduced angle
+    ``a = 2 pi (2 r + 1) 2**-33`` lies in ``[-pi/4, pi/4]``; it is formed from
+    the odd integer ``z = 2 r + 1`` (< 2**30, split into its float32 rounding and
+    the exact rest) and ``2 pi 2**-33`` as a float32 pair, so that it carries a
+    single rounding. Then Cephes' float32 sine and cosine polynomials, and the
+    rotation by ``q`` quarter turns through swaps and sign bits (as ``cos_sin_2pi``).
+    """
+    always_inline()
+    f32 = np.float32
+    xi = np.uint32(x)
+    xs = np.uint32(xi + np.uint32(0x20000000))  # + 2**29 (mod 2**32): round to a quarter
+    q = np.int32(xs >> np.uint32(30))
+    rr = np.int32(xs & np.uint32(0x3FFFFFFF))  # r + 2**29, r in [-2**29, 2**29)
+    z = np.int32(np.int32(rr << np.int32(1)) - np.int32(0x3FFFFFFF))  # 2 r + 1, odd
+    zf = f32(z)  # z rounded to 24 bits, and the exact rest (|zr| <= 32)
+    zr = f32(np.int32(z - np.int32(zf)))
+    # a = 2 pi z 2**-33 with one rounding: zf * HI is exact inside the FMA
+    a = zf * f32(_TWO_PI_M33_HI) + (zr * f32(_TWO_PI_M33_HI) + zf * f32(_TWO_PI_M33_LO))
+    s2 = a * a
+    ps = f32(_SINF[0])
+    ps = ps * s2 + f32(_SINF[1])
+    ps = ps * s2 + f32(_SINF[2])
+    sn = a + a * s2 * ps
+    pc = f32(_COSF[0])
+    pc = pc * s2 + f32(_COSF[1])
+    pc = pc * s2 + f32(_COSF[2])
+    cs = f32(1.0) - f32(0.5) * s2 + s2 * s2 * pc
+    odd = (q & np.int32(1)) != np.int32(0)
+    c0 = sn if odd else cs
+    s0 = cs if odd else sn
+    cc = i2f32(f2i(c0) ^ np.int32(((q + np.int32(1)) & np.int32(2)) << np.int32(30)))
+    ss = i2f32(f2i(s0) ^ np.int32((q & np.int32(2)) << np.int32(30)))
     return cc, ss
 
 

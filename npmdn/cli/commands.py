@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -296,7 +297,8 @@ def score(args) -> int:
     with Runner(model, data, args.scheduler) as runner:
         rows, scores = runner.score(xcols, ycols)
     if args.json:
-        print(json.dumps({"rows": rows, **{k: _jsonable(v) for k, v in scores.items()}}))
+        print(json.dumps({"rows": rows, **{k: _jsonable(v) for k, v in scores.items()}},
+                         allow_nan=False))
         return 0
     width = max(len(k) for k in ["rows", *scores])
     print(f"{'rows':<{width}}  {rows}")
@@ -306,8 +308,15 @@ def score(args) -> int:
 
 
 def _jsonable(v):
+    """``v`` as strict JSON: arrays as lists, and a non-finite float (an NLL of
+    inf where a row has zero density) as the string ``"inf"``, ``"-inf"`` or
+    ``"nan"``, which every JSON parser reads (``Infinity`` is not JSON)."""
     if isinstance(v, (np.generic, np.ndarray)):
-        return v.tolist()
+        v = v.tolist()
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return v
 
 

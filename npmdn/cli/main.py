@@ -248,7 +248,8 @@ def _query_parsers(sub):
                         description="Print every score MDN.score returns (nats per row).")
     _add_common(sc, scheduler=True)
     sc.add_argument("--json", action="store_true",
-                    help="one JSON object instead of lines (default: lines)")
+                    help="one JSON object instead of lines (default: lines); a non-finite "
+                    "score is the string \"inf\", \"-inf\" or \"nan\"")
     sc.set_defaults(func=commands.score)
 
     pl = sub.add_parser("plot", help="the demo figure for a saved model (1-D x and y)")

@@ -482,3 +482,18 @@ def test_bad_input_exit_2_one_line_nothing_touched(bad_dir, args, words):
     assert words in lines[0], lines[0]
     assert proc.stdout == ""
     assert snapshot(bad_dir) == before  # nothing written, nothing replaced
+
+
+def test_score_json_is_strict_json_when_a_score_is_infinite(work, tmp_path):
+    """A row of zero density makes the NLL inf: Python's json would print the
+    non-JSON token ``Infinity``; the command prints the string "inf" instead."""
+    d, data, _ = work
+    y = data.y.copy()
+    y[0] = 1e30  # far beyond any component in float32: log p = -inf for that row
+    np.savez(tmp_path / "far.npz", x=data.x, y=y)
+    m = npmdn.load(d / "model.npz", backend="numpy")
+    assert m.score(data.x, y)["nll"] == np.inf  # the case this test is about
+    out = run("score", d / "model.npz", tmp_path / "far.npz", "--json", cwd=tmp_path,
+              check=0).stdout
+    as_json = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
+    assert as_json["nll"] == "inf"

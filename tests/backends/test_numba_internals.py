@@ -54,6 +54,13 @@ def _map_neglog(words, out):
         out[i] = vm.neglog_word32(words[i])
 
 
+@njit
+def _map_box_muller32(words, s, c, sn):
+    for i in range(words.shape[0]):
+        s[i] = vm.neglog_word_f32(words[i])
+        c[i], sn[i] = vm.cos_sin_2pi_word32(words[i])
+
+
 def _ulps(got, want):
     return np.abs(got.astype(np.float64) - want.astype(np.float64)) / np.spacing(
         np.abs(want).astype(want.dtype)).astype(np.float64)
@@ -109,16 +116,64 @@ def test_cos_sin_2pi(rng):
 
 def test_neglog_word32_error_bound(rng):
     """The Gumbel screen's relative bound over the whole word range, with the
-    ends (u near 0 and 1) and the branch point u = 3/4 dense."""
-    b = 3 * 2**30
-    words = np.concatenate([np.arange(0, 1 << 16), np.arange(2**32 - (1 << 16), 2**32),
-                            np.arange(b - (1 << 16), b + (1 << 16)),
-                            rng.integers(0, 2**32, 1_000_000)]).astype(np.uint32)
+    ends (u near 0 and 1), the branch points (u = 1/2, sqrt(2)/2) and the eighths
+    of the range dense."""
+    words = _extreme_words(rng, 1_000_000)
     got = np.empty(words.size, np.float32)
     _map_neglog(words, got)
     v = ((2**32 - 1 - words.astype(np.float64)) + 0.5) * 2.0**-32  # 1 - u, exactly
     want = -np.log1p(-v)
     assert np.max(np.abs(got / want - 1)) < vm.NEGLOG32_REL / 4
+
+
+def _extreme_words(rng, n_random):
+    """Every word within 2**16 of the ends (u near 0; u near 1, where -log u is
+    down to 2**-33), of the branch points of ``neglog_word_f32`` (u = 1/2,
+    sqrt(2)/2) and of every eighth of a turn (the quadrant boundaries and the
+    ends of the reduced range), and ``n_random`` random words."""
+    points = [0, 2**32, 2**31, vm._W_SQRT_HALF] + [e * 2**29 for e in range(1, 8)]
+    near = [np.arange(max(p - 2**16, 0), min(p + 2**16, 2**32)) for p in points]
+    return np.concatenate(near + [rng.integers(0, 2**32, n_random)]).astype(np.uint32)
+
+
+def test_float32_box_muller_error_bound(rng):
+    """The float32 normals' pieces against float64 computed independently (NumPy's
+    log1p/log, and cos/sin after the same exact quarter-turn reduction), relative to
+    each value: -log u, r = sqrt(-2 log u) (bounded relative error even where -log u
+    is 2**-33), cos and sin (near their zeros too), and r cos, r sin within
+    ``philox.NORMALS_FLOAT32_RTOL``. The bounds were measured over all 2**32 words
+    (the pieces are functions of one word each); the products' bound adds their
+    two bounds and one rounding."""
+    words = _extreme_words(rng, 2_000_000)
+    s32, c32, sn32 = (np.empty(words.size, np.float32) for _ in range(3))
+    _map_box_muller32(words, s32, c32, sn32)
+    x = words.astype(np.float64)
+    u = (x + 0.5) * 2.0**-32
+    v = (2**32 - 1 - x + 0.5) * 2.0**-32  # 1 - u, exactly
+    s = np.where(u > 0.5, -np.log1p(-v), -np.log(u))
+    qq = (words.astype(np.int64) + 2**29) >> 30  # nearest quarter turn, 0 to 4
+    a = 2 * np.pi * ((words - qq * 2**30) + 0.5) * 2.0**-32  # |a| <= pi/4, one rounding
+    q = qq % 4  # rotate by q quarter turns: exact
+    c = np.choose(q, [np.cos(a), -np.sin(a), -np.cos(a), np.sin(a)])
+    sn = np.choose(q, [np.sin(a), np.cos(a), -np.sin(a), -np.cos(a)])
+    np.testing.assert_allclose(c, np.cos(2 * np.pi * u), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(sn, np.sin(2 * np.pi * u), rtol=0, atol=1e-14)
+    r = np.sqrt(2 * s)
+    r32 = np.sqrt(np.float32(2) * s32)
+
+    def rel(got, want):
+        return np.max(np.abs(got.astype(np.float64) - want) / np.abs(want))
+
+    ulp = 2.0**-24
+    # the maxima over all 2**32 words: 1.406, 1.651, 2.221 (cos and sin) * 2**-24
+    assert rel(s32, s) <= 1.45 * ulp
+    assert rel(r32, r) <= 1.7 * ulp
+    assert rel(c32, c) <= 2.25 * ulp and rel(sn32, sn) <= 2.25 * ulp
+    assert rel(r32 * c32, r * c) <= philox.NORMALS_FLOAT32_RTOL
+    assert rel(r32 * sn32, r * sn) <= philox.NORMALS_FLOAT32_RTOL
+    # u near 1: -log u ~ 1 - u down to 2**-33, r ~ 1.2e-5, still to a few ulp
+    top = words >= 2**32 - 2**16
+    assert s[top].min() < 2**-32 and rel(r32[top], r[top]) <= 1.7 * ulp
 
 
 @njit
