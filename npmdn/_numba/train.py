@@ -23,6 +23,15 @@ the head output is already the structure-of-arrays layout of
 chunk's activations stay in cache); the chunks are shared out to the
 threads, each accumulating its own gradient, summed before the update.
 
+Full-batch epochs (one step each, no shuffling) that nothing in Python looks
+at in between (no validation, callback or patience) run several to a call
+(:meth:`FusedFit.epochs`, per-epoch learning rates in an array): a small
+model's epoch lasts tens of microseconds, about what the Python round trip
+and the collapse diagnostics of :class:`npmdn.training.History` cost, so the
+kernel also takes those diagnostics after each epoch (:func:`_diagnose`, the
+formulas of :func:`npmdn.regularization.mixture_diagnostics` on the same
+rows, equal to rounding).
+
 Noise regularisation and the sigma floor happen here too, as in the step
 loop: each row of a chunk gets the noise of :func:`npmdn.philox.noise_normals`
 (the same Philox words, drawn here; the Box-Muller normals agree with
@@ -48,6 +57,7 @@ from numba import get_num_threads, njit, prange, set_num_threads, types
 from .. import config, philox
 from ..fullcov import is_full
 from ..optim import SGD, Adam
+from ..regularization import LIVE_WEIGHT
 from .head import head_soa
 from .regularization import add_noise, floor_scales
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
@@ -138,24 +148,11 @@ def _layer(buf, aoffs, sizes, layer, C):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
-           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq, nsx, nsy, key0, key1, epoch, rows,
-           log_floor):
-    """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
+def _forward(P, sizes, offs, aoffs, act, A, Z, nc, C):
+    """The network on the first ``nc`` rows of a chunk whose inputs are in layer 0 of
+    ``A``: every layer's ``Z`` and (below the head) its activation ``A``."""
     prefer_wide_vectors()
     n_layers = sizes.shape[0] - 1
-    n_in = sizes[0]
-    shuffled = order.shape[0] > 0
-    # inputs and targets, feature-major
-    X0 = _layer(A, aoffs, sizes, 0, C)
-    for i in range(nc):
-        row = order[r0 + i] if shuffled else r0 + i
-        for k in range(n_in):
-            X0[k, i] = xs[row, k]
-        for d in range(D):
-            XY[d, i] = ys[row, d]
-    if nsx != 0.0 or nsy != 0.0:
-        add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
     # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
     for layer in range(n_layers):
         ni, no = sizes[layer], sizes[layer + 1]
@@ -196,6 +193,28 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
             Ao = _layer(A, aoffs, sizes, layer + 1, C)
             for j in range(no):
                 _act_forward(act, Zo[j], Ao[j], nc)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
+           A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq, nsx, nsy, key0, key1, epoch, rows,
+           log_floor):
+    """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
+    prefer_wide_vectors()
+    n_layers = sizes.shape[0] - 1
+    n_in = sizes[0]
+    shuffled = order.shape[0] > 0
+    # inputs and targets, feature-major
+    X0 = _layer(A, aoffs, sizes, 0, C)
+    for i in range(nc):
+        row = order[r0 + i] if shuffled else r0 + i
+        for k in range(n_in):
+            X0[k, i] = xs[row, k]
+        for d in range(D):
+            XY[d, i] = ys[row, d]
+    if nsx != 0.0 or nsy != 0.0:
+        add_noise(X0, XY, nc, order, rows, r0, nsx, nsy, key0, key1, epoch)
+    _forward(P, sizes, offs, aoffs, act, A, Z, nc, C)
     # the mixture head on the last layer's output, in place: Z becomes dNLL/dZ
     H = _layer(Z, aoffs, sizes, n_layers, C)
     XA = H[0:K]
@@ -268,6 +287,69 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
     return nll
 
 
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, log_floor):
+    """The collapse diagnostics of :func:`npmdn.regularization.mixture_diagnostics` at
+    the standardized rows ``xd`` (no noise, the sigma floor applied): ``(-sum_k pbar_k
+    log pbar_k, min log sigma of a live component)``, ``pbar`` the mean mixing weights,
+    live meaning a weight above ``LIVE_WEIGHT`` at that row (``inf`` if none is)."""
+    prefer_wide_vectors()
+    nd = xd.shape[0]
+    n_layers = sizes.shape[0] - 1
+    n_in = sizes[0]
+    pbar = np.zeros(K)
+    live = as_type(np.inf, P)
+    lw = as_type(LIVE_WEIGHT, P)
+    one = as_type(1.0, P)
+    X0 = _layer(A, aoffs, sizes, 0, C)
+    for r0 in range(0, nd, C):
+        nc = min(C, nd - r0)
+        for i in range(nc):
+            for k in range(n_in):
+                X0[k, i] = xd[r0 + i, k]
+        _forward(P, sizes, offs, aoffs, act, A, Z, nc, C)
+        H = _layer(Z, aoffs, sizes, n_layers, C)
+        XA = H[0:K]
+        XS = H[K + K * D:K + K * D + K * S]
+        if log_floor.shape[0] > 0:
+            floor_scales(XS, dA[:K * S * C].reshape(K * S, C), log_floor, S, nc)
+        # pi = softmax(a), from the row's largest logit
+        for i in range(nc):
+            va[i] = XA[0, i]
+        for k in range(1, K):
+            for i in range(nc):
+                a = XA[k, i]
+                va[i] = a if a > va[i] else va[i]
+        for i in range(nc):
+            vc[i] = as_type(0.0, P)
+        for k in range(K):
+            for i in range(nc):
+                e = vexp(XA[k, i] - va[i])
+                EA[k, i] = e
+                vc[i] += e
+        for i in range(nc):
+            vc[i] = one / vc[i]
+        for k in range(K):
+            acc = 0.0
+            for i in range(nc):
+                p = EA[k, i] * vc[i]
+                EA[k, i] = p
+                acc += p
+            pbar[k] += acc
+            for c in range(S):
+                sk = XS[k * S + c]
+                pk = EA[k]
+                for i in range(nc):
+                    v = sk[i] if pk[i] > lw else live
+                    live = v if v < live else live
+    h = 0.0
+    for k in range(K):
+        pk = pbar[k] / nd
+        if pk > 0.0:
+            h -= pk * math.log(pk)
+    return h, np.float64(live)
+
+
 # --------------------------------------------------------------------------
 # optimizer updates (npmdn.optim, the same formulas, one pass over the buffer)
 # --------------------------------------------------------------------------
@@ -318,19 +400,24 @@ def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, 
 
 
 def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
-                order, bs, steps, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, wd, clip,
-                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor):
-    """Every step of one epoch. ``status`` (float64 [5]) comes back as
-    ``[code, step, value, loss_total, steps_done]``: code ``OK``, or
-    ``BAD_LOSS`` / ``BAD_GRAD_NORM`` with the failing step and its value;
-    ``loss_total`` is the sum of the steps' NLL sums. On a bad loss the
-    parameters are those after the previous step (``last_good`` holds the ones
-    before it, as in ``MDN.fit``); on a bad gradient norm, those of the step.
+                order, bs, steps, opt_kind, lrs, b1, b2, eps, t, momentum, nesterov, wd, clip,
+                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor, xd, out):
+    """Every step of ``E = len(lrs)`` epochs, epoch ``e`` at rate ``lrs[e]``, each in the
+    order ``order`` (empty: the rows in turn). ``status`` (float64 [6]) comes back as
+    ``[code, step, value, loss_total, steps_done, epochs_done]``: code ``OK``, or
+    ``BAD_LOSS`` / ``BAD_GRAD_NORM`` with the failing step (of epoch ``epochs_done``,
+    counted from 0) and its value; ``loss_total`` is the sum of that epoch's completed
+    steps' NLL sums. On a bad loss the parameters are those after the previous step
+    (``last_good`` holds the ones before it, as in ``MDN.fit``); on a bad gradient
+    norm, those of the step. ``out`` (float64 [E, 3]) gets each completed epoch's NLL
+    sum and, when ``xd`` (standardized diagnostic rows, as ``xs``) has rows, the
+    collapse diagnostics of the weights after it (:func:`_diagnose`).
 
     Noise: scales ``nsx``, ``nsy`` (0: none), the stream's key ``key0, key1``
-    (uint64), the ``epoch`` and ``rows`` (the rows' indices in the stream;
-    empty: ``0..N-1``). ``log_floor`` [S]: the sigma floor's ``log f`` per scale
-    column in standardized units (empty: none).
+    (uint64), the first ``epoch`` (the ``e``-th epoch draws epoch ``epoch + e``'s
+    noise) and ``rows`` (the rows' indices in the stream; empty: ``0..N-1``).
+    ``log_floor`` [S]: the sigma floor's ``log f`` per scale column in standardized
+    units (empty: none).
     """
     n = xs.shape[0]
     n_threads = GT.shape[0]
@@ -341,78 +428,93 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
     for w in sizes:
         max_w = max(max_w, w)
     loss_t = np.zeros(n_threads)
-    total = 0.0
     status[0] = OK
-    for step in range(steps):
-        r0 = step * bs
-        b = min(bs, n - r0)
-        inv_b = as_type(1.0 / b, P)
-        n_chunks = (b + C - 1) // C
-        for th in prange(n_threads):
-            g = GT[th]
+    total = 0.0
+    for ep in range(lrs.shape[0]):
+        lr = lrs[ep]
+        status[5] = ep
+        total = 0.0
+        for step in range(steps):
+            r0 = step * bs
+            b = min(bs, n - r0)
+            inv_b = as_type(1.0 / b, P)
+            n_chunks = (b + C - 1) // C
+            for th in prange(n_threads):
+                g = GT[th]
+                for i in range(n_par):
+                    g[i] = 0.0
+                sc = scratch[th]
+                A = sc[:width]
+                Z = sc[width:2 * width]
+                dA = sc[2 * width:2 * width + max_w * C]
+                dB = sc[2 * width + max_w * C:2 * width + 2 * max_w * C]
+                o = 2 * width + 2 * max_w * C
+                XY = sc[o:o + D * C].reshape(D, C)
+                o += D * C
+                EA = sc[o:o + K * C].reshape(K, C)
+                o += K * C
+                TT = sc[o:o + K * C].reshape(K, C)
+                o += K * C
+                va = sc[o:o + C]
+                vb = sc[o + C:o + 2 * C]
+                vc = sc[o + 2 * C:o + 3 * C]
+                vd = sc[o + 3 * C:o + 4 * C]
+                vq = sc[o + 4 * C:o + 5 * C]
+                s = 0.0
+                for ch in range(th * n_chunks // n_threads, (th + 1) * n_chunks // n_threads):
+                    c0 = ch * C
+                    nc = min(C, b - c0)
+                    s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
+                                nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq,
+                                nsx, nsy, key0, key1, epoch + np.uint64(ep), rows, log_floor)
+                loss_t[th] = s
+            loss_sum = 0.0
+            for th in range(n_threads):
+                loss_sum += loss_t[th]
             for i in range(n_par):
-                g[i] = 0.0
-            sc = scratch[th]
-            A = sc[:width]
-            Z = sc[width:2 * width]
-            dA = sc[2 * width:2 * width + max_w * C]
-            dB = sc[2 * width + max_w * C:2 * width + 2 * max_w * C]
-            o = 2 * width + 2 * max_w * C
-            XY = sc[o:o + D * C].reshape(D, C)
-            o += D * C
-            EA = sc[o:o + K * C].reshape(K, C)
-            o += K * C
-            TT = sc[o:o + K * C].reshape(K, C)
-            o += K * C
-            va = sc[o:o + C]
-            vb = sc[o + C:o + 2 * C]
-            vc = sc[o + 2 * C:o + 3 * C]
-            vd = sc[o + 3 * C:o + 4 * C]
-            vq = sc[o + 4 * C:o + 5 * C]
-            s = 0.0
-            for ch in range(th * n_chunks // n_threads, (th + 1) * n_chunks // n_threads):
-                c0 = ch * C
-                nc = min(C, b - c0)
-                s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
-                            nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq,
-                            nsx, nsy, key0, key1, epoch, rows, log_floor)
-            loss_t[th] = s
-        loss_sum = 0.0
-        for th in range(n_threads):
-            loss_sum += loss_t[th]
-        for i in range(n_par):
-            acc = GT[0, i]
-            for th in range(1, n_threads):
-                acc += GT[th, i]
-            G[i] = acc
-        status[4] = step
-        if not math.isfinite(loss_sum):
-            status[0] = BAD_LOSS
-            status[1] = step
-            status[2] = loss_sum / b
-            status[3] = total
-            return
-        g2 = 0.0
-        for i in range(n_par):
-            g2 += np.float64(G[i]) * np.float64(G[i])
-        gnorm = math.sqrt(g2)
-        if clip > 0.0 and gnorm > clip:
-            c = as_type(clip / (gnorm + 1e-12), P)
+                acc = GT[0, i]
+                for th in range(1, n_threads):
+                    acc += GT[th, i]
+                G[i] = acc
+            status[4] = step
+            if not math.isfinite(loss_sum):
+                status[0] = BAD_LOSS
+                status[1] = step
+                status[2] = loss_sum / b
+                status[3] = total
+                return
+            g2 = 0.0
             for i in range(n_par):
-                G[i] *= c
-        if not math.isfinite(gnorm):
-            status[0] = BAD_GRAD_NORM
-            status[1] = step
-            status[2] = gnorm
-            status[3] = total
-            return
-        for i in range(n_par):
-            last_good[i] = P[i]
-        _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t + step + 1, momentum,
-                nesterov, wd)
-        total += loss_sum
+                g2 += np.float64(G[i]) * np.float64(G[i])
+            gnorm = math.sqrt(g2)
+            if clip > 0.0 and gnorm > clip:
+                c = as_type(clip / (gnorm + 1e-12), P)
+                for i in range(n_par):
+                    G[i] *= c
+            if not math.isfinite(gnorm):
+                status[0] = BAD_GRAD_NORM
+                status[1] = step
+                status[2] = gnorm
+                status[3] = total
+                return
+            for i in range(n_par):
+                last_good[i] = P[i]
+            _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t + ep * steps + step + 1,
+                    momentum, nesterov, wd)
+            total += loss_sum
+        out[ep, 0] = total
+        if xd.shape[0] > 0:
+            sc = scratch[0]
+            o = 2 * width + 2 * max_w * C + D * C
+            h, live = _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, sc[:width],
+                                sc[width:2 * width], sc[2 * width:2 * width + max_w * C],
+                                sc[o:o + K * C].reshape(K, C), sc[o + 2 * K * C:o + 2 * K * C + C],
+                                sc[o + 2 * K * C + 2 * C:o + 2 * K * C + 3 * C], log_floor)
+            out[ep, 1] = h
+            out[ep, 2] = live
     status[3] = total
     status[4] = steps
+    status[5] = lrs.shape[0]
 
 
 def _renamed(fn, name):
@@ -447,10 +549,11 @@ def _sig(dtype):
     return ((a1, a1, a2, a1, a1, a1, a1, i1, i1, i1, types.int64, types.int64, types.int64,
              types.int64, types.Array(f, 2, "A"), types.Array(f, 2, "A"), i1, types.int64,
              types.int64, types.int64)
-            + (types.float64,) * 4 + (types.int64, types.float64, types.boolean,
-                                      types.float64, types.float64, a2, types.int64,
-                                      types.Array(types.float64, 1, "C"))
-            + (types.float64, types.float64, types.uint64, types.uint64, types.uint64, i1, a1))
+            + (types.Array(types.float64, 1, "C"),) + (types.float64,) * 3
+            + (types.int64, types.float64, types.boolean, types.float64, types.float64, a2,
+               types.int64, types.Array(types.float64, 1, "C"))
+            + (types.float64, types.float64, types.uint64, types.uint64, types.uint64, i1, a1,
+               types.Array(f, 2, "A"), types.Array(types.float64, 2, "C")))
 
 
 _entries: dict = {}
@@ -501,8 +604,9 @@ class FusedFit:
             self.m, self.v = opt.m, opt.v
         else:
             self.m, self.v = np.zeros(1, dt), opt.v
-        self.status = np.zeros(5)
+        self.status = np.zeros(6)
         self.empty_order = np.zeros(0, dtype=np.int64)
+        self.empty_x = np.zeros((0, xs.shape[1]), dt)
         if noise is None:
             self.noise = (0.0, 0.0, np.uint64(0), np.uint64(0))
         else:
@@ -517,12 +621,34 @@ class FusedFit:
         """All steps of one epoch (``epoch``, 1-based, indexes the noise): ``(loss_sum,
         failed)`` as :class:`npmdn.training.EpochResult` describes, the weights left as
         the step loop would leave them."""
+        out = np.zeros((1, 3))
+        _, failed, loss = self._run(order, np.array([float(lr)]), last_good, epoch,
+                                    self.empty_x, out)
+        return (float(out[0, 0]), None) if failed is None else (loss, failed)
+
+    def epochs(self, lrs, last_good, epoch, diag_rows):
+        """Several epochs of one step each (a full batch, no shuffling) in one call, the
+        first numbered ``epoch``, the ``e``-th at rate ``lrs[e]``, and the collapse
+        diagnostics at the standardized rows ``diag_rows`` after each:
+        ``(done, failed)``, ``done`` a list of ``(loss_sum, (effective components,
+        narrowest sigma))`` per completed epoch and ``failed`` None or ``(epoch,
+        EpochResult fields)`` of the epoch that failed."""
+        lrs = np.ascontiguousarray(lrs, dtype=np.float64)
+        out = np.zeros((lrs.shape[0], 3))
+        n_done, failed, loss = self._run(None, lrs, last_good, epoch, diag_rows, out)
+        done = [(float(out[e, 0]), (math.exp(out[e, 1]), math.exp(out[e, 2])))
+                for e in range(n_done)]
+        return done, None if failed is None else (epoch + n_done, loss, failed)
+
+    def _run(self, order, lrs, last_good, epoch, xd, out):
+        """The kernel on ``len(lrs)`` epochs: ``(epochs completed, failed, loss sum of
+        the failed epoch's completed steps)``."""
         opt = self.opt
         order = self.empty_order if order is None else np.ascontiguousarray(order, np.int64)
         if self.adam:
-            hyper = (0, float(lr), opt.b1, opt.b2, opt.eps, int(opt.t), 0.0, False)
+            hyper = (0, lrs, opt.b1, opt.b2, opt.eps, int(opt.t), 0.0, False)
         else:
-            hyper = (1, float(lr), 0.0, 0.0, 0.0, int(opt.t), opt.momentum, opt.nesterov)
+            hyper = (1, lrs, 0.0, 0.0, 0.0, int(opt.t), opt.momentum, opt.nesterov)
         st = self.status
         threads = get_num_threads()
         switch = self.n_threads > 1 and threads != self.n_threads
@@ -533,16 +659,16 @@ class FusedFit:
                     last_good, self.sizes, self.offs, self.aoffs, self.act, self.K, self.D,
                     self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
                     opt.weight_decay, self.clip, self.scratch, self.chunk, st, *self.noise,
-                    np.uint64(epoch), self.rows, self.log_floor)
+                    np.uint64(epoch), self.rows, self.log_floor, xd, out)
         finally:
             if switch:
                 set_num_threads(threads)
-        code, step = int(st[0]), int(st[1])
-        opt.t += int(st[4]) if code == OK else step
+        code, step, n_done = int(st[0]), int(st[1]), int(st[5])
+        opt.t += n_done * self.steps + (0 if code == OK else step)
         if code == OK:
-            return float(st[3]), None
+            return n_done, None, 0.0
         what = "loss" if code == BAD_LOSS else "gradient norm"
-        return float(st[3]), (step, what, float(st[2]))
+        return n_done, (step, what, float(st[2])), float(st[3])
 
 
 def plan(net, head, opt, xs, ys, bs, steps, clip_norm, noise=None, rows=None, log_floor=None):
