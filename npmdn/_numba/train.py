@@ -147,6 +147,148 @@ def _layer(buf, aoffs, sizes, layer, C):
     return buf[o:o + sizes[layer] * C].reshape(sizes[layer], C)
 
 
+@njit(fastmath=FASTMATH, error_model="numpy", inline="always")
+def _w(W, q, o, n_in, n_out, trans):
+    """Weight from input row ``q`` to output row ``o``: ``W[q, o]`` (``W[o, q]`` with
+    ``trans``), 0 outside the matrix (the padding of a block of four)."""
+    if q >= n_in or o >= n_out:
+        return as_type(0.0, W)
+    return W[o, q] if trans else W[q, o]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _matmul(O, W, X, n_out, n_in, nc, trans, bias, has_bias, zrow, junk):
+    """``O[o, :nc] = bias[o] + sum_q w(q, o) X[q, :nc]`` (no bias without ``has_bias``),
+    ``w`` as :func:`_w`. Four outputs by four inputs per pass over the rows: each pass
+    loads and stores an output row once for four multiply-adds, where one input at a
+    time stored it after every one (the loops were bound by loads and stores, not
+    arithmetic). Blocks past the matrix's edge read ``zrow`` (zeros, weight 0) and
+    write ``junk``."""
+    prefer_wide_vectors()
+    zero = as_type(0.0, O)
+    if n_in == 1:  # a one-input layer: a block of four would be three quarters padding
+        x0 = X[0]
+        for o in range(n_out):
+            r = O[o]
+            b = bias[o] if has_bias else zero
+            w = _w(W, 0, o, n_in, n_out, trans)
+            for i in range(nc):
+                r[i] = b + w * x0[i]
+        return
+    for o0 in range(0, n_out, 4):
+        r0 = O[o0]
+        r1 = O[o0 + 1] if o0 + 1 < n_out else junk
+        r2 = O[o0 + 2] if o0 + 2 < n_out else junk
+        r3 = O[o0 + 3] if o0 + 3 < n_out else junk
+        b0 = bias[o0] if has_bias else zero
+        b1 = bias[o0 + 1] if has_bias and o0 + 1 < n_out else zero
+        b2 = bias[o0 + 2] if has_bias and o0 + 2 < n_out else zero
+        b3 = bias[o0 + 3] if has_bias and o0 + 3 < n_out else zero
+        for i in range(nc):
+            r0[i] = b0
+            r1[i] = b1
+            r2[i] = b2
+            r3[i] = b3
+        for q0 in range(0, n_in, 4):
+            x0 = X[q0]
+            x1 = X[q0 + 1] if q0 + 1 < n_in else zrow
+            x2 = X[q0 + 2] if q0 + 2 < n_in else zrow
+            x3 = X[q0 + 3] if q0 + 3 < n_in else zrow
+            w00 = _w(W, q0, o0, n_in, n_out, trans)
+            w10 = _w(W, q0 + 1, o0, n_in, n_out, trans)
+            w20 = _w(W, q0 + 2, o0, n_in, n_out, trans)
+            w30 = _w(W, q0 + 3, o0, n_in, n_out, trans)
+            w01 = _w(W, q0, o0 + 1, n_in, n_out, trans)
+            w11 = _w(W, q0 + 1, o0 + 1, n_in, n_out, trans)
+            w21 = _w(W, q0 + 2, o0 + 1, n_in, n_out, trans)
+            w31 = _w(W, q0 + 3, o0 + 1, n_in, n_out, trans)
+            w02 = _w(W, q0, o0 + 2, n_in, n_out, trans)
+            w12 = _w(W, q0 + 1, o0 + 2, n_in, n_out, trans)
+            w22 = _w(W, q0 + 2, o0 + 2, n_in, n_out, trans)
+            w32 = _w(W, q0 + 3, o0 + 2, n_in, n_out, trans)
+            w03 = _w(W, q0, o0 + 3, n_in, n_out, trans)
+            w13 = _w(W, q0 + 1, o0 + 3, n_in, n_out, trans)
+            w23 = _w(W, q0 + 2, o0 + 3, n_in, n_out, trans)
+            w33 = _w(W, q0 + 3, o0 + 3, n_in, n_out, trans)
+            for i in range(nc):
+                a0, a1, a2, a3 = x0[i], x1[i], x2[i], x3[i]
+                # input by input, in order, as four passes of one input would add
+                r0[i] = (((r0[i] + w00 * a0) + w10 * a1) + w20 * a2) + w30 * a3
+                r1[i] = (((r1[i] + w01 * a0) + w11 * a1) + w21 * a2) + w31 * a3
+                r2[i] = (((r2[i] + w02 * a0) + w12 * a1) + w22 * a2) + w32 * a3
+                r3[i] = (((r3[i] + w03 * a0) + w13 * a1) + w23 * a2) + w33 * a3
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _outer_acc(G, Xa, Xd, n_a, n_d, nc, zrow):
+    """``G[k, j] += sum_i Xa[k, i] Xd[j, i]`` (a weight gradient), four by four rows
+    per pass: sixteen sums from eight loads per row."""
+    prefer_wide_vectors()
+    if n_a == 1:  # a one-input layer: four output rows at a time
+        a0 = Xa[0]
+        for j0 in range(0, n_d, 4):
+            d0 = Xd[j0]
+            d1 = Xd[j0 + 1] if j0 + 1 < n_d else zrow
+            d2 = Xd[j0 + 2] if j0 + 2 < n_d else zrow
+            d3 = Xd[j0 + 3] if j0 + 3 < n_d else zrow
+            s0 = s1 = s2 = s3 = as_type(0.0, G)
+            for i in range(nc):
+                p0 = a0[i]
+                s0 += p0 * d0[i]
+                s1 += p0 * d1[i]
+                s2 += p0 * d2[i]
+                s3 += p0 * d3[i]
+            for c in range(min(4, n_d - j0)):
+                G[0, j0 + c] += s0 if c == 0 else s1 if c == 1 else s2 if c == 2 else s3
+        return
+    for k0 in range(0, n_a, 4):
+        a0 = Xa[k0]
+        a1 = Xa[k0 + 1] if k0 + 1 < n_a else zrow
+        a2 = Xa[k0 + 2] if k0 + 2 < n_a else zrow
+        a3 = Xa[k0 + 3] if k0 + 3 < n_a else zrow
+        for j0 in range(0, n_d, 4):
+            d0 = Xd[j0]
+            d1 = Xd[j0 + 1] if j0 + 1 < n_d else zrow
+            d2 = Xd[j0 + 2] if j0 + 2 < n_d else zrow
+            d3 = Xd[j0 + 3] if j0 + 3 < n_d else zrow
+            s00 = s01 = s02 = s03 = as_type(0.0, G)
+            s10 = s11 = s12 = s13 = as_type(0.0, G)
+            s20 = s21 = s22 = s23 = as_type(0.0, G)
+            s30 = s31 = s32 = s33 = as_type(0.0, G)
+            for i in range(nc):
+                p0, p1, p2, p3 = a0[i], a1[i], a2[i], a3[i]
+                q0, q1, q2, q3 = d0[i], d1[i], d2[i], d3[i]
+                s00 += p0 * q0
+                s01 += p0 * q1
+                s02 += p0 * q2
+                s03 += p0 * q3
+                s10 += p1 * q0
+                s11 += p1 * q1
+                s12 += p1 * q2
+                s13 += p1 * q3
+                s20 += p2 * q0
+                s21 += p2 * q1
+                s22 += p2 * q2
+                s23 += p2 * q3
+                s30 += p3 * q0
+                s31 += p3 * q1
+                s32 += p3 * q2
+                s33 += p3 * q3
+            rows = min(4, n_a - k0)
+            cols = min(4, n_d - j0)
+            for r in range(rows):
+                for c in range(cols):
+                    if r == 0:
+                        v = s00 if c == 0 else s01 if c == 1 else s02 if c == 2 else s03
+                    elif r == 1:
+                        v = s10 if c == 0 else s11 if c == 1 else s12 if c == 2 else s13
+                    elif r == 2:
+                        v = s20 if c == 0 else s21 if c == 1 else s22 if c == 2 else s23
+                    else:
+                        v = s30 if c == 0 else s31 if c == 1 else s32 if c == 2 else s33
+                    G[k0 + r, j0 + c] += v
+
+
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _forward(P, sizes, offs, aoffs, act, A, Z, nc, C):
     """The network on the first ``nc`` rows of a chunk whose inputs are in layer 0 of
@@ -154,41 +296,15 @@ def _forward(P, sizes, offs, aoffs, act, A, Z, nc, C):
     prefer_wide_vectors()
     n_layers = sizes.shape[0] - 1
     # forward: Z_l = W_l^T A_{l-1} + b_l, A_l = f(Z_l) (no activation on the head)
+    zrow = np.zeros(C, P.dtype)
+    junk = np.empty(C, P.dtype)
     for layer in range(n_layers):
         ni, no = sizes[layer], sizes[layer + 1]
         W = P[offs[layer]:offs[layer] + ni * no].reshape(ni, no)
         bias = P[offs[layer] + ni * no:offs[layer] + ni * no + no]
         Ain = _layer(A, aoffs, sizes, layer, C)
         Zo = _layer(Z, aoffs, sizes, layer + 1, C)
-        j = 0
-        while j + 4 <= no:  # four output units per pass: each input row is loaded once for four
-            z0, z1, z2, z3 = Zo[j], Zo[j + 1], Zo[j + 2], Zo[j + 3]
-            b0, b1, b2, b3 = bias[j], bias[j + 1], bias[j + 2], bias[j + 3]
-            for i in range(nc):
-                z0[i] = b0
-                z1[i] = b1
-                z2[i] = b2
-                z3[i] = b3
-            for k in range(ni):
-                a = Ain[k]
-                w0, w1, w2, w3 = W[k, j], W[k, j + 1], W[k, j + 2], W[k, j + 3]
-                for i in range(nc):
-                    ai = a[i]
-                    z0[i] += w0 * ai
-                    z1[i] += w1 * ai
-                    z2[i] += w2 * ai
-                    z3[i] += w3 * ai
-            j += 4
-        for jj in range(j, no):
-            zj = Zo[jj]
-            bj = bias[jj]
-            for i in range(nc):
-                zj[i] = bj
-            for k in range(ni):
-                a = Ain[k]
-                w = W[k, jj]
-                for i in range(nc):
-                    zj[i] += w * a[i]
+        _matmul(Zo, W, Ain, no, ni, nc, False, bias, True, zrow, junk)
         if layer < n_layers - 1:
             Ao = _layer(A, aoffs, sizes, layer + 1, C)
             for j in range(no):
@@ -237,6 +353,8 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
         for i in range(nc):
             H[j, i] *= inv_b  # d(mean NLL) = d(sum NLL) / B
     # backward, layer by layer from the head
+    zrow = np.zeros(C, P.dtype)
+    junk = np.empty(C, P.dtype)
     dz = H
     for layer in range(n_layers - 1, -1, -1):
         ni, no = sizes[layer], sizes[layer + 1]
@@ -252,37 +370,17 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
             for i in range(nc):
                 s += d[i]
             gb[j] += s
+        # dW = x^T dout
+        _outer_acc(gW, Ain, dz, ni, no, nc, zrow)
         if layer == 0:
-            # dW = x^T dout
-            for k in range(ni):
-                a = Ain[k]
-                for j in range(no):
-                    s = as_type(0.0, P)
-                    d = dz[j]
-                    for i in range(nc):
-                        s += a[i] * d[i]
-                    gW[k, j] += s
             break
-        # dW = x^T dout and dx = dout W^T in one pass over dout, then dx through
-        # the activation of the layer below
+        # dx = dout W^T, then through the activation of the layer below
         buf = dA if (n_layers - 1 - layer) % 2 == 0 else dB
         nxt = buf[:ni * C].reshape(ni, C)
         Zin = _layer(Z, aoffs, sizes, layer, C)
+        _matmul(nxt, W, dz, ni, no, nc, True, gb, False, zrow, junk)
         for k in range(ni):
-            a = Ain[k]
-            nx = nxt[k]
-            for i in range(nc):
-                nx[i] = as_type(0.0, P)
-            for j in range(no):
-                w = W[k, j]
-                d = dz[j]
-                s = as_type(0.0, P)
-                for i in range(nc):
-                    di = d[i]
-                    s += a[i] * di
-                    nx[i] += w * di
-                gW[k, j] += s
-            _act_backward(act, Zin[k], a, nx, nc)
+            _act_backward(act, Zin[k], Ain[k], nxt[k], nc)
         dz = nxt
     return nll
 
@@ -298,7 +396,8 @@ def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, 
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
     pbar = np.zeros(K)
-    live = as_type(np.inf, P)
+    inf = as_type(np.inf, P)
+    live = inf
     lw = as_type(LIVE_WEIGHT, P)
     one = as_type(1.0, P)
     X0 = _layer(A, aoffs, sizes, 0, C)
@@ -336,12 +435,14 @@ def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, 
                 EA[k, i] = p
                 acc += p
             pbar[k] += acc
+            pk = EA[k]
             for c in range(S):
                 sk = XS[k * S + c]
-                pk = EA[k]
+                lo = as_type(np.inf, P)
                 for i in range(nc):
-                    v = sk[i] if pk[i] > lw else live
-                    live = v if v < live else live
+                    v = sk[i] if pk[i] > lw else inf
+                    lo = min(lo, v)
+                live = min(live, lo)
     h = 0.0
     for k in range(K):
         pk = pbar[k] / nd
