@@ -77,57 +77,66 @@ OK, BAD_LOSS, BAD_GRAD_NORM = 0, 1, 2
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _act_forward(code, Z, A, n):
-    """``A[:n] = f(Z[:n])`` (npmdn.nn.activation_forward)."""
+def _act_forward(code, Z, A, m, n):
+    """``A[:m, :n] = f(Z[:m, :n])`` (npmdn.nn.activation_forward), a layer's units at
+    once: one call per layer, not per unit (a call costs reference counts per array)."""
     zero = as_type(0.0, Z)
     half = as_type(0.5, Z)
     one = as_type(1.0, Z)
-    if code == 1:
-        for i in range(n):
-            A[i] = vtanh(Z[i])
-    elif code == 2:
-        for i in range(n):
-            A[i] = max(Z[i], zero)
-    elif code == 3:
-        for i in range(n):
-            A[i] = half * (vtanh(half * Z[i]) + one)  # 1 / (1 + e^-x) without overflow
-    elif code == 4:
-        for i in range(n):
-            x = Z[i]
-            A[i] = max(x, zero) + vlog1p(vexp(-abs(x)))  # log(1 + e^x), as np.logaddexp(0, x)
-    elif code == 5:
-        for i in range(n):
-            x = Z[i]
-            e = vexpm1(min(x, zero))
-            A[i] = x if x > zero else e
-    else:
-        for i in range(n):
-            A[i] = Z[i]
+    for j in range(m):
+        z = Z[j]
+        a = A[j]
+        if code == 1:
+            for i in range(n):
+                a[i] = vtanh(z[i])
+        elif code == 2:
+            for i in range(n):
+                a[i] = max(z[i], zero)
+        elif code == 3:
+            for i in range(n):
+                a[i] = half * (vtanh(half * z[i]) + one)  # 1 / (1 + e^-x) without overflow
+        elif code == 4:
+            for i in range(n):
+                x = z[i]
+                a[i] = max(x, zero) + vlog1p(vexp(-abs(x)))  # log(1 + e^x), as np.logaddexp(0, x)
+        elif code == 5:
+            for i in range(n):
+                x = z[i]
+                e = vexpm1(min(x, zero))
+                a[i] = x if x > zero else e
+        else:
+            for i in range(n):
+                a[i] = z[i]
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _act_backward(code, Z, A, dA, n):
-    """``dA[:n] *= f'(x)``, from ``Z = x`` or ``A = f(x)`` (npmdn.nn.activation_backward)."""
+def _act_backward(code, Z, A, dA, m, n):
+    """``dA[:m, :n] *= f'(x)``, from ``Z = x`` or ``A = f(x)`` (npmdn.nn.activation_backward),
+    a layer's units at once."""
     zero = as_type(0.0, Z)
     half = as_type(0.5, Z)
     one = as_type(1.0, Z)
-    if code == 1:
-        for i in range(n):
-            a = A[i]
-            dA[i] *= one - a * a  # tanh' = 1 - tanh^2
-    elif code == 2:
-        for i in range(n):
-            dA[i] = dA[i] if Z[i] > zero else zero
-    elif code == 3:
-        for i in range(n):
-            a = A[i]
-            dA[i] *= a * (one - a)  # s' = s (1 - s)
-    elif code == 4:
-        for i in range(n):
-            dA[i] *= half * (vtanh(half * Z[i]) + one)  # softplus' = sigmoid
-    elif code == 5:
-        for i in range(n):
-            dA[i] *= one if Z[i] > zero else A[i] + one  # elu' = 1 or e^x = out + 1
+    for j in range(m):
+        z = Z[j]
+        a = A[j]
+        da = dA[j]
+        if code == 1:
+            for i in range(n):
+                ai = a[i]
+                da[i] *= one - ai * ai  # tanh' = 1 - tanh^2
+        elif code == 2:
+            for i in range(n):
+                da[i] = da[i] if z[i] > zero else zero
+        elif code == 3:
+            for i in range(n):
+                ai = a[i]
+                da[i] *= ai * (one - ai)  # s' = s (1 - s)
+        elif code == 4:
+            for i in range(n):
+                da[i] *= half * (vtanh(half * z[i]) + one)  # softplus' = sigmoid
+        elif code == 5:
+            for i in range(n):
+                da[i] *= one if z[i] > zero else a[i] + one  # elu' = 1 or e^x = out + 1
 
 
 # --------------------------------------------------------------------------
@@ -307,8 +316,7 @@ def _forward(P, sizes, offs, aoffs, act, A, Z, nc, C):
         _matmul(Zo, W, Ain, no, ni, nc, False, bias, True, zrow, junk)
         if layer < n_layers - 1:
             Ao = _layer(A, aoffs, sizes, layer + 1, C)
-            for j in range(no):
-                _act_forward(act, Zo[j], Ao[j], nc)
+            _act_forward(act, Zo, Ao, no, nc)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -379,8 +387,7 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
         nxt = buf[:ni * C].reshape(ni, C)
         Zin = _layer(Z, aoffs, sizes, layer, C)
         _matmul(nxt, W, dz, ni, no, nc, True, gb, False, zrow, junk)
-        for k in range(ni):
-            _act_backward(act, Zin[k], Ain[k], nxt[k], nc)
+        _act_backward(act, Zin, Ain, nxt, ni, nc)
         dz = nxt
     return nll
 
