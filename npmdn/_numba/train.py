@@ -677,7 +677,8 @@ def _entry(dtype, parallel):
 
 
 class FusedFit:
-    """One compiled call per epoch, with the interface of :class:`npmdn.training.StepLoop`.
+    """One compiled call per epoch (:meth:`epoch`, the interface of
+    :class:`npmdn.training.StepLoop`), or per block of full-batch epochs (:meth:`epochs`).
 
     ``net`` is the model's :class:`npmdn.nn.MLP` (its flat ``params`` and
     ``grads`` are updated in place), ``head = (K, D, S)`` the mixture head's
