@@ -483,7 +483,8 @@ class _Run:
             last = min(opts.epochs, epoch + self.EPOCHS_AHEAD - 1)
             lrs = [learning_rate(opts.lr_schedule, opts.lr, e, opts.epochs)
                    for e in range(epoch, last + 1)]
-            done, failed = self.engine.epochs(lrs, self.last_good, epoch, self.diag)
+            done, failed = self.engine.epochs(lrs, self.last_good, epoch, self.diag,
+                                              diagnostic_rows(self.n))
             for i, (loss_sum, diag) in enumerate(done):
                 ahead[epoch + i] = (loss_sum, diag, None)
             if failed is not None:

@@ -30,7 +30,10 @@ model's epoch lasts tens of microseconds, about what the Python round trip
 and the collapse diagnostics of :class:`npmdn.training.History` cost, so the
 kernel also takes those diagnostics after each epoch (:func:`_diagnose`, the
 formulas of :func:`npmdn.regularization.mixture_diagnostics` on the same
-rows, equal to rounding).
+rows, equal to rounding); on one thread those of epoch ``e`` are gathered
+from epoch ``e + 1``'s forward pass, which starts from the same weights and
+sees the same rows (no noise, no shuffling), so only a block's last epoch
+runs the network on them apart.
 
 Noise regularisation and the sigma floor happen here too, as in the step
 loop: each row of a chunk gets the noise of :func:`npmdn.philox.noise_normals`
@@ -322,8 +325,12 @@ def _forward(P, sizes, offs, aoffs, act, A, Z, nc, C):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv_b,
            A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq, nsx, nsy, key0, key1, epoch, rows,
-           log_floor):
-    """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum."""
+           log_floor, drows, DG):
+    """Rows ``order[r0 : r0 + nc]`` (or ``r0 : r0 + nc``): returns their NLL sum.
+
+    ``drows`` (sorted; empty: none): rows whose logits and (floored) log sigmas are
+    copied to ``DG [K + K*S, len(drows)]`` on the way, for the collapse diagnostics of
+    the weights this step starts from (only used unshuffled and without noise)."""
     prefer_wide_vectors()
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
@@ -349,6 +356,13 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
     if floored:  # dA is free until the backward pass
         FS = dA[:K * S * C].reshape(K * S, C)
         floor_scales(XS, FS, log_floor, S, nc)
+    for q in range(drows.shape[0]):
+        i = drows[q] - r0
+        if i >= 0 and i < nc:
+            for k in range(K):
+                DG[k, q] = XA[k, i]
+            for j in range(K * S):
+                DG[K + j, q] = XS[j, i]
     head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
     if floored:
         for j in range(K * S):
@@ -393,6 +407,72 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
+def _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live):
+    """Adds rows ``:nc``'s mixing weights (the softmax of the logits ``XA [K, nc]``) to
+    ``pbar [K]`` and returns ``min(live, smallest log sigma XS [K*S, nc] of a component
+    weighing above LIVE_WEIGHT)``."""
+    prefer_wide_vectors()
+    inf = as_type(np.inf, XA)
+    lw = as_type(LIVE_WEIGHT, XA)
+    one = as_type(1.0, XA)
+    # pi = softmax(a), from the row's largest logit
+    for i in range(nc):
+        va[i] = XA[0, i]
+    for k in range(1, K):
+        for i in range(nc):
+            a = XA[k, i]
+            va[i] = a if a > va[i] else va[i]
+    for i in range(nc):
+        vc[i] = as_type(0.0, XA)
+    for k in range(K):
+        for i in range(nc):
+            e = vexp(XA[k, i] - va[i])
+            EA[k, i] = e
+            vc[i] += e
+    for i in range(nc):
+        vc[i] = one / vc[i]
+    for k in range(K):
+        acc = 0.0
+        for i in range(nc):
+            p = EA[k, i] * vc[i]
+            EA[k, i] = p
+            acc += p
+        pbar[k] += acc
+        pk = EA[k]
+        for c in range(S):
+            sk = XS[k * S + c]
+            lo = inf
+            for i in range(nc):
+                v = sk[i] if pk[i] > lw else inf
+                lo = min(lo, v)
+            live = min(live, lo)
+    return live
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _entropy(pbar, nd):
+    """``-sum_k pbar_k log pbar_k`` of the mean weights ``pbar / nd``."""
+    h = 0.0
+    for k in range(pbar.shape[0]):
+        pk = pbar[k] / nd
+        if pk > 0.0:
+            h -= pk * math.log(pk)
+    return h
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _gathered_diagnostics(DG, K, S, out, e):
+    """``out[e, 1:3]``: the diagnostics of the logits and log sigmas gathered in ``DG``."""
+    nd = DG.shape[1]
+    pbar = np.zeros(K)
+    live = _mixing_stats(DG[:K], DG[K:], nd, K, S, np.empty((K, nd), DG.dtype),
+                         np.empty(nd, DG.dtype), np.empty(nd, DG.dtype), pbar,
+                         as_type(np.inf, DG))
+    out[e, 1] = _entropy(pbar, nd)
+    out[e, 2] = live
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
 def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, log_floor):
     """The collapse diagnostics of :func:`npmdn.regularization.mixture_diagnostics` at
     the standardized rows ``xd`` (no noise, the sigma floor applied): ``(-sum_k pbar_k
@@ -403,10 +483,7 @@ def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, 
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
     pbar = np.zeros(K)
-    inf = as_type(np.inf, P)
-    live = inf
-    lw = as_type(LIVE_WEIGHT, P)
-    one = as_type(1.0, P)
+    live = as_type(np.inf, P)
     X0 = _layer(A, aoffs, sizes, 0, C)
     for r0 in range(0, nd, C):
         nc = min(C, nd - r0)
@@ -419,43 +496,8 @@ def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, 
         XS = H[K + K * D:K + K * D + K * S]
         if log_floor.shape[0] > 0:
             floor_scales(XS, dA[:K * S * C].reshape(K * S, C), log_floor, S, nc)
-        # pi = softmax(a), from the row's largest logit
-        for i in range(nc):
-            va[i] = XA[0, i]
-        for k in range(1, K):
-            for i in range(nc):
-                a = XA[k, i]
-                va[i] = a if a > va[i] else va[i]
-        for i in range(nc):
-            vc[i] = as_type(0.0, P)
-        for k in range(K):
-            for i in range(nc):
-                e = vexp(XA[k, i] - va[i])
-                EA[k, i] = e
-                vc[i] += e
-        for i in range(nc):
-            vc[i] = one / vc[i]
-        for k in range(K):
-            acc = 0.0
-            for i in range(nc):
-                p = EA[k, i] * vc[i]
-                EA[k, i] = p
-                acc += p
-            pbar[k] += acc
-            pk = EA[k]
-            for c in range(S):
-                sk = XS[k * S + c]
-                lo = as_type(np.inf, P)
-                for i in range(nc):
-                    v = sk[i] if pk[i] > lw else inf
-                    lo = min(lo, v)
-                live = min(live, lo)
-    h = 0.0
-    for k in range(K):
-        pk = pbar[k] / nd
-        if pk > 0.0:
-            h -= pk * math.log(pk)
-    return h, np.float64(live)
+        live = _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live)
+    return _entropy(pbar, nd), np.float64(live)
 
 
 # --------------------------------------------------------------------------
@@ -509,7 +551,8 @@ def _update(P, G, m, v, mask, opt_kind, lr, b1, b2, eps, t, momentum, nesterov, 
 
 def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, S, xs, ys,
                 order, bs, steps, opt_kind, lrs, b1, b2, eps, t, momentum, nesterov, wd, clip,
-                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor, xd, out):
+                scratch, C, status, nsx, nsy, key0, key1, epoch, rows, log_floor, xd, out,
+                drows):
     """Every step of ``E = len(lrs)`` epochs, epoch ``e`` at rate ``lrs[e]``, each in the
     order ``order`` (empty: the rows in turn). ``status`` (float64 [6]) comes back as
     ``[code, step, value, loss_total, steps_done, epochs_done]``: code ``OK``, or
@@ -538,10 +581,19 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
     loss_t = np.zeros(n_threads)
     status[0] = OK
     total = 0.0
+    # The diagnostics after epoch e at rows drows (xd's rows of xs) are those of the
+    # weights epoch e + 1 starts from: copied from its forward pass where it sees those
+    # rows as they are (one thread, every row in turn, no noise), else computed apart.
+    nd = xd.shape[0]
+    reuse = (nd > 0 and drows.shape[0] == nd and n_threads == 1 and order.shape[0] == 0
+             and steps == 1 and bs >= n and nsx == 0.0 and nsy == 0.0)
+    no_rows = np.zeros(0, np.int64)
+    DG = np.empty((K + K * S, nd if reuse else 0), P.dtype)
     for ep in range(lrs.shape[0]):
         lr = lrs[ep]
         status[5] = ep
         total = 0.0
+        dr = drows if reuse and ep > 0 else no_rows
         for step in range(steps):
             r0 = step * bs
             b = min(bs, n - r0)
@@ -574,7 +626,8 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
                     nc = min(C, b - c0)
                     s += _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0 + c0,
                                 nc, C, inv_b, A, Z, dA, dB, XY, EA, TT, va, vb, vc, vd, vq,
-                                nsx, nsy, key0, key1, epoch + np.uint64(ep), rows, log_floor)
+                                nsx, nsy, key0, key1, epoch + np.uint64(ep), rows, log_floor,
+                                dr, DG)
                 loss_t[th] = s
             loss_sum = 0.0
             for th in range(n_threads):
@@ -585,16 +638,18 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
                     acc += GT[th, i]
                 G[i] = acc
             status[4] = step
+            g2 = 0.0
+            for i in range(n_par):
+                g2 += np.float64(G[i]) * np.float64(G[i])
+            gnorm = math.sqrt(g2)
+            if reuse and ep > 0 and not (math.isfinite(loss_sum) and math.isfinite(gnorm)):
+                _gathered_diagnostics(DG, K, S, out, ep - 1)  # no update was made
             if not math.isfinite(loss_sum):
                 status[0] = BAD_LOSS
                 status[1] = step
                 status[2] = loss_sum / b
                 status[3] = total
                 return
-            g2 = 0.0
-            for i in range(n_par):
-                g2 += np.float64(G[i]) * np.float64(G[i])
-            gnorm = math.sqrt(g2)
             if clip > 0.0 and gnorm > clip:
                 c = as_type(clip / (gnorm + 1e-12), P)
                 for i in range(n_par):
@@ -611,7 +666,9 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
                     momentum, nesterov, wd)
             total += loss_sum
         out[ep, 0] = total
-        if xd.shape[0] > 0:
+        if reuse and ep > 0:  # the previous epoch's, from this one's forward pass
+            _gathered_diagnostics(DG, K, S, out, ep - 1)
+        if nd > 0 and (not reuse or ep == lrs.shape[0] - 1):
             sc = scratch[0]
             o = 2 * width + 2 * max_w * C + D * C
             h, live = _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, sc[:width],
@@ -661,7 +718,7 @@ def _sig(dtype):
             + (types.int64, types.float64, types.boolean, types.float64, types.float64, a2,
                types.int64, types.Array(types.float64, 1, "C"))
             + (types.float64, types.float64, types.uint64, types.uint64, types.uint64, i1, a1,
-               types.Array(f, 2, "A"), types.Array(types.float64, 2, "C")))
+               types.Array(f, 2, "A"), types.Array(types.float64, 2, "C"), i1))
 
 
 _entries: dict = {}
@@ -732,24 +789,28 @@ class FusedFit:
         the step loop would leave them."""
         out = np.zeros((1, 3))
         _, failed, loss = self._run(order, np.array([float(lr)]), last_good, epoch,
-                                    self.empty_x, out)
+                                    self.empty_x, out, self.empty_order)
         return (float(out[0, 0]), None) if failed is None else (loss, failed)
 
-    def epochs(self, lrs, last_good, epoch, diag_rows):
+    def epochs(self, lrs, last_good, epoch, diag_rows, diag_index=None):
         """Several epochs of one step each (a full batch, no shuffling) in one call, the
         first numbered ``epoch``, the ``e``-th at rate ``lrs[e]``, and the collapse
         diagnostics at the standardized rows ``diag_rows`` after each:
         ``(done, failed)``, ``done`` a list of ``(loss_sum, (effective components,
         narrowest sigma))`` per completed epoch and ``failed`` None or ``(epoch,
-        EpochResult fields)`` of the epoch that failed."""
+        EpochResult fields)`` of the epoch that failed. ``diag_index`` (sorted int64,
+        optional): the rows of ``xs`` that ``diag_rows`` are, which lets the kernel
+        take the diagnostics from the next epoch's forward pass."""
         lrs = np.ascontiguousarray(lrs, dtype=np.float64)
         out = np.zeros((lrs.shape[0], 3))
-        n_done, failed, loss = self._run(None, lrs, last_good, epoch, diag_rows, out)
+        index = self.empty_order if diag_index is None else \
+            np.ascontiguousarray(diag_index, np.int64)
+        n_done, failed, loss = self._run(None, lrs, last_good, epoch, diag_rows, out, index)
         done = [(float(out[e, 0]), (math.exp(out[e, 1]), math.exp(out[e, 2])))
                 for e in range(n_done)]
         return done, None if failed is None else (epoch + n_done, loss, failed)
 
-    def _run(self, order, lrs, last_good, epoch, xd, out):
+    def _run(self, order, lrs, last_good, epoch, xd, out, drows):
         """The kernel on ``len(lrs)`` epochs: ``(epochs completed, failed, loss sum of
         the failed epoch's completed steps)``."""
         opt = self.opt
@@ -768,7 +829,7 @@ class FusedFit:
                     last_good, self.sizes, self.offs, self.aoffs, self.act, self.K, self.D,
                     self.S, self.xs, self.ys, order, self.bs, self.steps, *hyper,
                     opt.weight_decay, self.clip, self.scratch, self.chunk, st, *self.noise,
-                    np.uint64(epoch), self.rows, self.log_floor, xd, out)
+                    np.uint64(epoch), self.rows, self.log_floor, xd, out, drows)
         finally:
             if switch:
                 set_num_threads(threads)
