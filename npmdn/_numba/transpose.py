@@ -177,3 +177,44 @@ def tr_store8(typingctx, X, r0, t0, nv, A, i0, c0):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+
+def _prefetch_codegen(rw):
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        intp_t = types.intp
+        A_, row_, byte_ = args
+        row_ = context.cast(builder, row_, signature.args[1], intp_t)
+        byte_ = context.cast(builder, byte_, signature.args[2], intp_t)
+        a = context.make_array(aty)(context, builder, A_)
+        s0 = cgutils.unpack_tuple(builder, a.strides, aty.ndim)[0]
+        off = builder.add(builder.mul(row_, s0), byte_)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), i32, i32, i32]),
+            "llvm.prefetch.p0")
+        # rw (an immediate), locality 3 (keep in every level), the data cache
+        builder.call(fn, [_addr(builder, a.data, off), ir.Constant(i32, rw),
+                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def prefetch_read(typingctx, A, row, byte):
+    """Hint the cache to fetch the line holding byte ``byte`` past the start of row
+    ``row`` of ``A``. Only an address is formed, never dereferenced: a hint cannot
+    fault, but the tile loops keep theirs inside the array anyway."""
+    if not isinstance(A, types.Array):
+        return None
+    return types.void(A, row, byte), _prefetch_codegen(0)
+
+
+@intrinsic
+def prefetch_write(typingctx, A, row, byte):
+    """:func:`prefetch_read` for a line about to be written (its ownership fetched too)."""
+    if not isinstance(A, types.Array):
+        return None
+    return types.void(A, row, byte), _prefetch_codegen(1)

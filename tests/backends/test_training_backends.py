@@ -122,6 +122,55 @@ def test_fused_path_is_taken_and_can_be_turned_off(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kw", [dict(), dict(min_sigma=0.3, noise_y=0.2, lr_schedule="cosine")],
+                         ids=["plain", "floor-noise-cosine"])
+def test_full_batch_epochs_run_ahead_match_numpy_path(monkeypatch, dtype, kw):
+    """Full-batch epochs with nothing to look at in between run several to a kernel call
+    (``FusedFit.epochs``, blocks of 5 here, the last one short), the collapse
+    diagnostics taken inside it: the same history, diagnostics included, and weights."""
+    monkeypatch.setattr(training._Run, "EPOCHS_AHEAD", 5)
+    calls = []
+    real = _nb_train.FusedFit.epochs
+
+    def spy(self, lrs, *args):
+        calls.append(len(lrs))
+        return real(self, lrs, *args)
+
+    monkeypatch.setattr(_nb_train.FusedFit, "epochs", spy)
+    x, y = _data()
+    model_kw = {k: kw[k] for k in ("min_sigma",) if k in kw}
+    fit_kw = {k: v for k, v in kw.items() if k not in model_kw}
+    a, b = _pair(dtype, **model_kw)
+    hist = [m.fit(x, y, epochs=12, batch_size=None, validation_split=0, seed=5, verbose=False,
+                  **fit_kw) for m in (a, b)]
+    assert calls == [5, 5, 2]
+    tol = _tol(dtype)
+    for key in ("train_nll", "lr", "effective_components", "narrowest_sigma"):
+        assert len(hist[1][key]) == 12
+        np.testing.assert_allclose(hist[1][key], hist[0][key], **tol)
+    np.testing.assert_allclose(b.params, a.params, **tol)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the numpy reference diverging on purpose
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_divergence_in_epochs_run_ahead_raises_the_same_error(monkeypatch, dtype):
+    """A block of full-batch epochs that fails part-way: the history holds the epochs
+    before it, the error and the weights kept are the step loop's."""
+    monkeypatch.setattr(training._Run, "EPOCHS_AHEAD", 4)
+    x, y = _data()
+    out = []
+    for m in _pair(dtype, activation="relu"):
+        with pytest.raises(NonFiniteLossError) as exc:
+            m.fit(x, y, epochs=50, batch_size=None, validation_split=0, lr=100.0,
+                  optimizer="sgd", seed=2, verbose=False)
+        out.append((str(exc.value), m.params))
+    (ea, pa), (eb, pb) = out
+    assert ea == eb and "at epoch 3, step 1" in ea  # the middle of the first block
+    np.testing.assert_allclose(pb, pa, **_tol(dtype))
+    assert np.isfinite(pb).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("small_data", [False, True])
 def test_parallel_steps_match(monkeypatch, dtype, small_data):
     """Batches split over threads (here forced at 64 rows per thread) sum to
