@@ -147,4 +147,5 @@ def mixture_diagnostics(model, xs) -> tuple[float, float]:
     entropy = -(pbar * xp.log(xp.where(pbar > 0, pbar, 1))).sum()
     live = xp.where(pi > LIVE_WEIGHT, log_sigma.min(axis=2), xp.inf).min()
     h, s = model.backend.to_host(xp.stack((entropy, live)).astype(np.float64))
-    return math.exp(h), math.exp(s)
+    with np.errstate(over="ignore"):  # a diverging fit's log sigma may pass log(max float)
+        return math.exp(h), float(np.exp(s))

@@ -806,7 +806,9 @@ class FusedFit:
         index = self.empty_order if diag_index is None else \
             np.ascontiguousarray(diag_index, np.int64)
         n_done, failed, loss = self._run(None, lrs, last_good, epoch, diag_rows, out, index)
-        done = [(float(out[e, 0]), (math.exp(out[e, 1]), math.exp(out[e, 2])))
+        with np.errstate(over="ignore"):  # a diverging fit's log sigma may pass 709
+            diag = np.exp(out[:n_done, 1:])
+        done = [(float(out[e, 0]), (float(diag[e, 0]), float(diag[e, 1])))
                 for e in range(n_done)]
         return done, None if failed is None else (epoch + n_done, loss, failed)
 

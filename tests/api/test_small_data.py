@@ -243,3 +243,15 @@ def test_collapse_shows_in_narrowest_sigma_and_min_sigma_bounds_it():
     h_floor = floored.fit(x, y, **kw)
     assert h_free.narrowest_sigma[-1] < 0.01 < h_free.narrowest_sigma[0]
     assert min(h_floor.narrowest_sigma) >= 0.05 * (1 - 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_diagnostics_of_a_diverging_fit_are_inf_not_an_error(backend):
+    """SGD at lr 3 blows the scales up past exp's range while the loss stays finite:
+    the narrowest sigma is recorded as inf (it raised OverflowError from math.exp)."""
+    d = npmdn.datasets.inverted_sinusoid(500, seed=0)
+    m = npmdn.MDN(1, 1, n_components=3, hidden=(16,), backend=backend, seed=0)
+    h = m.fit(d.x, d.y, epochs=30, batch_size=500, optimizer="sgd", lr=3.0,
+              validation_split=0, verbose=False)
+    assert np.all(np.isfinite(h.train_nll))
+    assert np.inf in h.narrowest_sigma  # the case this test is about
