@@ -399,9 +399,11 @@ def section_8(rep):
         rep.check(f"{name}'(x), elementwise", rel(g, (f(x + H) - f(x - H)) / (2 * H)))
 
         def fused(be, name=name, out=out, g=g):  # the training kernel's own copies
-            code, a, da = numba_train.ACTIVATIONS[name], np.empty(n), np.ones(n)
-            numba_train._act_forward(code, x, a, n)
-            numba_train._act_backward(code, x, a, da, n)
+            code, a, da = numba_train.ACTIVATIONS[name], np.empty((1, n)), np.ones((1, n))
+            z = x.reshape(1, n)  # the kernels take a layer's units [m, n]: here one unit
+            numba_train._act_forward(code, z, a, 1, n)
+            numba_train._act_backward(code, z, a, da, 1, n)
+            a, da = a[0], da[0]
             return max(rel(a, out), rel(da, g))
 
         rep.compare(f"{name}: train._act_forward, _act_backward", fused, only=("numba",),

@@ -62,7 +62,8 @@ DISTRIBUTION_BLOCK = 1 << 20  # float64 elements per temporary of the CDF/quanti
 # the numba backend (npmdn._numba)
 # --------------------------------------------------------------------------
 
-HEAD_TILE = 256  # samples per tile of the fused head kernels (a multiple of 8; 64 measured up to 1.3x slower)
+# samples per tile of the fused head kernels (a multiple of 8; 64 measured up to 1.3x slower)
+HEAD_TILE = 256
 SAMPLE_TILE = 256  # draws per tile of the sampling kernel
 # Work below these per thread runs on one thread: a parallel region's barrier
 # waits for the slowest thread, and on a busy machine that one may be waiting

@@ -169,29 +169,29 @@ def _w(W, q, o, n_in, n_out, trans):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _matmul(O, W, X, n_out, n_in, nc, trans, bias, has_bias, zrow, junk):
-    """``O[o, :nc] = bias[o] + sum_q w(q, o) X[q, :nc]`` (no bias without ``has_bias``),
+def _matmul(Out, W, X, n_out, n_in, nc, trans, bias, has_bias, zrow, junk):
+    """``Out[o, :nc] = bias[o] + sum_q w(q, o) X[q, :nc]`` (no bias without ``has_bias``),
     ``w`` as :func:`_w`. Four outputs by four inputs per pass over the rows: each pass
     loads and stores an output row once for four multiply-adds, where one input at a
     time stored it after every one (the loops were bound by loads and stores, not
     arithmetic). Blocks past the matrix's edge read ``zrow`` (zeros, weight 0) and
     write ``junk``."""
     prefer_wide_vectors()
-    zero = as_type(0.0, O)
+    zero = as_type(0.0, Out)
     if n_in == 1:  # a one-input layer: a block of four would be three quarters padding
         x0 = X[0]
         for o in range(n_out):
-            r = O[o]
+            r = Out[o]
             b = bias[o] if has_bias else zero
             w = _w(W, 0, o, n_in, n_out, trans)
             for i in range(nc):
                 r[i] = b + w * x0[i]
         return
     for o0 in range(0, n_out, 4):
-        r0 = O[o0]
-        r1 = O[o0 + 1] if o0 + 1 < n_out else junk
-        r2 = O[o0 + 2] if o0 + 2 < n_out else junk
-        r3 = O[o0 + 3] if o0 + 3 < n_out else junk
+        r0 = Out[o0]
+        r1 = Out[o0 + 1] if o0 + 1 < n_out else junk
+        r2 = Out[o0 + 2] if o0 + 2 < n_out else junk
+        r3 = Out[o0 + 3] if o0 + 3 < n_out else junk
         b0 = bias[o0] if has_bias else zero
         b1 = bias[o0 + 1] if has_bias and o0 + 1 < n_out else zero
         b2 = bias[o0 + 2] if has_bias and o0 + 2 < n_out else zero
