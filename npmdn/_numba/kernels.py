@@ -244,7 +244,7 @@ KERNELS = {"head_kernel": "log-likelihood", "full_kernel": "full-covariance log-
 # about how long each takes to compile on one core of a 2-core machine (measured; for
 # the messages only)
 COMPILE_SECONDS = {"head_kernel": 4, "full_kernel": 4, "sample_kernel": 5,
-                   "train_epoch_parallel": 20, "train_epoch_serial": 10}
+                   "train_epoch_parallel": 25, "train_epoch_serial": 20}
 _notes: list = []  # callbacks registered by on_compile
 
 
