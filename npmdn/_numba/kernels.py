@@ -91,11 +91,13 @@ def signature(name, dtype):
     return _SIGS[name](np.dtype(dtype))
 
 
-def _n_chunks(n_tiles):
-    """The chunks of tiles a call is cut into: ``CHUNKS_PER_THREAD`` per thread.
+def _n_chunks(items, tile):
+    """The chunks of ``tile``-item tiles that a call over ``items`` items is cut into:
+    ``CHUNKS_PER_THREAD`` per thread.
 
     A chunk is a range of whole tiles, and a tile's result depends on the tile
     only, so the results are the same bit for bit for any number of chunks."""
+    n_tiles = -(-items // tile)
     return max(1, min(n_tiles, config.CHUNKS_PER_THREAD * get_num_threads()))
 
 
@@ -189,7 +191,7 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
     tile = config.HEAD_TILE
-    chunks = _n_chunks(-(-n // tile))
+    chunks = _n_chunks(n, tile)
     _call(_head_entry(d, s, dtype), n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
           *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, tile, chunks)
     for dst, v, t in zip(out, outs2d, tmp, strict=True):
@@ -204,7 +206,7 @@ def log_prob(logits, mu, log_sigma, y):
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
     tile = config.HEAD_TILE
-    chunks = _n_chunks(-(-n // tile))
+    chunks = _n_chunks(n, tile)
     _call(_head_entry(d, s, logits.dtype), n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
           *ins, out, unused, unused, unused, False, tile, chunks)
     return out
@@ -223,7 +225,7 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
     out = np.empty((n, n_samples, d), dtype)
     seed = int(seed)
     tile = config.SAMPLE_TILE
-    chunks = _n_chunks(-(-(n * n_samples) // tile))
+    chunks = _n_chunks(n * n_samples, tile)
     _call(
         _entry("sample_kernel", dtype), n * n_samples, config.SAMPLE_MIN_DRAWS_PER_THREAD,
         chunks, *ins, int(n_samples), np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32),

@@ -285,8 +285,10 @@ _LG4_32 = 0.24279078841
 
 
 @njit(fastmath=_FM, error_model="numpy")
-def _log_core32(f, dk):
-    """``dk ln 2 + log(1 + f)`` for ``1 + f`` in [sqrt(2)/2, sqrt(2)], float32."""
+def _log_core32_lo(f, dk, lo):
+    """``dk ln 2 + log(1 + f)`` for ``1 + f`` in [sqrt(2)/2, sqrt(2)], float32, with
+    ``lo`` the low-order part added beside ``dk`` times the low half of ln 2 (that
+    product itself, or it plus a correction; see :func:`neglog_word_f32`)."""
     always_inline()
     f32 = np.float32
     hfsq = f32(0.5) * f * f
@@ -296,7 +298,14 @@ def _log_core32(f, dk):
     t1 = w * (f32(_LG2_32) + w * f32(_LG4_32))
     t2 = z * (f32(_LG1_32) + w * f32(_LG3_32))
     R = t2 + t1
-    return dk * f32(_LN2_HI32) - ((hfsq - (s * (hfsq + R) + dk * f32(_LN2_LO32))) - f)
+    return dk * f32(_LN2_HI32) - ((hfsq - (s * (hfsq + R) + lo)) - f)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def _log_core32(f, dk):
+    """``dk ln 2 + log(1 + f)`` for ``1 + f`` in [sqrt(2)/2, sqrt(2)], float32."""
+    always_inline()
+    return _log_core32_lo(f, dk, dk * np.float32(_LN2_LO32))
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -505,16 +514,8 @@ def neglog_word_f32(x):
     # log(1 + f + d) = log(1 + f) + d / (1 + f) + O(d^2), d = rest * scale <= 2**-24 |f|;
     # 1 / (1 + f) ~ 1 - f + f^2 within 7% on the range: the correction to 1e-8 ulp
     corr = rest * scale * (f32(1.0) - f + f * f)
-    # _log_core32 with the correction folded in beside the low part of k ln 2
-    hfsq = f32(0.5) * f * f
-    s = f / (f32(2.0) + f)
-    z = s * s
-    w = z * z
-    t1 = w * (f32(_LG2_32) + w * f32(_LG4_32))
-    t2 = z * (f32(_LG1_32) + w * f32(_LG3_32))
-    R = t2 + t1
-    lo = k * f32(_LN2_LO32) + corr
-    return -(k * f32(_LN2_HI32) - ((hfsq - (s * (hfsq + R) + lo)) - f))
+    # the correction folded in beside the low part of k ln 2
+    return -_log_core32_lo(f, k, k * f32(_LN2_LO32) + corr)
 
 
 # Cephes sinf/cosf minimax polynomials on |a| <= pi/4
