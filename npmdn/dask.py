@@ -278,6 +278,10 @@ class _StreamRun(training._Run):
             return nll(self.model, *self.val)
         return super()._val_nll()
 
+    def _next_epoch(self, epoch, lr):
+        """One streamed epoch at a time (never run ahead: the blocks arrive one by one)."""
+        return self._epoch(epoch, lr), None
+
     def _epoch(self, epoch, lr) -> float:
         model, bs = self.model, self.bs
         xp = model.backend.xp

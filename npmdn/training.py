@@ -393,6 +393,8 @@ class _Run:
         self.engine = self._engine(self.xs, self.ys, self.bs, self.steps)
         self.diag = self.xs[model.backend.xp.asarray(diagnostic_rows(self.n))]
         self.history = History()
+        # epochs run ahead by the engine (_next_epoch): epoch -> (loss sum, diagnostics, failure)
+        self._ahead = {}
 
     def _engine(self, xs, ys, bs, steps, rows=None):
         """What runs ``steps`` steps of ``bs`` rows on (xs, ys): the backend's compiled
@@ -478,9 +480,9 @@ class _Run:
         ``epochs``, which also takes the diagnostics) where one step makes an epoch and
         nothing reads the weights between epochs (no validation, callback or
         patience), else :meth:`_epoch`'s loss and no diagnostics."""
-        ahead = self.__dict__.setdefault("_ahead", {})
+        ahead = self._ahead
         opts = self.opts
-        if (epoch not in ahead and hasattr(getattr(self, "engine", None), "epochs")
+        if (epoch not in ahead and hasattr(self.engine, "epochs")
                 and self.steps == 1 and self.val is None and self.diag is not None
                 and opts.callback is None and opts.patience is None):
             last = min(opts.epochs, epoch + self.EPOCHS_AHEAD - 1)
