@@ -57,8 +57,8 @@ _SIGS = {
 _MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
-# called with a kernel's name before it compiles here; npmdn._numba.warm sets it to wait
-# for a background process that is compiling that kernel
+# called with a kernel's name and dtype before it compiles here; npmdn._numba.warm sets it
+# to wait for a background process that is compiling that kernel
 before_compile = None
 
 
@@ -76,7 +76,7 @@ def _entry(name, dtype):
     fn = _entries.get(key)
     if fn is None:
         if before_compile is not None:
-            before_compile(name)
+            before_compile(name, dtype)
         fn = _entries[key] = dispatcher(name).compile(_SIGS[name](dtype))
     return fn
 
@@ -243,14 +243,19 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
 KERNELS = {"head_kernel": "log-likelihood", "full_kernel": "full-covariance log-likelihood",
            "sample_kernel": "sampling",
            "train_epoch_parallel": "training", "train_epoch_serial": "training"}
-# about how long each takes to compile on one core of a 2-core machine (measured; for
-# the messages only)
-COMPILE_SECONDS = {"head_kernel": 4, "full_kernel": 4, "sample_kernel": 5,
-                   "train_epoch_parallel": 25, "train_epoch_serial": 20}
+# about how long each takes to compile on one core of the 2-core development machine
+# (measured; for the messages only): here, and (the training kernels) in a process that
+# only compiles (npmdn._numba.warm, npmdn._numba.compiling)
+COMPILE_SECONDS = {"head_kernel": 5, "full_kernel": 4, "sample_kernel": 5,
+                   "train_epoch_parallel": 25, "train_epoch_serial": 17}
+COMPILE_SECONDS_APART = {"train_epoch_parallel": 19, "train_epoch_serial": 12}
 _notes: list = []  # callbacks registered by on_compile
 
 
-def compile_seconds(name) -> float:
+def compile_seconds(name, apart=False) -> float:
+    """About how long ``name`` takes to compile (``apart``: in a compile-only process)."""
+    if apart and name in COMPILE_SECONDS_APART:
+        return COMPILE_SECONDS_APART[name]
     return COMPILE_SECONDS.get(name, 10)
 
 

@@ -147,7 +147,7 @@ def _act_backward(code, Z, A, dA, m, n):
 # --------------------------------------------------------------------------
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", inline="always")
+@njit(fastmath=FASTMATH, error_model="numpy")
 def _layer(buf, aoffs, sizes, layer, C):
     """Layer ``layer``'s block of a feature-major buffer, as a [units, C] view.
 
@@ -159,7 +159,7 @@ def _layer(buf, aoffs, sizes, layer, C):
     return buf[o:o + sizes[layer] * C].reshape(sizes[layer], C)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", inline="always")
+@njit(fastmath=FASTMATH, error_model="numpy")
 def _w(W, q, o, n_in, n_out, trans):
     """Weight from input row ``q`` to output row ``o``: ``W[q, o]`` (``W[o, q]`` with
     ``trans``), 0 outside the matrix (the padding of a block of four)."""
@@ -722,6 +722,9 @@ def _sig(dtype):
 
 
 _entries: dict = {}
+# called with a kernel's name and dtype before it compiles here; npmdn._numba.warm sets
+# it to compile the kernel in a separate process (faster there) and wait for it
+before_compile = None
 
 
 def _entry(dtype, parallel):
@@ -729,7 +732,9 @@ def _entry(dtype, parallel):
     fn = _entries.get(key)
     if fn is None:
         disp = train_epoch_parallel if parallel else train_epoch_serial
-        fn = _entries[key] = disp.compile(_sig(key[0]))
+        if before_compile is not None:
+            before_compile(disp.py_func.__name__, key[0])
+        fn = _entries[key] = disp.compile(_sig(key[0]))  # loads from the disk cache if it can
     return fn
 
 

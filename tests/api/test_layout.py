@@ -21,7 +21,8 @@ LAYERS = [
     # 0: no npmdn imports at all
     ["npmdn._version", "npmdn.config", "npmdn._arrays", "npmdn._io", "npmdn.philox",
      "npmdn.nn", "npmdn.optim", "npmdn._numba", "npmdn._cuda", "npmdn._numba.vmath",
-     "npmdn._numba.transpose", "npmdn.progress", "npmdn.standardization"],
+     "npmdn._numba.transpose", "npmdn._numba.compiling", "npmdn.progress",
+     "npmdn.standardization"],
     # the full-covariance factor's reference (only array helpers below it)
     ["npmdn.fullcov"],
     # 1: input checks, the special functions, the mixture reference, kernels' parts

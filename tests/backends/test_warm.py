@@ -104,29 +104,109 @@ def test_is_cached_reads_numbas_index(tmp_path):
     assert run("0") is True
 
 
-@pytest.mark.slow
-def test_a_first_fit_loads_the_kernels_the_background_compiled(tmp_path):
-    """In a fresh cache, a fit starts one background compile of the head and sampling
-    kernels; afterwards this process loads them from the cache instead of compiling."""
-    code = (
-        "import json, numpy as np, npmdn\n"
-        "from npmdn._numba import kernels as nk, warm, head, sample\n"
-        "rng = np.random.default_rng(0)\n"
-        "x = rng.normal(size=(300, 1)); y = np.sin(x)\n"
-        "m = npmdn.MDN(1, 1, 3, hidden=(8,), backend='numba', seed=0)\n"
-        "m.fit(x, y, epochs=2, verbose=False, validation_split=0.0)\n"
-        "started = [list(j.names) for j in warm._jobs]\n"
-        "m.log_prob(x, y); m.sample(x, 2, seed=1)\n"
-        "rc = [j.proc.wait() for j in warm._jobs]\n"
-        "st = [head.head_kernel.stats, sample.sample_kernel.stats]\n"
-        "print(json.dumps([started, rc, [sum(s.cache_misses.values()) for s in st],\n"
-        "                  [sum(s.cache_hits.values()) for s in st]]))\n"
-    )
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+_FIT_CODE = (
+    "import hashlib, json, numpy as np, npmdn\n"
+    "from npmdn._numba import kernels as nk, warm, head, sample, train\n"
+    "rng = np.random.default_rng(0)\n"
+    "x = rng.normal(size=(300, 1)); y = np.sin(x)\n"
+    "m = npmdn.MDN(1, 1, 3, hidden=(8,), backend='numba', seed=0)\n"
+    "h1 = m.fit(x, y, epochs=2, verbose=False, validation_split=0.0)\n"
+    "h2 = m.fit(x, y, epochs=3, batch_size=300, verbose=False, validation_split=0.0)\n"
+    "started = [list(j.names) for j in warm._jobs]\n"
+    "m.log_prob(x, y); m.sample(x, 2, seed=1)\n"
+    "rc = [j.proc.wait() for j in warm._jobs]\n"
+    "st = [head.head_kernel.stats, sample.sample_kernel.stats, train.train_epoch_serial.stats]\n"
+    "bits = hashlib.sha256(m.net.params.tobytes()).hexdigest()\n"
+    "hist = [h1.train_nll, h2.train_nll, h2.effective_components, h2.narrowest_sigma]\n"
+    "print(json.dumps([started, rc, [sum(s.cache_misses.values()) for s in st],\n"
+    "                  [sum(s.cache_hits.values()) for s in st], bits, repr(hist)]))\n"
+)
+
+
+def _fit_in_fresh_cache(cache_dir, background):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
     env.pop(config.ENV_BACKGROUND_COMPILE, None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    if not background:
+        env[config.ENV_BACKGROUND_COMPILE] = "0"
+    out = subprocess.run([sys.executable, "-c", _FIT_CODE], env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr
-    started, rc, misses, hits = json.loads(out.stdout)
-    assert started == [["head_kernel", "sample_kernel"]] and rc == [0]
-    assert misses == [0, 0] and hits == [1, 1]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_a_first_fit_loads_the_kernels_the_background_compiled(tmp_path):
+    """In a fresh cache, a fit has the training kernel compiled in a process of its own
+    (its call tree optimised once: npmdn._numba.compiling) and the head and sampling
+    kernels in another, and loads all three from the cache instead of compiling them;
+    it trains to the same bits, and the same history, as a process that compiled every
+    kernel itself the ordinary way."""
+    started, rc, misses, hits, bits, hist = _fit_in_fresh_cache(tmp_path / "a", True)
+    assert started == [["head_kernel", "sample_kernel"], ["train_epoch_serial"]]
+    assert rc == [0, 0]
+    assert misses == [0, 0, 0] and hits == [1, 1, 1]
+    started, rc, misses, hits, bits_here, hist_here = _fit_in_fresh_cache(tmp_path / "b", False)
+    assert started == [] and misses == [1, 1, 1] and hits == [0, 0, 0]
+    assert bits == bits_here
+    assert hist == hist_here
+
+
+def test_the_training_kernel_waits_for_its_own_process(fake_child, monkeypatch):
+    """Before compiling a training kernel this process starts one process for it and
+    waits; when that process fails, this one compiles the kernel itself."""
+    from npmdn._numba import train
+
+    fake_child("exit 5")
+    monkeypatch.setattr(train, "_entries", {})
+    said = []
+    monkeypatch.setattr(nk, "_notes", [said.append])
+    warm.before_compile("train_epoch_serial", np.dtype(np.float64))
+    assert [job.names for job in warm._jobs] == [("train_epoch_serial",)]
+    assert warm._jobs[0].proc.returncode == 5  # waited for
+    assert said == ["compiling the numba training kernel for this machine in a separate "
+                    "process (first run only, about 12 s)..."]
+    # compiled or loaded here now; nothing starts for it again
+    train._entry(np.float64, False)
+    assert warm.start(np.float64, ["train_epoch_serial"]) == ()
+
+
+def test_compiling_once_optimises_only_the_kernel_and_restores_numba(monkeypatch):
+    """Under compiling.once the callees' libraries skip the full module optimisation,
+    the kernel's own does not, a nested window keeps the outer one, and Numba's method
+    is back afterwards."""
+    from numba import njit
+    from numba.core.codegen import CPUCodeLibrary
+
+    from npmdn._numba import compiling
+
+    original = CPUCodeLibrary._optimize_final_module
+    with compiling.once(njit(lambda a: a)):
+        assert CPUCodeLibrary._optimize_final_module is not original
+    assert CPUCodeLibrary._optimize_final_module is original
+
+    optimised = []
+
+    def spy(library):
+        optimised.append(library.name)
+        original(library)
+
+    # (restored to the original at the end, whatever happens)
+    monkeypatch.setattr(CPUCodeLibrary, "_optimize_final_module", original)
+    monkeypatch.setattr(compiling, "_full", spy)
+
+    @njit
+    def callee(a):
+        return a * 2.0 + 1.0
+
+    @njit
+    def kernel(a):
+        return callee(a) - 1.0
+
+    with compiling.once(kernel):
+        with compiling.once(kernel):  # nested: still in the window after the inner one
+            pass
+        assert CPUCodeLibrary._optimize_final_module is compiling._optimize_final_module
+        assert kernel(np.float64(3.0)) == 6.0
+    assert CPUCodeLibrary._optimize_final_module is spy  # what once found there
+    assert any(name.endswith("kernel") for name in optimised)
+    assert not any(name.endswith("callee") for name in optimised)

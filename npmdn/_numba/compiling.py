@@ -1,0 +1,71 @@
+"""Compile a kernel with its call tree optimised once, in a process that only compiles.
+
+Numba compiles every ``@njit`` function a kernel calls as a library of its
+own and, when it finalises a library, links in the libraries of the functions
+it calls and runs LLVM's full module optimisation over the result
+(``CPUCodeLibrary.finalize`` -> ``_optimize_final_module``). A callee's code
+is therefore optimised once as its own library and again inside every caller
+up the tree: for the training kernel (epoch -> chunk -> forward pass ->
+matrix product -> ...) that repetition is about a third of its compile
+(17.8 s -> 12.1 s for ``train_epoch_serial`` float32 on the 2-core
+development machine), the one compile a first fit cannot overlap with anything.
+
+While :func:`once` compiles a kernel, the libraries finalised under it skip
+their own full optimisation (they keep the per-function passes Numba runs
+when their IR is added); the kernel's own library runs it as before over its
+linked module, which holds every callee. What the disk cache receives is the
+machine code of that module.
+
+Why only in a process that compiles and exits (:func:`npmdn._numba.warm.main`):
+inside the process that compiled it, a kernel's calls to the callees that
+LLVM did not inline run those callees' own libraries' code, here the less
+optimised one (a fit ran 9x slower in that process, and rounded differently);
+a process that loads the kernel from the disk cache runs the object code of
+the fully optimised module alone. The training kernels so compiled train to
+the same bits as those compiled the ordinary way, at the same speed
+(``tests/backends/test_warm.py``).
+
+The window holds Numba's global compiler lock, so no other thread compiles
+while the method is replaced. If Numba's internals differ from what this
+expects (another version), nothing is replaced and kernels compile as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+try:  # Numba internals: if they move, compile as Numba would (see the module docstring)
+    from numba.core.codegen import CPUCodeLibrary as _Library
+    from numba.core.compiler_lock import global_compiler_lock as _lock
+
+    _full = _Library._optimize_final_module
+except (ImportError, AttributeError):  # pragma: no cover - another Numba
+    _Library = _lock = _full = None
+
+_tops: list = []  # the qualified names of the kernels being compiled, innermost last
+# Numba's runtime library: shared by every later compile, so always optimised fully
+_ALWAYS = frozenset({"nrt"})
+
+
+def _optimize_final_module(library):
+    if _tops and library.name not in _tops and library.name not in _ALWAYS:
+        return  # a callee's: optimised inside the kernel's linked module instead
+    _full(library)
+
+
+@contextlib.contextmanager
+def once(dispatcher):
+    """While this block compiles ``dispatcher`` (loads from the disk cache are
+    unaffected), optimise only its library's linked module fully."""
+    if _full is None:
+        yield
+        return
+    with _lock:
+        _tops.append(dispatcher.py_func.__qualname__)
+        _Library._optimize_final_module = _optimize_final_module
+        try:
+            yield
+        finally:
+            _tops.pop()
+            if not _tops:
+                _Library._optimize_final_module = _full
