@@ -229,5 +229,6 @@ def main(argv) -> int:
                 train._entry(dtype, _TRAINING[name])
         else:
             kernels._entry(name, dtype)
+            kernels._launcher(name, dtype)
     return 0
 
