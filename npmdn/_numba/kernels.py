@@ -27,6 +27,7 @@ upgrade rewrites every file and so invalidates everything). Builds made with
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,14 +90,35 @@ _LAUNCHERS = {"head_kernel": launch_head, "full_kernel": launch_head,
               "sample_kernel": launch_sample}
 _launchers: dict = {}
 _team = None  # whether Numba's threading layer takes launches from any thread (see _teams)
+_forked = False  # set in the child of a fork (see forked)
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked() -> bool:
+    """Whether this process is the child of a ``fork()`` made after this module was
+    imported. There, Numba's OpenMP layer is off limits: GNU OpenMP is not fork-safe,
+    and Numba terminates a forked child that starts a parallel region once the parent
+    had set the layer up ("Terminating: fork() called from a process already using GNU
+    OpenMP, this is unsafe."), which a child cannot tell from here."""
+    return _forked
 
 
 def _teams() -> bool:
     """Whether the launchers may be used: Numba's threading layer is OpenMP or TBB,
     which take parallel launches from several threads at once (``workqueue``, the layer
     of last resort, aborts the process on concurrent launches: then the pool runs the
-    chunks, as it does for every call before this is known)."""
+    chunks, as it does for every call before this is known), and this is not a forked
+    child (:func:`forked`)."""
     global _team
+    if _forked:
+        return False
     if _team is None:
         try:
             import numba
@@ -114,6 +136,8 @@ def _launcher(name, dtype):
     (or loaded from the disk cache) the first time; None where the launchers may not be
     used."""
     key = (name, np.dtype(dtype))
+    if _forked:
+        return None
     if key not in _launchers:
         _launchers[key] = None
         if _teams():

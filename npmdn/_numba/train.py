@@ -62,6 +62,7 @@ from ..fullcov import is_full
 from ..optim import SGD, Adam
 from ..regularization import LIVE_WEIGHT
 from .head import head_soa
+from .kernels import forked
 from .regularization import add_noise, floor_scales
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
 
@@ -768,6 +769,8 @@ class FusedFit:
         self.K, self.D, self.S = head
         per_thread = min(bs, xs.shape[0]) // config.TRAIN_MIN_ROWS_PER_THREAD
         self.n_threads = max(1, min(get_num_threads(), per_thread))
+        if forked():  # the threaded kernel is an OpenMP region: not in a forked child
+            self.n_threads = 1
         width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
         need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
         self.scratch = np.zeros((self.n_threads, need), dt)

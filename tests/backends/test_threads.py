@@ -3,6 +3,7 @@ Numba's threads through a launcher (npmdn._numba.kernels.launch_head/launch_samp
 on the Python pool where the launchers may not be used; and from several Python threads
 at once."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -84,3 +85,25 @@ def test_calls_from_several_python_threads_at_once():
         got = list(pool.map(lambda _: nk.log_prob(*args), range(16)))
     for g in got:
         np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+def test_a_forked_child_computes_on_the_pool_instead_of_being_terminated():
+    """GNU OpenMP is not fork-safe: Numba terminates a forked child that starts a
+    parallel region after the parent used one. A child uses the pool instead."""
+    args = _head(5, 1, 1, np.float32, seed=4)
+    want = nk.log_prob(*args)  # the parent: the launcher where the layer allows
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running pytest's teardown
+        try:
+            ok = nk.forked() and bool(np.array_equal(nk.log_prob(*args), want))
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    got = os.read(read, 1)
+    os.close(read)
+    assert status == 0 and got == b"1"
+    assert not nk.forked()
