@@ -15,7 +15,9 @@ The modules of ``npmdn/_numba``, each with the why of its layout in its docstrin
 ``transpose`` (8 x 8 register transposes between rows and tiles),
 ``head`` (NLL + gradient and log-density), ``full`` (the same for full-covariance
 factors), ``sample`` (Philox sampling),
-``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file).
+``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file: each call's
+chunks on Numba's threads through a launcher), ``warm`` (a first run's compiles in
+background processes) and ``compiling`` (a kernel's call tree optimised once, there).
 Their tunables (tile sizes, rows per thread) are in :mod:`npmdn.config`.
 
 Caching caveat for whoever edits these files: Numba checks only the source
