@@ -339,6 +339,32 @@ NEGLOG32_REL = 2e-5  # relative error bound of neglog_word32 (tested at a 4x mar
 _L1P = (1.000001072883606, -0.5000084638595581, 0.3331342935562134, -0.2492186278104782,
         0.20529605448246002, -0.18560294806957245, 0.11623602360486984)
 _W_SQRT_HALF = 3037000500  # the first word with u = (w + 0.5) 2**-32 >= sqrt(2) / 2
+_TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
+_TWO_M33_F = 1.1641532182693481e-10  # 2**-33
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def _word_reduce32(x):
+    """The reduction of ``u = (x + 0.5) 2**-32`` shared by :func:`neglog_word32` and
+    :func:`neglog_word_f32` (see the latter): ``log u = k ln 2 + log(1 + f)``, ``f``
+    from one float32 conversion ``nf`` of the integer ``N`` (``X = 2x + 1`` mod
+    2**32, or ``-X mod 2**32 = (1 - u) 2**33`` near ``u = 1``). Returns
+    ``(N, nf, f, k, ea, low, high)``: ``low`` for ``u < 1/2`` (where ``u = 2**(ea -
+    33) (1 + f)``), ``high`` for ``u >= sqrt(2)/2``."""
+    always_inline()
+    f32 = np.float32
+    xi = np.uint32(x)
+    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
+    low = xi < np.uint32(0x80000000)
+    high = xi >= np.uint32(_W_SQRT_HALF)
+    N = np.uint32(np.uint32(0) - X) if high else X
+    nf = f32(N)
+    fa, ea = _reduce32(nf)  # u < 1/2: u = nf 2**-33 = 2**(ea - 33) (1 + fa)
+    fb = nf * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
+    fc = -(nf * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
+    f = fa if low else (fc if high else fb)
+    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    return N, nf, f, k, ea, low, high
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -356,16 +382,7 @@ def neglog_word32(x):
     """
     always_inline()
     f32 = np.float32
-    xi = np.uint32(x)
-    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
-    low = xi < np.uint32(0x80000000)
-    high = xi >= np.uint32(_W_SQRT_HALF)
-    nf = f32(np.uint32(np.uint32(0) - X) if high else X)
-    fa, ea = _reduce32(nf)  # u < 1/2: u = 2**(ea - 33) (1 + fa)
-    fb = nf * f32(2.3283064365386963e-10)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
-    fc = -(nf * f32(1.1641532182693481e-10))  # u >= sqrt(2)/2: u = 1 + fc
-    f = fa if low else (fc if high else fb)
-    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
+    _, _, f, k, _, _, _ = _word_reduce32(x)
     p = f32(_L1P[6])
     p = p * f + f32(_L1P[5])
     p = p * f + f32(_L1P[4])
@@ -466,8 +483,6 @@ def cos_sin_2pi(u):
 # so r cos and r sin within 4.87 * 2**-24 = 2.9e-7 (npmdn.philox.NORMALS_FLOAT32_RTOL = 3e-7),
 # (python -m bench.normals_float32), tested on the extremes and random words in
 # tests/backends/test_numba_internals.py
-_TWO_M32_F = 2.3283064365386963e-10  # 2**-32, exact in float32
-_TWO_M33_F = 1.1641532182693481e-10  # 2**-33
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -493,21 +508,11 @@ def neglog_word_f32(x):
     """
     always_inline()
     f32 = np.float32
-    xi = np.uint32(x)
-    X = np.uint32(np.uint32(xi << np.uint32(1)) | np.uint32(1))  # 2x + 1 mod 2**32
-    low = xi < np.uint32(0x80000000)
-    high = xi >= np.uint32(_W_SQRT_HALF)
-    # the one integer to convert: X, or (1 - u) 2**33 = -X mod 2**32 near u = 1
-    N = np.uint32(np.uint32(0) - X) if high else X
-    nf = f32(N)
+    # the one integer converted (X, or (1 - u) 2**33 = -X mod 2**32 near u = 1), f and k
+    N, nf, f, k, ea, low, high = _word_reduce32(x)
     # ... and the exact rest N - nf (|rest| <= 128): N's halves are exact floats and
     # (N >> 16) 2**16 - nf is exact (Sterbenz)
     rest = (f32(N >> np.uint32(16)) * f32(65536.0) - nf) + f32(N & np.uint32(0xFFFF))
-    fa, ea = _reduce32(nf)  # u < 1/2: u = nf 2**-33 = 2**(ea - 33) (1 + fa)
-    fb = nf * f32(_TWO_M32_F)  # 1/2 <= u < sqrt(2)/2: u = (1 + fb) / 2
-    fc = -(nf * f32(_TWO_M33_F))  # u >= sqrt(2)/2: u = 1 + fc
-    f = fa if low else (fc if high else fb)
-    k = f32(ea - np.int32(33)) if low else (f32(0.0) if high else f32(-1.0))
     # the rest in f's units: 2**-ea, 2**-32, -2**-33
     sa = i2f32((np.int32(127) - ea) << np.int32(23))
     scale = sa if low else (f32(-_TWO_M33_F) if high else f32(_TWO_M32_F))
