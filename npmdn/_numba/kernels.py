@@ -60,8 +60,8 @@ _SIGS = {
 _MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
-# called with a kernel's name and dtype before it compiles here; npmdn._numba.warm sets it
-# to wait for a background process that is compiling that kernel
+# called with a kernel's name before it compiles here; npmdn._numba.warm sets it to wait
+# for a background process that is compiling that kernel
 before_compile = None
 
 
@@ -116,11 +116,9 @@ def _teams() -> bool:
     """Whether the launchers may be used: Numba's threading layer is OpenMP or TBB,
     which take parallel launches from several threads at once (``workqueue``, the layer
     of last resort, aborts the process on concurrent launches: then the pool runs the
-    chunks, as it does for every call before this is known), and this is not a forked
-    child (:func:`forked`)."""
+    chunks, as it does for every call before this is known). :func:`_launcher` asks
+    this only outside a forked child (:func:`forked`)."""
     global _team
-    if _forked:
-        return False
     if _team is None:
         try:
             import numba
@@ -167,7 +165,7 @@ def _entry(name, dtype):
     fn = _entries.get(key)
     if fn is None:
         if before_compile is not None:
-            before_compile(name, dtype)
+            before_compile(name)
         fn = _entries[key] = dispatcher(name).compile(_SIGS[name](dtype))
     return fn
 

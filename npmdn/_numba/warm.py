@@ -179,9 +179,9 @@ def start(dtype, names, quiet=False) -> tuple:
     return tuple(todo)
 
 
-def wait_for(name, dtype=None, quiet=False) -> None:
-    """Return once no background process of this process is compiling ``name``
-    (``dtype``: unused, for :data:`kernels.before_compile`), saying so unless ``quiet``."""
+def wait_for(name, quiet=False) -> None:
+    """Return once no background process of this process is compiling ``name``,
+    saying so unless ``quiet``."""
     with _lock:
         jobs = [job for job in _jobs if name in job.names and job.running()]
     for job in jobs:
