@@ -194,29 +194,39 @@ def exp64(x):
     return 0.0 if tiny else p * s1 * s2
 
 
+# exp(r) on |r| <= ln2/2 as 1 + r + r^2 q(r), q of degree 4: a weighted least-squares
+# fit iterated to minimax (Lawson) of the relative error, 3.1e-9 (2**-28.3) with float64
+# coefficients; with these float32 ones the whole exp32 is within 0.91 ulp of the exact
+# value over every float32 in [-87.3, 88.72] (the Cephes degree-7 polynomial it replaced:
+# 1.02 ulp)
+_EXPQ32 = (0.4999999403953552, 0.1666652113199234, 0.04166838899254799,
+           0.008368710055947304, 0.001381461275741458)
+_EXP_MAX32 = 88.72283935546875  # the first float32 above log(FLT_MAX): exp overflows
+
+
 @njit(fastmath=_FM, error_model="numpy")
 def exp32(x):
+    """float32 ``exp``: ``2**n p(r)`` with the power of two added to ``p``'s exponent
+    bits (one integer add: ``n << 23`` is the bits of ``t`` shifted, the magic
+    constant's low bits being zero), which is exact while the result is normal;
+    below ``_FLUSH32`` the result is 0, from ``_EXP_MAX32`` up inf, NaN stays NaN."""
     always_inline()
     f = np.float32
-    tiny = x < f(_FLUSH32)
-    x = f(-88.0) if x < f(-88.0) else x
-    x = f(89.0) if x > f(89.0) else x
-    t = x * f(_LOG2E) + f(_MAGIC32)
+    t = x * f(_LOG2E) + f(_MAGIC32)  # bits: those of MAGIC + n, n = round(x / ln 2)
     kf = t - f(_MAGIC32)
-    n = f2i(t) - f2i(f(_MAGIC32))
     r = (x - kf * f(_LN2_HI32)) - kf * f(_LN2_LO32)
-    # Cephes expf minimax polynomial on |r| <= ln2/2
-    p = f(1.9875691500e-4)
-    p = p * r + f(1.3981999507e-3)
-    p = p * r + f(8.3334519073e-3)
-    p = p * r + f(4.1665795894e-2)
-    p = p * r + f(1.6666665459e-1)
-    p = p * r + f(5.0000001201e-1)
-    p = p * r * r + r + f(1.0)
-    h = n >> np.int32(1)
-    s1 = i2f32((h + np.int32(127)) << np.int32(23))
-    s2 = i2f32((n - h + np.int32(127)) << np.int32(23))
-    return f(0.0) if tiny else p * s1 * s2
+    p = f(_EXPQ32[4])
+    p = p * r + f(_EXPQ32[3])
+    p = p * r + f(_EXPQ32[2])
+    p = p * r + f(_EXPQ32[1])
+    p = p * r + f(_EXPQ32[0])
+    p = p * r + f(1.0)
+    p = p * r + f(1.0)
+    # p in [0.70, 1.42]: exponent 126 or 127, plus n in [-126, 128] on [-87.3, 88.72)
+    y = i2f32(f2i(p) + (f2i(t) << np.int32(23)))
+    y = f(0.0) if x < f(_FLUSH32) else y
+    y = f(np.inf) if x >= f(_EXP_MAX32) else y
+    return x if x != x else y
 
 
 def vexp(x):
