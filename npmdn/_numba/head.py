@@ -46,16 +46,29 @@ PREFETCH_ROWS = 192
 
 
 @njit(inline="always")
-def prefetch_rows(A, r0, r1, write):
-    """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array (every 64-byte line
-    from the first row's start to the last row's last column)."""
+def prefetch_rows(A, r0, r1, width, write):
+    """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array, ``width`` columns from
+    its first (every 64-byte line from the first row's start to the last row's last
+    column; ``width`` may exceed ``A``'s columns where ``A`` is a view of wider rows)."""
     if r1 > r0:
-        span = (r1 - r0 - 1) * A.strides[0] + A.shape[1] * A.itemsize
+        span = (r1 - r0 - 1) * A.strides[0] + width * A.itemsize
         for b in range(0, span, 64):
             if write:
                 prefetch_write(A, r0, b)
             else:
                 prefetch_read(A, r0, b)
+
+
+@njit(inline="always")
+def one_buffer(L, M, LS):
+    """True where ``M`` and ``LS`` continue ``L``'s rows: the columns of one [N, P]
+    array, as a model's head output is split. A tile then moves as ``P`` columns of
+    ``L``: ceil(P / 8) transposes per 8 rows instead of one or more per part (2
+    instead of 3 for K = 5, D = 1), and one prefetch per line instead of one per part."""
+    isz = L.itemsize
+    return (L.strides[0] == M.strides[0] and L.strides[0] == LS.strides[0]
+            and M.ctypes.data == L.ctypes.data + L.shape[1] * isz
+            and LS.ctypes.data == M.ctypes.data + M.shape[1] * isz)
 
 
 @njit
@@ -249,15 +262,22 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     n, K = L.shape
     D = Y.shape[1]
     KS = LS.shape[1]
+    P = K + K * D + KS
     iso = KS == K and D > 1
+    packed = one_buffer(L, M, LS)
+    packed_out = grad and one_buffer(GL, GM, GS)
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         zero = as_type(0.0, L)
-        XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
-        XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then z / sigma, then d_mu
-        XS = np.empty((pad8(KS), tile), L.dtype)  # s, then z or sum z^2, then d_s
+        # The parameters' scratch rows, in one array as in a packed head row: a packed
+        # tile is transposed straight into it. 8 rows to spare: a transpose out reads
+        # 8 rows from where it starts.
+        XH = np.empty((P + 8, tile), L.dtype)
+        XA = XH[:K]  # logits, then d_logits
+        XM = XH[K:K + K * D]  # mu, then z / sigma, then d_mu
+        XS = XH[K + K * D:P]  # s, then z or sum z^2, then d_s
         XY = np.empty((pad8(D), tile), L.dtype)  # y
         EA = np.empty((K, tile), L.dtype)  # exp(a_k - max a)
         TT = np.empty((K, tile), L.dtype)  # t_k, then exp(t_k - max t), then r_k
@@ -271,29 +291,50 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             nt = min(tile, n - i0)
             full = nt - nt % 8  # rows moved by 8 x 8 blocks; the rest one by one
 
-            # ---- load: X[j, t] = A[i0 + t, j]
-            for g in range(0, full, 8):
-                pa = i0 + g + PREFETCH_ROWS
-                if pa < n:
-                    pe = min(n, pa + 8)
-                    prefetch_rows(L, pa, pe, False)
-                    prefetch_rows(M, pa, pe, False)
-                    prefetch_rows(LS, pa, pe, False)
-                    prefetch_rows(Y, pa, pe, False)
-                    if grad:
-                        prefetch_rows(GL, pa, pe, True)
-                        prefetch_rows(GM, pa, pe, True)
-                        prefetch_rows(GS, pa, pe, True)
-                for j in range(0, K, 8):
-                    tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
-                for j in range(0, K * D, 8):
-                    tr_load8(M, i0 + g, j, min(8, K * D - j), XM, j, g)
-                for j in range(0, KS, 8):
-                    tr_load8(LS, i0 + g, j, min(8, KS - j), XS, j, g)
-                if D > 1:
+            # ---- load: X[j, t] = A[i0 + t, j], 8 rows at a time, with the prefetch
+            # hints for 8 rows further on. (One loop per layout: a branch on the layout
+            # inside one loop made the loads 2-3x slower, measured.)
+            if packed:  # columns past L's own are M's and LS's (one_buffer)
+                for g in range(0, full, 8):
+                    pa = i0 + g + PREFETCH_ROWS
+                    if pa < n:
+                        pe = min(n, pa + 8)
+                        prefetch_rows(L, pa, pe, P, False)
+                        prefetch_rows(Y, pa, pe, D, False)
+                        if packed_out:
+                            prefetch_rows(GL, pa, pe, P, True)
+                        elif grad:
+                            prefetch_rows(GL, pa, pe, K, True)
+                            prefetch_rows(GM, pa, pe, K * D, True)
+                            prefetch_rows(GS, pa, pe, KS, True)
+                    for j in range(0, P, 8):
+                        tr_load8(L, i0 + g, j, min(8, P - j), XH, j, g)
+            else:
+                for g in range(0, full, 8):
+                    pa = i0 + g + PREFETCH_ROWS
+                    if pa < n:
+                        pe = min(n, pa + 8)
+                        prefetch_rows(L, pa, pe, K, False)
+                        prefetch_rows(M, pa, pe, K * D, False)
+                        prefetch_rows(LS, pa, pe, KS, False)
+                        prefetch_rows(Y, pa, pe, D, False)
+                        if packed_out:
+                            prefetch_rows(GL, pa, pe, P, True)
+                        elif grad:
+                            prefetch_rows(GL, pa, pe, K, True)
+                            prefetch_rows(GM, pa, pe, K * D, True)
+                            prefetch_rows(GS, pa, pe, KS, True)
+                    for j in range(0, K, 8):
+                        tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
+                    for j in range(0, K * D, 8):
+                        tr_load8(M, i0 + g, j, min(8, K * D - j), XM, j, g)
+                    for j in range(0, KS, 8):
+                        tr_load8(LS, i0 + g, j, min(8, KS - j), XS, j, g)
+            if D > 1:
+                for g in range(0, full, 8):
                     for j in range(0, D, 8):
                         tr_load8(Y, i0 + g, j, min(8, D - j), XY, j, g)
-            if D == 1:  # one column: a strided copy, not a transpose of a 1/8-full block
+            else:  # one column: a strided copy, not a transpose of a 1/8-full block
                 yv = Y[i0:i0 + full, 0]
                 xy = XY[0]
                 for t in range(full):
@@ -318,13 +359,18 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                 o[t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
-            for g in range(0, full, 8):
-                for j in range(0, K, 8):
-                    tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
-                for j in range(0, K * D, 8):
-                    tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
-                for j in range(0, KS, 8):
-                    tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
+            if packed_out:
+                for g in range(0, full, 8):
+                    for j in range(0, P, 8):
+                        tr_store8(XH, j, g, min(8, P - j), GL, i0 + g, j)
+            else:
+                for g in range(0, full, 8):
+                    for j in range(0, K, 8):
+                        tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
+                    for j in range(0, K * D, 8):
+                        tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
+                    for j in range(0, KS, 8):
+                        tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
             for t in range(full, nt):
                 for j in range(K):
                     GL[i0 + t, j] = XA[j, t]

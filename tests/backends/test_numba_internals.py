@@ -253,6 +253,42 @@ def test_tile_sizes_agree(rng, monkeypatch, tile):
         np.testing.assert_array_equal(g, w)
 
 
+def _packed(rng, n, k, d, s, dtype, pad=(2, 3)):
+    """(logits, mu, log_sigma, y) as views of one head array whose rows have ``pad``
+    extra columns before and after (the layout a model's head output has), and the
+    same values as separate contiguous arrays."""
+    logits, mu, ls, y = random_mixture(rng, n, k, d, s, dtype)
+    p = k + k * d + k * s
+    base = np.full((n, pad[0] + p + pad[1]), np.nan, dtype)
+    head = base[:, pad[0]:pad[0] + p]
+    head[:, :k] = logits
+    head[:, k:k + k * d] = mu.reshape(n, -1)
+    head[:, k + k * d:] = ls.reshape(n, -1)
+    views = (head[:, :k], head[:, k:k + k * d].reshape(n, k, d),
+             head[:, k + k * d:].reshape(n, k, s), y)
+    return views, (logits, mu, ls, y), base
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,d,s", [(333, 5, 1, 1), (100, 6, 2, 2), (77, 3, 4, 1),
+                                     (64, 9, 3, 3), (41, 1, 1, 1)])
+def test_packed_head_rows_give_the_same_bits(rng, dtype, n, k, d, s):
+    """Inputs that are columns of one array take the one-buffer path (``one_buffer``:
+    one block transpose over all P columns); outputs too. Same bits as separate
+    arrays, and nothing outside the P columns is read into a result or written."""
+    views, separate, _ = _packed(rng, n, k, d, s, dtype)
+    assert nk.log_prob(*views).tobytes() == nk.log_prob(*separate).tobytes()
+    g_base = np.full((n, 1 + k * (1 + d + s) + 2), 7.0, dtype)
+    g = g_base[:, 1:-2]
+    outs = (np.empty(n, dtype), g[:, :k], g[:, k:k + k * d].reshape(n, k, d),
+            g[:, k + k * d:].reshape(n, k, s))
+    got = nk.nll_grad(*views, out=outs)
+    want = nk.nll_grad(*separate)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (g_base[:, 0] == 7.0).all() and (g_base[:, -2:] == 7.0).all()
+
+
 # ------------------------------------------------------------------ sampling
 
 
