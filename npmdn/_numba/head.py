@@ -11,7 +11,10 @@ tested against). The layout is what makes it fast:
 * exactly ``K (S + 2)`` exps and 2 logs per sample: ``K`` for the softmax of
   the logits, ``K S`` for ``1 / sigma = exp(-s)``, ``K`` for the
   responsibilities; ``pi`` and ``r`` come from those exps and one reciprocal
-  of their sums, never from further exps;
+  of their sums, never from further exps. The log-density alone takes the
+  same exps and one log (:func:`density_soa`);
+* a head output whose parts are columns of one array (``one_buffer``) is
+  moved as one row of ``P`` columns;
 * the gradient overwrites the scratch in place and is transposed back into
   the caller's (row-strided) output arrays;
 * everything sits in one function: a call to a helper that takes arrays
@@ -30,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from .transpose import prefetch_read, prefetch_write, tr_load8, tr_store8
-from .vmath import as_type, prefer_wide_vectors, vexp, vlog
+from .vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 # no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
 # (the hard inputs and the divergence checks need inf and NaN to mean what
@@ -75,6 +78,81 @@ def one_buffer(L, M, LS):
 def pad8(n):
     """Scratch rows rounded up to whole 8-row blocks (tr_store8 reads 8 rows)."""
     return (n + 7) // 8 * 8
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq):
+    """``vd[t] = log p(y_t)`` for :func:`head_soa` without the gradient, given the
+    shifted logits ``XA[k] = a_k - max a`` and ``vc = sum_k exp(XA[k])``.
+
+    ``p = sum_k exp(u_k) / vc / (2 pi)^(D/2)`` with ``u_k = (a_k - max a) - sum_d
+    (z_kd^2 / 2 + s_kd)``: one log per sample, where the gradient's path takes the
+    log of the softmax normaliser, a max over the components and a log-sum-exp
+    shifted by it. The sum ``sum_k exp(u_k)`` is not shifted, so it can underflow
+    (or overflow, for sigma near float32's smallest normal); where it is outside
+    ``[unshifted_floor, inf)`` or NaN, the sample takes the shifted log-sum-exp
+    over the ``u_k`` kept in ``TT`` instead (far in a tail: log p below about -62
+    in float32, -665 in float64). Above the floor the terms flushed to zero by
+    ``vexp`` (below the smallest normal) are under 1e-10 of the sum.
+    ``vb``, ``vq`` are scratch."""
+    zero = as_type(0.0, XA)
+    half = as_type(0.5, XA)
+    inf = as_type(np.inf, XA)
+    fd = as_type(D, XA)
+    c0 = as_type(D * HALF_LOG_2PI, XA)
+    floor = unshifted_floor(zero)
+    for t in range(nt):
+        vq[t] = zero
+    for k in range(K):
+        if iso:
+            for t in range(nt):
+                vb[t] = zero
+            for d in range(D):
+                j = k * D + d
+                for t in range(nt):
+                    dy = XY[d, t] - XM[j, t]
+                    z = zero if dy == zero else dy * vexp(-XS[k, t])
+                    vb[t] += (half * z) * z
+            for t in range(nt):
+                u = XA[k, t] - (vb[t] + fd * XS[k, t])
+                TT[k, t] = u
+                vq[t] += vexp(u)
+        else:
+            j = k * D
+            for t in range(nt):
+                s = XS[j, t]
+                dy = XY[0, t] - XM[j, t]
+                z = zero if dy == zero else dy * vexp(-s)
+                TT[k, t] = XA[k, t] - ((half * z) * z + s)
+            for d in range(1, D):
+                j = k * D + d
+                for t in range(nt):
+                    s = XS[j, t]
+                    dy = XY[d, t] - XM[j, t]
+                    z = zero if dy == zero else dy * vexp(-s)
+                    TT[k, t] -= (half * z) * z + s
+            for t in range(nt):
+                vq[t] += vexp(TT[k, t])
+    n_far = 0
+    for t in range(nt):
+        q = vq[t]
+        far = not (q >= floor and q < inf)
+        n_far += 1 if far else 0
+        vd[t] = vlog(q / vc[t]) - c0
+    if n_far == 0:
+        return
+    for t in range(nt):  # the shifted log-sum-exp, sample by sample (rare)
+        q = vq[t]
+        if q >= floor and q < inf:
+            continue
+        m = TT[0, t]
+        for k in range(1, K):
+            m = max(m, TT[k, t])
+        m = m if abs(m) < inf else zero  # as the reference: a non-finite max counts as 0
+        e = zero
+        for k in range(K):
+            e += vexp(TT[k, t] - m)
+        vd[t] = m + vlog(e) - vlog(vc[t]) - c0
 
 
 def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, floor):
@@ -127,13 +205,12 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
                 b = XA[k, t] - va[t]
                 XA[k, t] = b
                 vc[t] += vexp(b)
-    if grad:
-        for t in range(nt):
-            vb[t] = vlog(vc[t]) + c0  # log sum exp(a - max a) + D/2 log 2 pi
-            va[t] = one / vc[t]  # pi_k = EA[k] * va
-    else:
-        for t in range(nt):
-            vb[t] = vlog(vc[t]) + c0
+    if not grad:
+        density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq)
+        return
+    for t in range(nt):
+        vb[t] = vlog(vc[t]) + c0  # log sum exp(a - max a) + D/2 log 2 pi
+        va[t] = one / vc[t]  # pi_k = EA[k] * va
 
     # ---- t_k = log pi_k + log N_k = (a_k - max a) - vb - sum_d z^2 / 2 - sum_d s;
     # z = 0 where y = mu (also where 1 / sigma overflows), z^2 / 2 as (z / 2) z
@@ -153,7 +230,7 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
             for t in range(nt):
                 TT[k, t] = XA[k, t] - vb[t] - vq[t] - fd * XS[k, t]
                 XS[k, t] = vq[t]  # sum_d z^2 / 2, for d_s
-        elif grad:
+        else:
             j = k * D
             for t in range(nt):
                 s = XS[j, t]
@@ -173,20 +250,6 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
                     XM[j, t] = zero if z == zero else z * inv_sigma
                     XS[j, t] = z
                     TT[k, t] -= (half * z) * z + s
-        else:  # the density alone: z / sigma and z are the gradient's, not stored
-            j = k * D
-            for t in range(nt):
-                s = XS[j, t]
-                dy = XY[0, t] - XM[j, t]
-                z = zero if dy == zero else dy * vexp(-s)
-                TT[k, t] = XA[k, t] - vb[t] - ((half * z) * z + s)
-            for d in range(1, D):
-                j = k * D + d
-                for t in range(nt):
-                    s = XS[j, t]
-                    dy = XY[d, t] - XM[j, t]
-                    z = zero if dy == zero else dy * vexp(-s)
-                    TT[k, t] -= (half * z) * z + s
 
     # ---- log p(y) = logsumexp_k t_k (shifted by each sample's own max; -inf if all are)
     for t in range(nt):
@@ -200,18 +263,12 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
         vd[t] = m if abs(m) < inf else zero
         vc[t] = zero
     for k in range(K):
-        if grad:
-            for t in range(nt):
-                e = vexp(TT[k, t] - vd[t])
-                TT[k, t] = e
-                vc[t] += e
-        else:
-            for t in range(nt):
-                vc[t] += vexp(TT[k, t] - vd[t])
+        for t in range(nt):
+            e = vexp(TT[k, t] - vd[t])
+            TT[k, t] = e
+            vc[t] += e
     for t in range(nt):
         vd[t] = vd[t] + vlog(vc[t])  # log p(y)
-    if not grad:
-        return
     for t in range(nt):
         vc[t] = one / vc[t]
 

@@ -140,6 +140,24 @@ def _negligible_ol(like):
     return None
 
 
+def unshifted_floor(like):
+    """The smallest sum of ``vexp`` terms that may stand for a log-sum-exp without a
+    shift: 2**-90 (8.1e-28) in float32, 2**-960 (1.0e-289) in float64, far enough
+    above the smallest normal number that the terms ``vexp`` flushed to zero change
+    such a sum by less than 1e-10 relative (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(unshifted_floor)
+def _unshifted_floor_ol(like):
+    ty = like.dtype if isinstance(like, types.Array) else like
+    if ty == types.float32:
+        return lambda like: np.float32(2.0 ** -90)
+    if ty == types.float64:
+        return lambda like: 2.0 ** -960
+    return None
+
+
 # --------------------------------------------------------------------------
 # exp
 # --------------------------------------------------------------------------

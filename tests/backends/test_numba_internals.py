@@ -289,6 +289,44 @@ def test_packed_head_rows_give_the_same_bits(rng, dtype, n, k, d, s):
     assert (g_base[:, 0] == 7.0).all() and (g_base[:, -2:] == 7.0).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_density_far_in_the_tail(rng, dtype):
+    """The log-density alone sums exp(u_k) unshifted and falls back to the shifted
+    log-sum-exp where that sum leaves [unshifted_floor, inf): rows of both kinds in
+    one tile agree with the reference and with the NLL path's shifted formula."""
+    n, k = 96, 5
+    logits, mu, ls, y = random_mixture(rng, n, k, 1, 1, np.float64)
+    far = np.arange(n) % 3 == 0
+    y[far] += 10.0 + 80.0 * np.exp(ls[far].max(axis=1))  # log p below -700: the fallback
+    y[1::6] = mu[1::6, 0]  # exactly on a mean: z = 0
+    ls[4::12] -= 60.0  # sigma ~ 1e-26, y near a mean: large but finite unshifted terms
+    y[4::12] = mu[4::12, 2] + 0.7 * np.exp(ls[4::12, 2])
+    # every component at y with sigma = 1.2e-38 (float32's smallest normal is 1.18e-38):
+    # five terms exp(87.3) overflow float32's sum, the fallback again; log p = 86.4
+    logits[8::12] = 0.0
+    ls[8::12] = -87.3
+    mu[8::12] = y[8::12, None]
+    args = tuple(a.astype(dtype) for a in (logits, mu, ls, y))
+    got = nk.log_prob(*args)
+    want = mixture.log_prob(*(a.astype(np.float64) for a in args))
+    shifted = -nk.nll_grad(*args)[0]
+    eps = np.finfo(dtype).eps
+    tol = 8 * eps * np.maximum(1.0, np.abs(want))
+    assert (np.abs(got - want) <= tol).all()
+    assert (np.abs(got - shifted) <= tol).all()
+    assert (want[far] < -700).all()  # the rows that must take the fallback
+    # non-finite rows keep the reference's meaning
+    a2 = [v.copy() for v in args]
+    a2[0][0] = -np.inf  # every logit -inf: the max counts as 0, p = 0
+    a2[3][1] = np.nan
+    a2[0][2, 0] = np.inf
+    g2 = nk.log_prob(*a2)
+    with np.errstate(all="ignore"):
+        w2 = mixture.log_prob(*a2)
+    np.testing.assert_array_equal(np.isnan(g2[:3]), np.isnan(w2[:3]))
+    np.testing.assert_array_equal(g2[:3][~np.isnan(w2[:3])], w2[:3][~np.isnan(w2[:3])])
+
+
 # ------------------------------------------------------------------ sampling
 
 
