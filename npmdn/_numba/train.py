@@ -21,7 +21,10 @@ runs over the rows of a chunk of the batch, contiguous and vectorised, and
 the head output is already the structure-of-arrays layout of
 ``head.head_soa``. A batch is cut into chunks of ``config.TRAIN_CHUNK`` rows (the
 chunk's activations stay in cache); the chunks are shared out to the
-threads, each accumulating its own gradient, summed before the update.
+threads, each accumulating its own gradient, summed before the update. A batch
+that one thread runs is one chunk where its scratch fits in ``config.TRAIN_CHUNK_BYTES``
+(up to ``config.TRAIN_CHUNK_MAX`` rows): each chunk's pass through the layers has a
+set-up cost.
 
 Full-batch epochs (one step each, no shuffling) that nothing in Python looks
 at in between (no validation, callback or patience) run several to a call
@@ -761,18 +764,29 @@ class FusedFit:
         self.clip = -1.0 if clip_norm is None else float(clip_norm)
         self.adam = isinstance(opt, Adam)
         dt = net.dtype
-        chunk = self.chunk = config.TRAIN_CHUNK
         self.sizes = np.asarray(net.sizes, dtype=np.int64)
         self.offs = np.asarray([off for off, _, _ in net.shapes], dtype=np.int64)
-        self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
         self.act = ACTIVATIONS[net.activation]
         self.K, self.D, self.S = head
-        per_thread = min(bs, xs.shape[0]) // config.TRAIN_MIN_ROWS_PER_THREAD
+        batch = min(bs, xs.shape[0])
+        per_thread = batch // config.TRAIN_MIN_ROWS_PER_THREAD
         self.n_threads = max(1, min(get_num_threads(), per_thread))
         if forked():  # the threaded kernel is an OpenMP region: not in a forked child
             self.n_threads = 1
+        # scratch per row of a chunk: A and Z over every layer, dA and dB over the widest,
+        # y, EA, TT and five row vectors
+        per_row = (2 * int(self.sizes.sum()) + 2 * int(self.sizes.max()) + self.D + 2 * self.K
+                   + 5)
+        chunk = config.TRAIN_CHUNK
+        whole = -(-batch // 16) * 16
+        if (self.n_threads == 1 and chunk < whole <= config.TRAIN_CHUNK_MAX
+                and whole * per_row * np.dtype(dt).itemsize <= config.TRAIN_CHUNK_BYTES):
+            chunk = whole  # the batch in one chunk (see config.TRAIN_CHUNK_MAX)
+        self.chunk = chunk
+        self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
         width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
         need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
+        assert need == per_row * chunk
         self.scratch = np.zeros((self.n_threads, need), dt)
         self.GT = np.zeros((self.n_threads, net.n_params), dt)
         mask = opt.decay_mask if opt.decay_mask is not None else np.ones(net.n_params, dt)

@@ -186,6 +186,42 @@ def test_parallel_steps_match(monkeypatch, dtype, small_data):
     np.testing.assert_allclose(b.params, a.params, **_tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_batch_in_one_chunk_or_many(monkeypatch, dtype):
+    """A batch that one thread runs is one chunk when its scratch fits
+    (``config.TRAIN_CHUNK_MAX``, ``TRAIN_CHUNK_BYTES``): the same training, to
+    rounding, as the same batch cut into 32-row chunks and as the NumPy loop."""
+    from npmdn._numba import train as nt
+
+    chunks = []
+    real = nt.FusedFit.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        chunks.append((self.chunk, self.n_threads))
+
+    monkeypatch.setattr(nt.FusedFit, "__init__", spy)
+    x, y = _data(n=500)  # a chunk of 512 rows: 105 scratch values each, 430 kB in float64
+    fit = dict(batch_size=None, seed=1, verbose=False, validation_split=0)
+    ref, one = _pair(dtype)
+    ref.fit(x, y, epochs=5, **fit)
+    one.fit(x, y, epochs=5, **fit)
+    assert chunks[-1] == (512, 1)  # 500 rows rounded up to 16
+    monkeypatch.setattr(config, "TRAIN_CHUNK", 32)
+    monkeypatch.setattr(config, "TRAIN_CHUNK_MAX", 0)
+    _, many = _pair(dtype)
+    many.fit(x, y, epochs=5, **fit)
+    assert chunks[-1] == (32, 1)
+    np.testing.assert_allclose(one.params, ref.params, **_tol(dtype))
+    np.testing.assert_allclose(many.params, one.params, **_tol(dtype))
+    # over the scratch budget: the configured chunk
+    monkeypatch.setattr(config, "TRAIN_CHUNK_MAX", 1024)
+    monkeypatch.setattr(config, "TRAIN_CHUNK_BYTES", 1000)
+    _, small = _pair(dtype)
+    small.fit(x, y, epochs=1, **fit)
+    assert chunks[-1] == (32, 1)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_in,d", [(1, 1), (2, 3), (5, 2)])
 def test_fused_noise_is_the_reference_stream(dtype, n_in, d):
