@@ -81,9 +81,42 @@ def pad8(n):
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq):
-    """``vd[t] = log p(y_t)`` for :func:`head_soa` without the gradient, given the
-    shifted logits ``XA[k] = a_k - max a`` and ``vc = sum_k exp(XA[k])``.
+def shift_logits(nt, K, XA, EA, va, vc, keep):
+    """log pi_k = (a_k - max a) - log sum_k exp(a_k - max a), its parts: ``va[t] = max_k
+    a_k`` (0 where that is not finite, as the reference), ``XA[k] -= va`` (exact
+    whatever the logits' common offset), ``vc[t] = sum_k exp(XA[k, t])``, and with
+    ``keep`` (a constant at each call) the exps in ``EA``."""
+    zero = as_type(0.0, XA)
+    inf = as_type(np.inf, XA)
+    for t in range(nt):
+        va[t] = XA[0, t]
+    for k in range(1, K):
+        for t in range(nt):
+            a = XA[k, t]
+            va[t] = a if a > va[t] else va[t]
+    for t in range(nt):
+        m = va[t]
+        va[t] = m if abs(m) < inf else zero
+        vc[t] = zero
+    for k in range(K):
+        if keep:
+            for t in range(nt):
+                b = XA[k, t] - va[t]
+                XA[k, t] = b
+                e = vexp(b)
+                EA[k, t] = e
+                vc[t] += e
+        else:
+            for t in range(nt):
+                b = XA[k, t] - va[t]
+                XA[k, t] = b
+                vc[t] += vexp(b)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def density_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq):
+    """``vd[t] = log p(y_t)``: :func:`head_soa` without the gradient (the same
+    arguments but ``floor``; ``XA`` and the scratch are overwritten).
 
     ``p = sum_k exp(u_k) / vc / (2 pi)^(D/2)`` with ``u_k = (a_k - max a) - sum_d
     (z_kd^2 / 2 + s_kd)``: one log per sample, where the gradient's path takes the
@@ -94,7 +127,9 @@ def density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq):
     over the ``u_k`` kept in ``TT`` instead (far in a tail: log p below about -62
     in float32, -665 in float64). Above the floor the terms flushed to zero by
     ``vexp`` (below the smallest normal) are under 1e-10 of the sum.
-    ``vb``, ``vq`` are scratch."""
+    """
+    prefer_wide_vectors()
+    shift_logits(nt, K, XA, EA, va, vc, False)
     zero = as_type(0.0, XA)
     half = as_type(0.5, XA)
     inf = as_type(np.inf, XA)
@@ -139,9 +174,18 @@ def density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq):
         far = not (q >= floor and q < inf)
         n_far += 1 if far else 0
         vd[t] = vlog(q / vc[t]) - c0
-    if n_far == 0:
-        return
-    for t in range(nt):  # the shifted log-sum-exp, sample by sample (rare)
+    if n_far > 0:
+        density_far(nt, K, TT, vq, vc, vd, floor, c0)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def density_far(nt, K, TT, vq, vc, vd, floor, c0):
+    """:func:`density_soa`'s fallback: ``vd[t]`` from the shifted log-sum-exp over
+    ``TT[:, t]`` where ``vq[t]`` left ``[floor, inf)`` (rare; a function of its own,
+    not inlined, so that the kernels compile without it in their hot loop's body)."""
+    zero = as_type(0.0, TT)
+    inf = as_type(np.inf, TT)
+    for t in range(nt):
         q = vq[t]
         if q >= floor and q < inf:
             continue
@@ -155,12 +199,13 @@ def density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq):
         vd[t] = m + vlog(e) - vlog(vc[t]) - c0
 
 
-def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, floor):
-    """The mixture math on structure-of-arrays data, samples ``t < nt`` along rows.
+def head_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, floor):
+    """The mixture math on structure-of-arrays data, samples ``t < nt`` along rows:
+    ``log p`` and its gradient (:func:`density_soa`: ``log p`` alone).
 
     In: ``XA [K, T]`` logits, ``XM [K*D, T]`` means, ``XS [K*S, T]`` raw scales,
-    ``XY [D, T]`` targets. Out: ``vd[t] = log p(y_t)``; with ``grad``, the
-    gradient of ``-log p(y_t)`` over the inputs: ``XA`` <- ``pi - r``, ``XM``
+    ``XY [D, T]`` targets. Out: ``vd[t] = log p(y_t)`` and the gradient of
+    ``-log p(y_t)`` over the inputs: ``XA`` <- ``pi - r``, ``XM``
     <- ``-r z / sigma``, ``XS`` <- ``r (1 - z^2)`` (isotropic ``r (D - sum z^2)``),
     exactly 0 for the mean and scales of a component with ``r = 0``.
     ``EA, TT [K, T]`` and ``va .. vq [T]`` are scratch.
@@ -180,34 +225,7 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
     inf = as_type(np.inf, XA)
     fd = as_type(D, XA)
     c0 = as_type(D * HALF_LOG_2PI, XA)
-    # ---- log pi_k = (a_k - max a) - log sum_k exp(a_k - max a): the max first, so
-    # that the differences are exact whatever the logits' common offset
-    for t in range(nt):
-        va[t] = XA[0, t]
-    for k in range(1, K):
-        for t in range(nt):
-            a = XA[k, t]
-            va[t] = a if a > va[t] else va[t]
-    for t in range(nt):
-        m = va[t]
-        va[t] = m if abs(m) < inf else zero  # as the reference: a non-finite max counts as 0
-        vc[t] = zero
-    for k in range(K):
-        if grad:
-            for t in range(nt):
-                b = XA[k, t] - va[t]
-                XA[k, t] = b
-                e = vexp(b)
-                EA[k, t] = e
-                vc[t] += e
-        else:  # the density alone: keep the shifted logits, not the exps
-            for t in range(nt):
-                b = XA[k, t] - va[t]
-                XA[k, t] = b
-                vc[t] += vexp(b)
-    if not grad:
-        density_soa(nt, K, D, iso, XA, XM, XS, XY, TT, vb, vc, vd, vq)
-        return
+    shift_logits(nt, K, XA, EA, va, vc, True)
     for t in range(nt):
         vb[t] = vlog(vc[t]) + c0  # log sum exp(a - max a) + D/2 log 2 pi
         va[t] = one / vc[t]  # pi_k = EA[k] * va
@@ -304,7 +322,8 @@ def head_soa(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, fl
 
 # one compiled function for callers that make one call per large block (training),
 # and the same code inlined at Numba level into the per-tile loop of head_kernel,
-# where a call's reference counting of its 16 arrays would cost ~3 ns per sample
+# where a call's reference counting of its 16 arrays would cost ~3 ns per sample;
+# training compiles only the gradient's path (it never asks for the density alone)
 head_soa_inline = njit(fastmath=FASTMATH, error_model="numpy", inline="always")(head_soa)
 head_soa = njit(fastmath=FASTMATH, error_model="numpy")(head_soa)
 
@@ -406,12 +425,13 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                 for j in range(D):
                     XY[j, t] = Y[i0 + t, j]
 
-            head_soa_inline(nt, K, D, iso, grad, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
             o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
             if not grad:
+                density_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq)
                 for t in range(nt):
                     o[t] = vd[t]
                 continue
+            head_soa_inline(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
             for t in range(nt):
                 o[t] = -vd[t]
 

@@ -370,7 +370,7 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
                 DG[k, q] = XA[k, i]
             for j in range(K * S):
                 DG[K + j, q] = XS[j, i]
-    head_soa(nc, K, D, iso, True, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
+    head_soa(nc, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, negligible(P))
     if floored:
         for j in range(K * S):
             for i in range(nc):
