@@ -62,6 +62,9 @@ from . import compiling, kernels, train
 
 # seconds to wait for a background compile before compiling here instead
 WAIT_LIMIT = 120.0
+# how often a wait looks at the disk cache (Numba writes a kernel's data file, then
+# its index entry, each by an atomic rename: an entry in the index is a whole kernel)
+POLL_SECONDS = 0.05
 
 _jobs: list = []  # the background processes this process started (_Job)
 _lock = threading.Lock()
@@ -180,20 +183,28 @@ def start(dtype, names, quiet=False) -> tuple:
 
 
 def wait_for(name, quiet=False) -> None:
-    """Return once no background process of this process is compiling ``name``,
-    saying so unless ``quiet``."""
+    """Return once no background process of this process is compiling ``name``:
+    once ``name`` is in the disk cache (the process may go on with its other
+    kernels) or the process has ended; saying so unless ``quiet``."""
     with _lock:
         jobs = [job for job in _jobs if name in job.names and job.running()]
     for job in jobs:
+        if is_cached(name, job.dtype):
+            continue
         left = job.seconds_left(name)
         if not quiet:
             kernels.say(f"waiting for the numba {kernels.KERNELS[name]} kernel, compiling in "
                         f"the background (first run only, about {max(1, round(left))} s)...")
-        try:
-            job.proc.wait(timeout=WAIT_LIMIT)
-        except subprocess.TimeoutExpired:
-            job.proc.kill()  # this process compiles it instead
-            job.proc.wait()
+        deadline = time.monotonic() + WAIT_LIMIT
+        killed = False
+        while job.running() and not is_cached(name, job.dtype):
+            if time.monotonic() > deadline:
+                job.proc.kill()  # this process compiles it instead
+                killed = True
+                break
+            time.sleep(POLL_SECONDS)
+        if killed or not job.running():
+            job.proc.wait()  # (reaped; at once unless killed just now)
 
 
 def before_compile(name, dtype) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -64,6 +65,30 @@ def test_a_hanging_background_compile_is_stopped(fake_child, monkeypatch):
     job = warm._jobs[0]
     nk.log_prob(*_args())
     assert job.proc.returncode is not None  # killed and reaped
+
+
+def test_a_wait_ends_when_the_kernel_is_in_the_cache(fake_child, monkeypatch):
+    """The background process compiles several kernels in turn: a wait for the first
+    ends once it is in the disk cache, not when the process ends."""
+    fake_child("exec sleep 600")
+    assert warm.start(np.float64, ["head_kernel", "sample_kernel"]) == ("head_kernel",
+                                                                       "sample_kernel")
+    job = warm._jobs[0]
+    looks = []
+
+    def cached(name, dtype):  # head_kernel "written" at the third look
+        looks.append(name)
+        return name == "head_kernel" and len(looks) >= 3
+
+    monkeypatch.setattr(warm, "is_cached", cached)
+    said = []
+    monkeypatch.setattr(nk, "_notes", [said.append])
+    t0 = time.monotonic()
+    warm.wait_for("head_kernel")
+    assert time.monotonic() - t0 < 5 and job.running()  # the process goes on
+    assert len(looks) == 3 and len(said) == 1
+    warm.wait_for("head_kernel")  # in the cache: no wait, nothing said
+    assert len(said) == 1
 
 
 def test_nothing_starts_twice_or_when_compiled(fake_child):
