@@ -286,16 +286,18 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     """Per-row NLL and its gradient; see :func:`npmdn.mixture.nll_grad`."""
     (n, k, d, s), ins = _head_args(logits, mu, log_sigma, y)
     dtype = logits.dtype
-    if out is None:
-        out = (np.empty(n, dtype), np.empty((n, k), dtype), np.empty((n, k, d), dtype),
-               np.empty((n, k, s), dtype))
+    name = _head_name(d, s)
+    if out is None:  # one [n, P] gradient, returned as views (one_buffer: moved whole)
+        g = np.empty((n, k * (1 + d + s)), dtype)
+        out = (np.empty(n, dtype), g[:, :k], g[:, k:k + k * d].reshape(n, k, d),
+               g[:, k + k * d:].reshape(n, k, s))
     nll, dl, dm, ds = out
     outs2d = [_rows2d(nll, n, 1), _rows2d(dl, n, k), _rows2d(dm, n, k * d), _rows2d(ds, n, k * s)]
     tmp = [np.empty((n, w), dtype) if v is None else v
            for v, w in zip(outs2d, (1, k, k * d, k * s), strict=True)]
     tile = config.HEAD_TILE
     chunks = _n_chunks(n, tile)
-    _call(_head_name(d, s), dtype, n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
+    _call(name, dtype, n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
           *ins, tmp[0][:, 0], tmp[1], tmp[2], tmp[3], True, tile, chunks)
     for dst, v, t in zip(out, outs2d, tmp, strict=True):
         if v is None:  # an output the kernel could not write in place
@@ -306,11 +308,12 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
 def log_prob(logits, mu, log_sigma, y):
     """Per-row ``log p(y)``; see :func:`npmdn.mixture.log_prob`."""
     (n, _, d, s), ins = _head_args(logits, mu, log_sigma, y)
+    name = _head_name(d, s)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
     tile = config.HEAD_TILE
     chunks = _n_chunks(n, tile)
-    _call(_head_name(d, s), logits.dtype, n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
+    _call(name, logits.dtype, n, config.HEAD_MIN_ROWS_PER_THREAD, chunks,
           *ins, out, unused, unused, unused, False, tile, chunks)
     return out
 

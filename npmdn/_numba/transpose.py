@@ -218,3 +218,120 @@ def prefetch_write(typingctx, A, row, byte):
     if not isinstance(A, types.Array):
         return None
     return types.void(A, row, byte), _prefetch_codegen(1)
+
+
+# --------------------------------------------------------------------------
+# the same, for rows given by an address and a row stride (bytes): a kernel that
+# moves several arrays' rows through one call site picks the address among them
+# (integers, where picking among arrays would count references in the loop)
+# --------------------------------------------------------------------------
+
+
+def _int_args(context, builder, signature, args, idx):
+    return [context.cast(builder, args[i], signature.args[i], types.intp) for i in idx]
+
+
+@intrinsic
+def tr_load8_into(typingctx, base, stride, i0, c0, nv, X, r0, t0):
+    """``X[r0 + k, t0 + t] = A[i0 + t, c0 + k]`` for ``t < 8``, ``k < nv``, where row
+    ``i`` of ``A`` starts at address ``base + i * stride`` and holds ``X``'s dtype."""
+    if not (isinstance(X, types.Array) and X.ndim == 2 and isinstance(X.dtype, types.Float)
+            and all(isinstance(v, types.Integer) for v in (base, stride, i0, c0, nv, r0, t0))):
+        return None
+    sig = types.void(base, stride, i0, c0, nv, X, r0, t0)
+
+    def codegen(context, builder, signature, args):
+        xty = signature.args[5]
+        intp = context.get_value_type(types.intp)
+        base_, stride_, i0_, c0_, nv_, r0_, t0_ = _int_args(
+            context, builder, signature, args, (0, 1, 2, 3, 4, 6, 7))
+        x = context.make_array(xty)(context, builder, args[5])
+        fty = context.get_value_type(xty.dtype)
+        vty = ir.VectorType(fty, _W)
+        size = ir.Constant(intp, xty.dtype.bitwidth // 8)
+        x_s0 = cgutils.unpack_tuple(builder, x.strides, 2)[0]
+        mload, _ = _masked_fns(builder.module, vty)
+        mask = _lane_mask(builder, nv_, intp)
+        align = ir.Constant(ir.IntType(32), xty.dtype.bitwidth // 8)
+        zero = ir.Constant(vty, [0.0] * _W)
+        data = builder.inttoptr(base_, ir.PointerType(ir.IntType(8)))
+        col = builder.mul(c0_, size)
+        rows = []
+        for t in range(_W):
+            off = builder.add(builder.mul(builder.add(i0_, ir.Constant(intp, t)), stride_), col)
+            rows.append(builder.call(mload, [builder.gep(data, [off]), align, mask, zero]))
+        cols = _transpose(builder, rows)
+        tcol = builder.mul(t0_, size)
+        for k in range(_W):
+            kk = ir.Constant(intp, k)
+            with builder.if_then(builder.icmp_signed("<", kk, nv_), likely=True):
+                off = builder.add(builder.mul(builder.add(r0_, kk), x_s0), tcol)
+                p = builder.bitcast(_addr(builder, x.data, off), vty.as_pointer())
+                builder.store(cols[k], p, align=xty.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tr_store8_into(typingctx, X, r0, t0, nv, base, stride, i0, c0):
+    """``A[i0 + t, c0 + k] = X[r0 + k, t0 + t]`` for ``t < 8``, ``k < nv``, where row
+    ``i`` of ``A`` starts at address ``base + i * stride``; reads rows ``r0 .. r0 + 7``
+    of ``X`` (pad ``X`` so they exist)."""
+    if not (isinstance(X, types.Array) and X.ndim == 2 and isinstance(X.dtype, types.Float)
+            and all(isinstance(v, types.Integer) for v in (r0, t0, nv, base, stride, i0, c0))):
+        return None
+    sig = types.void(X, r0, t0, nv, base, stride, i0, c0)
+
+    def codegen(context, builder, signature, args):
+        xty = signature.args[0]
+        intp = context.get_value_type(types.intp)
+        r0_, t0_, nv_, base_, stride_, i0_, c0_ = _int_args(
+            context, builder, signature, args, (1, 2, 3, 4, 5, 6, 7))
+        x = context.make_array(xty)(context, builder, args[0])
+        fty = context.get_value_type(xty.dtype)
+        vty = ir.VectorType(fty, _W)
+        size = ir.Constant(intp, xty.dtype.bitwidth // 8)
+        x_s0 = cgutils.unpack_tuple(builder, x.strides, 2)[0]
+        _, mstore = _masked_fns(builder.module, vty)
+        mask = _lane_mask(builder, nv_, intp)
+        align = ir.Constant(ir.IntType(32), xty.dtype.bitwidth // 8)
+        tcol = builder.mul(t0_, size)
+        rows = []
+        for k in range(_W):
+            off = builder.add(builder.mul(builder.add(r0_, ir.Constant(intp, k)), x_s0), tcol)
+            p = builder.bitcast(_addr(builder, x.data, off), vty.as_pointer())
+            rows.append(builder.load(p, align=xty.dtype.bitwidth // 8))
+        cols = _transpose(builder, rows)
+        data = builder.inttoptr(base_, ir.PointerType(ir.IntType(8)))
+        col = builder.mul(c0_, size)
+        for t in range(_W):
+            off = builder.add(builder.mul(builder.add(i0_, ir.Constant(intp, t)), stride_), col)
+            builder.call(mstore, [cols[t], builder.gep(data, [off]), align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch_at(typingctx, base, stride, row, byte, write):
+    """:func:`prefetch_read` (``write`` 0) or :func:`prefetch_write` (1, a constant
+    literal) of the line at ``base + row * stride + byte``."""
+    if not isinstance(write, types.IntegerLiteral):
+        return None
+    rw = int(write.literal_value)
+    sig = types.void(base, stride, row, byte, write)
+
+    def codegen(context, builder, signature, args):
+        base_, stride_, row_, byte_ = _int_args(context, builder, signature, args, (0, 1, 2, 3))
+        off = builder.add(builder.mul(row_, stride_), byte_)
+        data = builder.inttoptr(base_, ir.PointerType(ir.IntType(8)))
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.gep(data, [off]), ir.Constant(i32, rw), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -236,6 +236,36 @@ def test_block_transposes_touch_only_their_columns(rng, dtype):
             assert np.isinf(out_base[~touched]).all()  # nothing outside the nv columns
 
 
+@njit
+def _load_at(a, c, nv, x):
+    tr.tr_load8_into(a.ctypes.data, a.strides[0], 0, c, nv, x, 0, 0)
+
+
+@njit
+def _store_at(x, nv, out, c):
+    tr.tr_store8_into(x, 0, 0, nv, out.ctypes.data, out.strides[0], 0, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_block_transposes_by_address_touch_only_their_columns(rng, dtype):
+    base = rng.normal(size=(8, 40)).astype(dtype)
+    a = base[:, 3:23]
+    x = np.full((16, 8), np.nan, dtype)
+    for nv in range(1, 9):
+        for c in range(0, a.shape[1] - nv + 1):
+            x[:] = np.nan
+            _load_at(a, c, nv, x)
+            np.testing.assert_array_equal(x[:nv], a[:, c:c + nv].T)
+            assert np.isnan(x[nv:]).all()
+            out_base = np.full((8, 40), np.inf, dtype)
+            out = out_base[:, 3:23]
+            _store_at(x, nv, out, c)
+            np.testing.assert_array_equal(out[:, c:c + nv], a[:, c:c + nv])
+            touched = np.zeros(out_base.shape, bool)
+            touched[:, 3 + c:3 + c + nv] = True
+            assert np.isinf(out_base[~touched]).all()
+
+
 # ------------------------------------------------------------------ head kernel
 
 
@@ -278,15 +308,21 @@ def test_packed_head_rows_give_the_same_bits(rng, dtype, n, k, d, s):
     arrays, and nothing outside the P columns is read into a result or written."""
     views, separate, _ = _packed(rng, n, k, d, s, dtype)
     assert nk.log_prob(*views).tobytes() == nk.log_prob(*separate).tobytes()
-    g_base = np.full((n, 1 + k * (1 + d + s) + 2), 7.0, dtype)
-    g = g_base[:, 1:-2]
-    outs = (np.empty(n, dtype), g[:, :k], g[:, k:k + k * d].reshape(n, k, d),
-            g[:, k + k * d:].reshape(n, k, s))
-    got = nk.nll_grad(*views, out=outs)
-    want = nk.nll_grad(*separate)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert (g_base[:, 0] == 7.0).all() and (g_base[:, -2:] == 7.0).all()
+    def apart():  # outputs as four arrays of their own
+        return (np.empty(n, dtype), *(np.empty_like(a) for a in separate[:3]))
+
+    want = nk.nll_grad(*separate, out=apart())
+    for ins in (views, separate):  # inputs in one array (one part) or three
+        # outputs in one array (one part, with columns either side), or three
+        g_base = np.full((n, 1 + k * (1 + d + s) + 2), 7.0, dtype)
+        g = g_base[:, 1:-2]
+        packed_out = (np.empty(n, dtype), g[:, :k], g[:, k:k + k * d].reshape(n, k, d),
+                      g[:, k + k * d:].reshape(n, k, s))
+        for outs in (packed_out, apart(), None):
+            got = nk.nll_grad(*ins, out=outs)
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+        assert (g_base[:, 0] == 7.0).all() and (g_base[:, -2:] == 7.0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
