@@ -72,12 +72,13 @@ HEAD_MIN_ROWS_PER_THREAD = 8192  # head kernel, ~20-100 ns per row
 SAMPLE_MIN_DRAWS_PER_THREAD = 4096  # sampling, ~20-150 ns per draw
 CHUNKS_PER_THREAD = 4  # work items per thread, so that one slow thread does not hold the rest
 TRAIN_CHUNK = 256  # rows per chunk of a minibatch in the fused training epoch
-# ... except that a batch one thread runs is one chunk, up to this many rows and while
-# the chunk's scratch takes at most TRAIN_CHUNK_BYTES (half this machine's 1 MiB L2):
-# each chunk's pass through every layer has a set-up cost, and the seed set-up's
-# 1000-row batch trained in 0.47 s as four chunks, 0.38 s as one. A wide network
-# (two layers of 128 units) whose chunk would exceed the budget trained 17% slower in
-# 1024-row chunks than in 256-row ones, so it keeps them.
+# ... or more: a thread's share of the batch, up to this many rows and while the
+# chunk's scratch takes at most TRAIN_CHUNK_BYTES (half this machine's 1 MiB L2). Each
+# chunk's pass through every layer has a set-up cost: the seed set-up's 1000-row batch
+# trained in 0.47 s as four chunks, 0.38 s as one; the large set-up (8192-row batches,
+# 2 threads) 0.222 s in 256-row chunks, 0.215 s in 1024-row ones (one thread: 0.42,
+# 0.36 s). A wide network (two layers of 128 units) whose chunk would exceed the budget
+# trained 17% slower in 1024-row chunks than in 256-row ones, so it keeps those.
 TRAIN_CHUNK_MAX = 1024
 TRAIN_CHUNK_BYTES = 512 * 1024
 # A training step of a small model lasts tens of microseconds; below this many

@@ -21,10 +21,10 @@ runs over the rows of a chunk of the batch, contiguous and vectorised, and
 the head output is already the structure-of-arrays layout of
 ``head.head_soa``. A batch is cut into chunks of ``config.TRAIN_CHUNK`` rows (the
 chunk's activations stay in cache); the chunks are shared out to the
-threads, each accumulating its own gradient, summed before the update. A batch
-that one thread runs is one chunk where its scratch fits in ``config.TRAIN_CHUNK_BYTES``
-(up to ``config.TRAIN_CHUNK_MAX`` rows): each chunk's pass through the layers has a
-set-up cost.
+threads, each accumulating its own gradient, summed before the update. Where the
+scratch allows, chunks are larger: a thread's share of the batch, up to
+``config.TRAIN_CHUNK_MAX`` rows in ``config.TRAIN_CHUNK_BYTES`` (each chunk's pass
+through the layers has a set-up cost).
 
 Full-batch epochs (one step each, no shuffling) that nothing in Python looks
 at in between (no validation, callback or patience) run several to a call
@@ -777,12 +777,12 @@ class FusedFit:
         # y, EA, TT and five row vectors
         per_row = (2 * int(self.sizes.sum()) + 2 * int(self.sizes.max()) + self.D + 2 * self.K
                    + 5)
-        chunk = config.TRAIN_CHUNK
-        whole = -(-batch // 16) * 16
-        if (self.n_threads == 1 and chunk < whole <= config.TRAIN_CHUNK_MAX
-                and whole * per_row * np.dtype(dt).itemsize <= config.TRAIN_CHUNK_BYTES):
-            chunk = whole  # the batch in one chunk (see config.TRAIN_CHUNK_MAX)
-        self.chunk = chunk
+        # a thread's share of the batch in one chunk where the scratch allows (up to
+        # TRAIN_CHUNK_MAX rows in TRAIN_CHUNK_BYTES), else TRAIN_CHUNK rows a chunk
+        cap = min(config.TRAIN_CHUNK_MAX,
+                  config.TRAIN_CHUNK_BYTES // (per_row * np.dtype(dt).itemsize)) // 16 * 16
+        share = -(-batch // self.n_threads)
+        self.chunk = chunk = max(config.TRAIN_CHUNK, min(cap, -(-share // 16) * 16))
         self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
         width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
         need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk

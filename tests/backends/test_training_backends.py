@@ -177,6 +177,7 @@ def test_parallel_steps_match(monkeypatch, dtype, small_data):
     the same gradient as the NumPy loop; each chunk draws its own rows' noise."""
     monkeypatch.setattr(config, "TRAIN_MIN_ROWS_PER_THREAD", 64)
     monkeypatch.setattr(config, "TRAIN_CHUNK", 32)
+    monkeypatch.setattr(config, "TRAIN_CHUNK_MAX", 0)  # 32-row chunks, several a thread
     x, y = _data(n=700)
     kw = dict(min_sigma=0.2) if small_data else {}
     fit = dict(noise_x=0.05, noise_y=0.3) if small_data else {}
@@ -188,7 +189,7 @@ def test_parallel_steps_match(monkeypatch, dtype, small_data):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_a_batch_in_one_chunk_or_many(monkeypatch, dtype):
-    """A batch that one thread runs is one chunk when its scratch fits
+    """A thread's share of a batch is one chunk when its scratch fits
     (``config.TRAIN_CHUNK_MAX``, ``TRAIN_CHUNK_BYTES``): the same training, to
     rounding, as the same batch cut into 32-row chunks and as the NumPy loop."""
     from npmdn._numba import train as nt
