@@ -15,9 +15,10 @@ the PyTorch modules), see the same standardized data and the same minibatch
 order, and run the same number of Adam steps, so they should end at the same
 NLL. Wall time covers the whole training call (npmdn: ``MDN.fit``, after a
 two-epoch warm-up fit of the same configuration has loaded or compiled its kernels;
-PyTorch: the step loop). The final NLL of each is the mean NLL over the
-training set (user units) of the final weights, evaluated by npmdn's NumPy
-reference for both. Prints a markdown table, writes JSON.
+PyTorch: the step loop), the median of ``--repeats`` (3) such fits of each: one fit's
+time moved by 10-20% from run to run on the development VM. The final NLL of each
+is the mean NLL over the training set (user units) of the final weights, evaluated
+by npmdn's NumPy reference for both. Prints a markdown table, writes JSON.
 """
 
 import argparse
@@ -95,7 +96,7 @@ def torch_train(model, xs, ys, orders, bs, steps, lr, threads):
     return seconds, np.concatenate(flat)
 
 
-def run(name, cfg, threads, seed=0):
+def run(name, cfg, threads, repeats, seed=0):
     data = datasets.inverted_sinusoid(cfg["n"], seed=seed)
     x, y = data.x, data.y
     bs = cfg["n"] if cfg["batch_size"] is None else cfg["batch_size"]
@@ -110,12 +111,15 @@ def run(name, cfg, threads, seed=0):
     # or serial epoch kernel; a smaller fit would leave the timed one to compile its own)
     npmdn.MDN(1, 1, K, backend="numba", **opts).fit(x, y, epochs=2, **fit_opts)
 
-    model = npmdn.MDN(1, 1, K, backend="numba", **opts)
-    init = model.params
-    t0 = time.perf_counter()
-    hist = model.fit(x, y, epochs=epochs, **fit_opts)
-    t_npmdn = time.perf_counter() - t0
-    assert hist.epochs == epochs
+    times = []
+    for _ in range(repeats):  # the same fit from the same weights each time
+        model = npmdn.MDN(1, 1, K, backend="numba", **opts)
+        init = model.params
+        t0 = time.perf_counter()
+        hist = model.fit(x, y, epochs=epochs, **fit_opts)
+        times.append(time.perf_counter() - t0)
+        assert hist.epochs == epochs
+    t_npmdn = float(np.median(times))
 
     # the same data, standardization, weights and minibatch order for PyTorch
     ref = npmdn.MDN(1, 1, K, backend="numpy", **opts)
@@ -126,7 +130,11 @@ def run(name, cfg, threads, seed=0):
     rng = np.random.default_rng(seed)
     steps_per_epoch = -(-cfg["n"] // bs)
     orders = [rng.permutation(cfg["n"]) if steps_per_epoch > 1 else None for _ in range(epochs)]
-    t_torch, torch_params = torch_train(ref, xs, ys, orders, bs, cfg["steps"], cfg["lr"], threads)
+    torch_times = []
+    for _ in range(repeats):
+        t, torch_params = torch_train(ref, xs, ys, orders, bs, cfg["steps"], cfg["lr"], threads)
+        torch_times.append(t)
+    t_torch = float(np.median(torch_times))
 
     def final_nll(params):
         m = npmdn.MDN(1, 1, K, backend="numpy", **opts)
@@ -138,6 +146,7 @@ def run(name, cfg, threads, seed=0):
     return {"setup": name, **{k: v for k, v in cfg.items() if k != "hidden"},
             "hidden": list(cfg["hidden"]), "epochs": epochs,
             "npmdn_numba_s": t_npmdn, "torch_s": t_torch, "speedup": t_torch / t_npmdn,
+            "npmdn_numba_runs_s": times, "torch_runs_s": torch_times,
             "npmdn_final_nll": final_nll(model.params), "torch_final_nll": final_nll(torch_params),
             "npmdn_last_epoch_train_nll": hist.train_nll[-1]}
 
@@ -146,6 +155,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "train.json"))
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed fits per implementation and set-up (the median is reported)")
     args = ap.parse_args()
     import numba
     import torch
@@ -154,7 +165,7 @@ def main():
     info = {"machine": _machine.machine(numba.get_num_threads(), threads),
             "versions": _machine.versions(),
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
-    rows = [run(s, SETUPS[s], threads) for s in args.setups]
+    rows = [run(s, SETUPS[s], threads, args.repeats) for s in args.setups]
     info["machine"]["loadavg_end"] = _machine.loadavg()
     info["machine"]["torch_threads"] = torch.get_num_threads()
     m = info["machine"]
@@ -163,15 +174,19 @@ def main():
           f"{m['numba_threads']} threads, torch {m['torch_threads']} threads; load average "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end.  \nVersions: "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".\n")
+    print(f"Seconds: the median of {args.repeats} timed fits of each (all of them in the "
+          "last two columns).\n")
     print("| set-up | points | hidden | batch | steps | npmdn numba s | PyTorch s | speed-up | "
-          "final NLL npmdn | final NLL PyTorch | difference |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "final NLL npmdn | final NLL PyTorch | difference | npmdn runs s | PyTorch runs s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        runs = [" ".join(f"{t:.2f}" for t in r[k]) for k in ("npmdn_numba_runs_s",
+                                                              "torch_runs_s")]
         print(f"| {r['setup']} | {r['n']} | {tuple(r['hidden'])} | "
               f"{r['batch_size'] or 'full'} | {r['steps']} | {r['npmdn_numba_s']:.2f} | "
               f"{r['torch_s']:.2f} | {r['speedup']:.1f}x | {r['npmdn_final_nll']:.4f} | "
               f"{r['torch_final_nll']:.4f} | "
-              f"{r['npmdn_final_nll'] - r['torch_final_nll']:+.4f} |")
+              f"{r['npmdn_final_nll'] - r['torch_final_nll']:+.4f} | {runs[0]} | {runs[1]} |")
     with open(args.json, "w") as f:
         json.dump({"info": info, "results": rows}, f, indent=1)
     print(f"\n(JSON: {args.json})")
