@@ -13,8 +13,6 @@ tested against). The layout is what makes it fast:
   responsibilities; ``pi`` and ``r`` come from those exps and one reciprocal
   of their sums, never from further exps. The log-density alone takes the
   same exps and one log (:func:`density_soa`);
-* a head output whose parts are columns of one array (``one_buffer``) is
-  moved as one row of ``P`` columns;
 * the gradient overwrites the scratch in place and is transposed back into
   the caller's (row-strided) output arrays;
 * everything sits in one function: a call to a helper that takes arrays
@@ -32,14 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .transpose import (
-    prefetch_at,
-    prefetch_read,
-    prefetch_write,
-    tr_load8,
-    tr_load8_into,
-    tr_store8_into,
-)
+from .transpose import prefetch_read, prefetch_write, tr_load8, tr_store8
 from .vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 # no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
@@ -56,45 +47,16 @@ PREFETCH_ROWS = 192
 
 
 @njit(inline="always")
-def prefetch_rows(A, r0, r1, width, write):
-    """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array, ``width`` columns from
-    its first (every 64-byte line from the first row's start to the last row's last
-    column; ``width`` may exceed ``A``'s columns where ``A`` is a view of wider rows)."""
+def prefetch_rows(A, r0, r1, write):
+    """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array (every 64-byte line
+    from the first row's start to the last row's last column)."""
     if r1 > r0:
-        span = (r1 - r0 - 1) * A.strides[0] + width * A.itemsize
+        span = (r1 - r0 - 1) * A.strides[0] + A.shape[1] * A.itemsize
         for b in range(0, span, 64):
             if write:
                 prefetch_write(A, r0, b)
             else:
                 prefetch_read(A, r0, b)
-
-
-@njit(inline="always")
-def one_buffer(L, M, LS):
-    """True where ``M`` and ``LS`` continue ``L``'s rows: the columns of one [N, P]
-    array, as a model's head output is split. A tile then moves as ``P`` columns of
-    ``L``: ceil(P / 8) block transposes per 8 rows
-    instead of one or more per part (2 instead of 3 for K = 5, D = 1), one prefetch
-    per line instead of one per part, and one transpose site in the code (each is a
-    few hundred instructions to compile)."""
-    isz = L.itemsize
-    return (L.strides[0] == M.strides[0] and L.strides[0] == LS.strides[0]
-            and M.ctypes.data == L.ctypes.data + L.shape[1] * isz
-            and LS.ctypes.data == M.ctypes.data + M.shape[1] * isz)
-
-
-@njit(inline="always")
-def part_at(part, n_parts, K, KD, KS, b0, b1, b2, s0, s1, s2):
-    """(address, row stride in bytes, columns, first scratch row) of part ``part`` of a
-    head row: the whole row of ``K + KD + KS`` columns at ``b0`` where it is one part
-    (:func:`one_buffer`), else the logits (at ``b0``), means (``b1``) or scales (``b2``)."""
-    if n_parts == 1:
-        return b0, s0, K + KD + KS, 0
-    if part == 0:
-        return b0, s0, K, 0
-    if part == 1:
-        return b1, s1, KD, K
-    return b2, s2, KS, K + KD
 
 
 @njit
@@ -361,30 +323,15 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     n, K = L.shape
     D = Y.shape[1]
     KS = LS.shape[1]
-    P = K + K * D + KS
     iso = KS == K and D > 1
-    isz = L.itemsize
-    # the parts' rows by address and stride (bytes): one part of P columns where they
-    # are views of one array (one_buffer), else three
-    n_in = 1 if one_buffer(L, M, LS) else 3
-    n_out = 0 if not grad else (1 if one_buffer(GL, GM, GS) else 3)
-    fast = n_in == 1 and n_out < 3  # (a loop of its own: the parts' loop costs ~8%)
-    bl, bm, bs = L.ctypes.data, M.ctypes.data, LS.ctypes.data
-    sl, sm, ss = L.strides[0], M.strides[0], LS.strides[0]
-    gl, gm, gs = GL.ctypes.data, GM.ctypes.data, GS.ctypes.data
-    tl, tm, ts = GL.strides[0], GM.strides[0], GS.strides[0]
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         zero = as_type(0.0, L)
-        # The parameters' scratch rows in one array, as in a head row: a tile is
-        # transposed straight into it. 8 rows to spare: a transpose out reads 8 rows
-        # from where it starts.
-        XH = np.empty((P + 8, tile), L.dtype)
-        XA = XH[:K]  # logits, then d_logits
-        XM = XH[K:K + K * D]  # mu, then z / sigma, then d_mu
-        XS = XH[K + K * D:P]  # s, then z or sum z^2, then d_s
+        XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
+        XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then z / sigma, then d_mu
+        XS = np.empty((pad8(KS), tile), L.dtype)  # s, then z or sum z^2, then d_s
         XY = np.empty((pad8(D), tile), L.dtype)  # y
         EA = np.empty((K, tile), L.dtype)  # exp(a_k - max a)
         TT = np.empty((K, tile), L.dtype)  # t_k, then exp(t_k - max t), then r_k
@@ -399,38 +346,25 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             full = nt - nt % 8  # rows moved by 8 x 8 blocks; the rest one by one
 
             # ---- load: X[j, t] = A[i0 + t, j], 8 rows at a time, with the prefetch
-            # hints for 8 rows further on; the parts through one call site, by address
-            for g in range(0, full if fast else 0, 8):  # the usual case on its own
+            # hints for 8 rows further on
+            for g in range(0, full, 8):
                 pa = i0 + g + PREFETCH_ROWS
                 if pa < n:
                     pe = min(n, pa + 8)
-                    for byte in range(0, (pe - pa - 1) * sl + P * isz, 64):
-                        prefetch_at(bl, sl, pa, byte, 0)
-                    prefetch_rows(Y, pa, pe, D, False)
+                    prefetch_rows(L, pa, pe, False)
+                    prefetch_rows(M, pa, pe, False)
+                    prefetch_rows(LS, pa, pe, False)
+                    prefetch_rows(Y, pa, pe, False)
                     if grad:
-                        for byte in range(0, (pe - pa - 1) * tl + P * isz, 64):
-                            prefetch_at(gl, tl, pa, byte, 1)
-                for j in range(0, P, 8):
-                    tr_load8_into(bl, sl, i0 + g, j, min(8, P - j), XH, j, g)
-            for g in range(0, 0 if fast else full, 8):
-                pa = i0 + g + PREFETCH_ROWS
-                for part in range(n_in):
-                    base, stride, w, r = part_at(part, n_in, K, K * D, KS, bl, bm, bs, sl, sm, ss)
-                    if pa < n:
-                        span = (min(n, pa + 8) - pa - 1) * stride + w * isz
-                        for byte in range(0, span, 64):
-                            prefetch_at(base, stride, pa, byte, 0)
-                    for j in range(0, w, 8):
-                        tr_load8_into(base, stride, i0 + g, j, min(8, w - j), XH, r + j, g)
-                if pa < n:
-                    pe = min(n, pa + 8)
-                    prefetch_rows(Y, pa, pe, D, False)
-                    for part in range(n_out):
-                        base, stride, w, _ = part_at(part, n_out, K, K * D, KS, gl, gm, gs,
-                                                     tl, tm, ts)
-                        span = (pe - pa - 1) * stride + w * isz
-                        for byte in range(0, span, 64):
-                            prefetch_at(base, stride, pa, byte, 1)
+                        prefetch_rows(GL, pa, pe, True)
+                        prefetch_rows(GM, pa, pe, True)
+                        prefetch_rows(GS, pa, pe, True)
+                for j in range(0, K, 8):
+                    tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
+                for j in range(0, K * D, 8):
+                    tr_load8(M, i0 + g, j, min(8, K * D - j), XM, j, g)
+                for j in range(0, KS, 8):
+                    tr_load8(LS, i0 + g, j, min(8, KS - j), XS, j, g)
             if D > 1:
                 for g in range(0, full, 8):
                     for j in range(0, D, 8):
@@ -460,12 +394,14 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             for t in range(nt):
                 o[t] = -vd[t]
 
-            # ---- store: G[i0 + t, j] = X[j, t], the parts through one call site
+            # ---- store: G[i0 + t, j] = X[j, t]
             for g in range(0, full, 8):
-                for part in range(n_out):
-                    base, stride, w, r = part_at(part, n_out, K, K * D, KS, gl, gm, gs, tl, tm, ts)
-                    for j in range(0, w, 8):
-                        tr_store8_into(XH, r + j, g, min(8, w - j), base, stride, i0 + g, j)
+                for j in range(0, K, 8):
+                    tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
+                for j in range(0, K * D, 8):
+                    tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
+                for j in range(0, KS, 8):
+                    tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
             for t in range(full, nt):
                 for j in range(K):
                     GL[i0 + t, j] = XA[j, t]

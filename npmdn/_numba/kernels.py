@@ -287,7 +287,7 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
     (n, k, d, s), ins = _head_args(logits, mu, log_sigma, y)
     dtype = logits.dtype
     name = _head_name(d, s)
-    if out is None:  # one [n, P] gradient, returned as views (one_buffer: moved whole)
+    if out is None:  # one [n, P] gradient, returned as views (as a model's head output)
         g = np.empty((n, k * (1 + d + s)), dtype)
         out = (np.empty(n, dtype), g[:, :k], g[:, k:k + k * d].reshape(n, k, d),
                g[:, k + k * d:].reshape(n, k, s))

@@ -236,36 +236,6 @@ def test_block_transposes_touch_only_their_columns(rng, dtype):
             assert np.isinf(out_base[~touched]).all()  # nothing outside the nv columns
 
 
-@njit
-def _load_at(a, c, nv, x):
-    tr.tr_load8_into(a.ctypes.data, a.strides[0], 0, c, nv, x, 0, 0)
-
-
-@njit
-def _store_at(x, nv, out, c):
-    tr.tr_store8_into(x, 0, 0, nv, out.ctypes.data, out.strides[0], 0, c)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_block_transposes_by_address_touch_only_their_columns(rng, dtype):
-    base = rng.normal(size=(8, 40)).astype(dtype)
-    a = base[:, 3:23]
-    x = np.full((16, 8), np.nan, dtype)
-    for nv in range(1, 9):
-        for c in range(0, a.shape[1] - nv + 1):
-            x[:] = np.nan
-            _load_at(a, c, nv, x)
-            np.testing.assert_array_equal(x[:nv], a[:, c:c + nv].T)
-            assert np.isnan(x[nv:]).all()
-            out_base = np.full((8, 40), np.inf, dtype)
-            out = out_base[:, 3:23]
-            _store_at(x, nv, out, c)
-            np.testing.assert_array_equal(out[:, c:c + nv], a[:, c:c + nv])
-            touched = np.zeros(out_base.shape, bool)
-            touched[:, 3 + c:3 + c + nv] = True
-            assert np.isinf(out_base[~touched]).all()
-
-
 # ------------------------------------------------------------------ head kernel
 
 
@@ -302,10 +272,10 @@ def _packed(rng, n, k, d, s, dtype, pad=(2, 3)):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,k,d,s", [(333, 5, 1, 1), (100, 6, 2, 2), (77, 3, 4, 1),
                                      (64, 9, 3, 3), (41, 1, 1, 1)])
-def test_packed_head_rows_give_the_same_bits(rng, dtype, n, k, d, s):
-    """Inputs that are columns of one array take the one-buffer path (``one_buffer``:
-    one block transpose over all P columns); outputs too. Same bits as separate
-    arrays, and nothing outside the P columns is read into a result or written."""
+def test_head_rows_in_one_array_or_apart_give_the_same_bits(rng, dtype, n, k, d, s):
+    """Inputs and outputs that are columns of one array (a model's head output and
+    its gradient) or arrays of their own: the same bits, and nothing outside the P
+    columns is written."""
     views, separate, _ = _packed(rng, n, k, d, s, dtype)
     assert nk.log_prob(*views).tobytes() == nk.log_prob(*separate).tobytes()
     def apart():  # outputs as four arrays of their own
