@@ -42,6 +42,8 @@ HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 # Extra elements per scratch row of the head kernel (see head_kernel)
 ROW_PAD = 16
+# The widest head row (P = K (1 + D + S) columns) the head kernel moves whole
+SMALL_ROW = 16
 
 # Rows ahead of the ones being loaded that are prefetched, eight at a time as the
 # tile's rows are loaded: the hardware prefetchers alone left the kernel ~2x slower
@@ -60,6 +62,29 @@ def prefetch_rows(A, r0, r1, write):
                 prefetch_write(A, r0, b)
             else:
                 prefetch_read(A, r0, b)
+
+
+@njit(inline="always")
+def prefetch_span(A, r0, r1, width, write):
+    """:func:`prefetch_rows` over ``width`` columns from ``A``'s first, which may be
+    more than ``A``'s own where ``A`` is a view of wider rows (:func:`one_buffer`)."""
+    if r1 > r0:
+        span = (r1 - r0 - 1) * A.strides[0] + width * A.itemsize
+        for b in range(0, span, 64):
+            if write:
+                prefetch_write(A, r0, b)
+            else:
+                prefetch_read(A, r0, b)
+
+
+@njit(inline="always")
+def one_buffer(L, M, LS):
+    """True where ``M`` and ``LS`` continue ``L``'s rows: the columns of one [N, P]
+    array, as a model's head output (and its gradient) is split."""
+    isz = L.itemsize
+    return (L.strides[0] == M.strides[0] and L.strides[0] == LS.strides[0]
+            and M.ctypes.data == L.ctypes.data + L.shape[1] * isz
+            and LS.ctypes.data == M.ctypes.data + M.shape[1] * isz)
 
 
 @njit
@@ -327,6 +352,12 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     D = Y.shape[1]
     KS = LS.shape[1]
     iso = KS == K and D > 1
+    P = K + K * D + KS
+    # a head row of at most SMALL_ROW columns that is one array (in, and out with the
+    # gradient) moves whole: 2 block transposes per 8 rows instead of 3 at K = 5, D = 1.
+    # (Wider rows keep one array per part: with one scratch array for them, (65536, 30,
+    # 1) and (65536, 8, 4) ran 20-45% slower.)
+    small = P <= SMALL_ROW and one_buffer(L, M, LS) and (not grad or one_buffer(GL, GM, GS))
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
@@ -337,9 +368,17 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
         # column (with the padding (65536, 30, 1) NLL + gradient 2.33 -> 1.94-2.12 ms,
         # (65536, 8, 4) 1.43-1.76 -> 1.27-1.31 ms, interleaved processes)
         T2 = tile + ROW_PAD
-        XA = np.empty((pad8(K), T2), L.dtype)  # logits, then d_logits
-        XM = np.empty((pad8(K * D), T2), L.dtype)  # mu, then z / sigma, then d_mu
-        XS = np.empty((pad8(KS), T2), L.dtype)  # s, then z or sum z^2, then d_s
+        if small:  # one array (views), as in a head row: a tile is transposed straight
+            # into it (8 rows to spare: a transpose out reads 8 rows from where it starts)
+            XH = np.empty((P + 8, T2), L.dtype)
+            XA = XH[:K]
+            XM = XH[K:K + K * D]
+            XS = XH[K + K * D:P]
+        else:
+            XH = np.empty((1, 1), L.dtype)  # (unused)
+            XA = np.empty((pad8(K), T2), L.dtype)  # logits, then d_logits
+            XM = np.empty((pad8(K * D), T2), L.dtype)  # mu, then z / sigma, then d_mu
+            XS = np.empty((pad8(KS), T2), L.dtype)  # s, then z or sum z^2, then d_s
         XY = np.empty((pad8(D), T2), L.dtype)  # y
         EA = np.empty((K, T2), L.dtype)  # exp(a_k - max a)
         TT = np.empty((K, T2), L.dtype)  # t_k, then exp(t_k - max t), then r_k
@@ -354,8 +393,19 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             full = nt - nt % 8  # rows moved by 8 x 8 blocks; the rest one by one
 
             # ---- load: X[j, t] = A[i0 + t, j], 8 rows at a time, with the prefetch
-            # hints for 8 rows further on
-            for g in range(0, full, 8):
+            # hints for 8 rows further on; a small head row whole (columns past L's own
+            # are M's and LS's: one_buffer)
+            for g in range(0, full if small else 0, 8):
+                pa = i0 + g + PREFETCH_ROWS
+                if pa < n:
+                    pe = min(n, pa + 8)
+                    prefetch_span(L, pa, pe, P, False)
+                    prefetch_rows(Y, pa, pe, False)
+                    if grad:
+                        prefetch_span(GL, pa, pe, P, True)
+                for j in range(0, P, 8):
+                    tr_load8(L, i0 + g, j, min(8, P - j), XH, j, g)
+            for g in range(0, 0 if small else full, 8):
                 pa = i0 + g + PREFETCH_ROWS
                 if pa < n:
                     pe = min(n, pa + 8)
@@ -403,7 +453,10 @@ def head_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                 o[t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
-            for g in range(0, full, 8):
+            for g in range(0, full if small else 0, 8):
+                for j in range(0, P, 8):
+                    tr_store8(XH, j, g, min(8, P - j), GL, i0 + g, j)
+            for g in range(0, 0 if small else full, 8):
                 for j in range(0, K, 8):
                     tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
                 for j in range(0, K * D, 8):
