@@ -55,13 +55,7 @@ PREFETCH_ROWS = 192
 def prefetch_rows(A, r0, r1, write):
     """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array (every 64-byte line
     from the first row's start to the last row's last column)."""
-    if r1 > r0:
-        span = (r1 - r0 - 1) * A.strides[0] + A.shape[1] * A.itemsize
-        for b in range(0, span, 64):
-            if write:
-                prefetch_write(A, r0, b)
-            else:
-                prefetch_read(A, r0, b)
+    prefetch_span(A, r0, r1, A.shape[1], write)
 
 
 @njit(inline="always")

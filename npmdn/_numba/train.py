@@ -773,8 +773,8 @@ class FusedFit:
         self.n_threads = max(1, min(get_num_threads(), per_thread))
         if forked():  # the threaded kernel is an OpenMP region: not in a forked child
             self.n_threads = 1
-        # scratch per row of a chunk: A and Z over every layer, dA and dB over the widest,
-        # y, EA, TT and five row vectors
+        # scratch per row of a chunk (train_epoch's layout): A and Z over every layer, dA
+        # and dB over the widest, y, EA, TT and five row vectors
         per_row = (2 * int(self.sizes.sum()) + 2 * int(self.sizes.max()) + self.D + 2 * self.K
                    + 5)
         # a thread's share of the batch in one chunk where the scratch allows (up to
@@ -784,10 +784,7 @@ class FusedFit:
         share = -(-batch // self.n_threads)
         self.chunk = chunk = max(config.TRAIN_CHUNK, min(cap, -(-share // 16) * 16))
         self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
-        width = int(self.aoffs[-1] + self.sizes[-1] * chunk)
-        need = 2 * width + 2 * int(self.sizes.max()) * chunk + (self.D + 2 * self.K + 5) * chunk
-        assert need == per_row * chunk
-        self.scratch = np.zeros((self.n_threads, need), dt)
+        self.scratch = np.zeros((self.n_threads, per_row * chunk), dt)
         self.GT = np.zeros((self.n_threads, net.n_params), dt)
         mask = opt.decay_mask if opt.decay_mask is not None else np.ones(net.n_params, dt)
         self.mask = np.ascontiguousarray(mask, dtype=dt)
