@@ -260,11 +260,16 @@ def main():
     nk.log_prob(*split(h, 2, 2), yy)
     nk.sample(*split(h, 2, 2), 2, 0)
     info["machine"]["numba_threading_layer"] = numba.threading_layer()
-    info["bandwidth"] = bw = _machine.bandwidth()
+    samples = [_machine.bandwidth()]
     t0 = time.perf_counter()
-    results = [bench_shape(n, k, d, args.dtype, args.runs, bw["best_GBps"], have_torch)
-               for n, k, d in shapes]
+    results = []
+    for n, k, d in shapes:
+        results.append(bench_shape(n, k, d, args.dtype, args.runs, samples[0]["best_GBps"],
+                                   have_torch))
+        samples.append(_machine.bandwidth())
     info["seconds"] = time.perf_counter() - t0
+    info["bandwidth"] = bw = _machine.bound_from(samples)
+    _machine.apply_bound(results, bw["best_GBps"])
     info["machine"]["loadavg_end"] = _machine.loadavg()
     m = info["machine"]
     print(f"# Full-covariance mixture heads, {args.dtype}\n")
@@ -273,7 +278,7 @@ def main():
           f"{m['torch_threads']} threads; load average {m['loadavg_start']} at start, "
           f"{m['loadavg_end']} at end.  \nVersions: "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".  \n"
-          f"Copy bandwidth (read + write): bound uses {bw['best_GBps']:.1f} GB/s. Median of "
+          + _machine.bound_line(bw) + " Median of "
           f"{args.runs} runs after 2 warm-ups (sampling: {max(3, args.runs // 3)}).\n")
     for kernel, title in (("nll_grad", "NLL + gradient w.r.t. the head output"),
                           ("log_prob", "log-density"), ("sample", "sampling")):

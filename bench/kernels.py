@@ -18,8 +18,9 @@ numba`` with Gumbel-max (the default) and with the cumulative method,
 
 GB/s counts the bytes a kernel must move (inputs read once, outputs
 written once) over its median time; ``% bw`` is that against the copy
-bandwidth measured in the same run, and ``x bound`` is the time over the
-time those bytes take at that bandwidth. Prints markdown tables, writes JSON.
+bandwidth measured in the same run (before, between and after the shapes; the
+median of those samples, all of them printed), and ``x bound`` is the time
+over the time those bytes take at that bandwidth. Prints markdown tables, writes JSON.
 """
 
 import argparse
@@ -278,11 +279,16 @@ def main():
     nk.log_prob(*split(h, 2, 1), yy)
     nk.sample(*split(h, 2, 1), 2, 0)
     info["machine"]["numba_threading_layer"] = numba.threading_layer()
-    info["bandwidth"] = bw = _machine.bandwidth()
+    samples = [_machine.bandwidth()]
     t0 = time.perf_counter()
-    results = [bench_shape(n, k, d, args.dtype, args.runs, bw["best_GBps"], have_torch)
-               for n, k, d in shapes]
+    results = []
+    for n, k, d in shapes:
+        results.append(bench_shape(n, k, d, args.dtype, args.runs, samples[0]["best_GBps"],
+                                   have_torch))
+        samples.append(_machine.bandwidth())
     info["seconds"] = time.perf_counter() - t0
+    info["bandwidth"] = bw = _machine.bound_from(samples)
+    _machine.apply_bound(results, bw["best_GBps"])
     info["machine"]["loadavg_end"] = _machine.loadavg()
     m = info["machine"]
     print(f"# Mixture-head kernels, {args.dtype}, diagonal covariance\n")
@@ -291,9 +297,7 @@ def main():
           f"{m['torch_threads']} threads; load average {m['loadavg_start']} at start, "
           f"{m['loadavg_end']} at end.  \nVersions: "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".  \n"
-          f"Copy bandwidth (read + write): NumPy {bw['numpy_copy_GBps']:.1f} GB/s (1 thread), "
-          f"Numba parallel {bw['numba_parallel_copy_GBps']:.1f} GB/s; bound uses "
-          f"{bw['best_GBps']:.1f} GB/s. Median of {args.runs} runs after 2 warm-ups.\n")
+          + _machine.bound_line(bw) + f" Median of {args.runs} runs after 2 warm-ups.\n")
     for kernel, title in (("nll_grad", "NLL + gradient w.r.t. the head output"),
                           ("log_prob", "log-density"), ("sample", "sampling")):
         print(f"## {title}\n")

@@ -77,6 +77,37 @@ def bandwidth(runs: int = 10, mbytes: int = 256) -> dict:
             "best_GBps": max(b / t1["median_s"], b / t2["median_s"]) / 1e9}
 
 
+def bound_from(samples: list) -> dict:
+    """The copy bandwidth a script's bound uses, from :func:`bandwidth` measured several
+    times in its run (before, between and after its shapes): the median of each
+    sample's best, with every sample kept. One sample is not enough on a shared VM:
+    within minutes the parallel copy measured 39-42 GB/s, and once 57 (another day,
+    77), twice the bound of every other run."""
+    best = [s["best_GBps"] for s in samples]
+    return {"numpy_copy_GBps": [s["numpy_copy_GBps"] for s in samples],
+            "numba_parallel_copy_GBps": [s["numba_parallel_copy_GBps"] for s in samples],
+            "samples_best_GBps": best, "bytes_per_copy": samples[0]["bytes_per_copy"],
+            "best_GBps": float(np.median(best))}
+
+
+def apply_bound(results: list, gbps: float) -> None:
+    """``pct_bw`` and ``x_bound`` of every timed kernel in ``results`` (the scripts'
+    ``{"kernels": {kernel: {implementation: timing}}}`` rows) against ``gbps``."""
+    for r in results:
+        for impls in r["kernels"].values():
+            for t in impls.values():
+                t["pct_bw"] = 100 * t["GBps"] / gbps
+                t["x_bound"] = t["median_s"] / (t["bytes"] / (gbps * 1e9))
+
+
+def bound_line(bw: dict) -> str:
+    """The report's line on the bound: every sample and the median used."""
+    samples = ", ".join(f"{v:.1f}" for v in bw["samples_best_GBps"])
+    return (f"Copy bandwidth (read + write; the better of a NumPy copy on 1 thread and a "
+            f"Numba parallel copy), measured before, between and after the shapes: "
+            f"{samples} GB/s; the bound uses their median, {bw['best_GBps']:.1f} GB/s.")
+
+
 def machine(threads_numba: int, threads_torch) -> dict:
     from numba import config
 
