@@ -149,11 +149,12 @@ def density_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq):
         if iso:
             for t in range(nt):
                 vb[t] = zero
+                va[t] = vexp(-XS[k, t])  # 1 / sigma_k, once for its D coordinates
             for d in range(D):
                 j = k * D + d
                 for t in range(nt):
                     dy = XY[d, t] - XM[j, t]
-                    z = zero if dy == zero else dy * vexp(-XS[k, t])
+                    z = zero if dy == zero else dy * va[t]
                     vb[t] += (half * z) * z
             for t in range(nt):
                 u = XA[k, t] - (vb[t] + fd * XS[k, t])
