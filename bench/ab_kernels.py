@@ -1,6 +1,7 @@
-"""Two checkouts' head kernels, timed in alternating processes.
+"""Two checkouts' head kernels, timed in alternating processes or in one process.
 
     python -m bench.ab_kernels OTHER [--pairs 3] [--runs 41]
+    python -m bench.ab_kernels OTHER --same-process [--rounds 7] [--shapes 65536,8,4,1;...]
 
 ``OTHER`` is the root of another checkout of npmdn (``git worktree add /tmp/base
 <commit>``). Each process imports npmdn from one checkout (this one, or OTHER put
@@ -11,13 +12,27 @@ of one array): the median of ``--runs`` calls after two warm-ups. The processes
 alternate, ``--pairs`` of each, because a kernel's time moves from process to
 process with where its scratch lands in memory as much as from commit to commit.
 Prints one line per process and a markdown table of medians over the processes.
+
+``--same-process``: both checkouts' ``npmdn`` packages are copied under other names
+(``npmdn_other``, ``npmdn_this``, in a temporary directory; the package imports
+itself relatively) and imported into one process, which times them on the same
+input arrays in alternating rounds of 15 calls (``--rounds``, the order swapped
+every round) and prints each shape's median per round, the ratio of the medians
+and the range of the per-round ratios. The machine's slow stretches then fall on
+both sides alike: a kernel whose code did not change measures 0.99-1.01 this
+way, where process pairs moved 10-20%. ``--shapes`` takes ``N,K,D`` (diagonal)
+or ``N,K,D,1`` (isotropic).
 """
 
 import argparse
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 
@@ -51,21 +66,97 @@ print(json.dumps(out))
 """
 
 
+def _inputs(n, k, d, iso):
+    """A float32 head output [N, P], its (logits, mu, log sigma) views, and y: those of
+    ``bench.kernels`` (diagonal), or with one scale per component (isotropic)."""
+    from .kernels import make_inputs, split
+
+    if not iso:
+        head, y = make_inputs(n, k, d, np.float32)
+        return head, y, lambda h: split(h, k, d)
+    rng = np.random.default_rng(0)
+    head = np.empty((n, k * (2 + d)), np.float32)
+    head[:, :k] = rng.normal(0, 1.5, (n, k))
+    head[:, k:k + k * d] = rng.normal(0, 2, (n, k * d))
+    head[:, k + k * d:] = rng.normal(0, 0.5, (n, k))
+    y = rng.normal(0, 2, (n, d)).astype(np.float32)
+    return head, y, lambda h: (h[:, :k], h[:, k:k + k * d].reshape(n, k, d),
+                               h[:, k + k * d:].reshape(n, k, 1))
+
+
+def _kernel_call(mod, kernel, v, y, nll, gv):
+    if kernel == "nll_grad":
+        return lambda: mod.nll_grad(*v, y, out=(nll, *gv))
+    return lambda: mod.log_prob(*v, y)
+
+
+def same_process(other, here, shapes, rounds):
+    tmp = tempfile.mkdtemp(prefix="npmdn-ab-")
+    try:
+        mods = {}
+        for label, root in (("other", other), ("this", here)):
+            shutil.copytree(os.path.join(root, "npmdn"), os.path.join(tmp, f"npmdn_{label}"),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        sys.path.insert(0, tmp)
+        for label in ("other", "this"):
+            mods[label] = importlib.import_module(f"npmdn_{label}._numba.kernels")
+        print("| kernel, shape | other ms | this ms | this / other | per-round ratios |\n"
+              "|---|---|---|---|---|")
+        for shape in shapes:
+            n, k, d = shape[:3]
+            head, y, views = _inputs(n, k, d, len(shape) > 3)
+            v, g = views(head), np.zeros_like(head)
+            gv, nll = views(g), np.empty(n, np.float32)
+            for kernel in ("nll_grad", "log_prob"):
+                calls = {label: _kernel_call(m, kernel, v, y, nll, gv)
+                         for label, m in mods.items()}
+                for f in calls.values():
+                    f()
+                    f()
+                med = {"other": [], "this": []}
+                for r in range(rounds):
+                    for label in ("other", "this") if r % 2 == 0 else ("this", "other"):
+                        ts = []
+                        for _ in range(15):
+                            t = time.perf_counter()
+                            calls[label]()
+                            ts.append(time.perf_counter() - t)
+                        med[label].append(float(np.median(ts)))
+                a, b = np.median(med["other"]), np.median(med["this"])
+                ratios = np.array(med["this"]) / np.array(med["other"])
+                print(f"| {kernel} {','.join(map(str, shape))} | {a * 1e3:.3f} | {b * 1e3:.3f} "
+                      f"| {b / a:.3f} | {ratios.min():.2f}-{ratios.max():.2f} |", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("other", help="root of the other checkout")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--runs", type=int, default=41)
+    ap.add_argument("--same-process", action="store_true",
+                    help="both checkouts in one process, alternating rounds")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--shapes", default=None,
+                    help="N,K,D or N,K,D,1 (isotropic), separated by ';'")
     args = ap.parse_args()
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     other = os.path.abspath(args.other)
     if not os.path.isfile(os.path.join(other, "npmdn", "__init__.py")):
         raise SystemExit(f"{other} is not an npmdn checkout (no npmdn/__init__.py)")
+    shapes = SHAPES if args.shapes is None else [
+        tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
+    if args.same_process:
+        sys.path.insert(0, here)
+        same_process(other, here, shapes, args.rounds)
+        return
     res = {"this": [], "other": []}
     for _ in range(args.pairs):
         for label, root in (("other", other), ("this", here)):
             p = subprocess.run([sys.executable, "-c", _CHILD, root, here, str(args.runs),
-                                json.dumps(SHAPES)], capture_output=True, text=True, check=True)
+                                json.dumps([sh[:3] for sh in shapes])], capture_output=True,
+                               text=True, check=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
             res[label].append(r)
             print(label, " | ".join(f"{k} {v * 1e3:.2f}" for k, v in r.items()), flush=True)
