@@ -50,6 +50,8 @@ _A2 = {dt: types.Array(_A1[dt].dtype, 2, "A") for dt in _A1}
 _SIGS = {
     "head_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
     + (types.boolean,) + (types.intp,) * 4,
+    "density_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
+    + (types.boolean,) + (types.intp,) * 4,
     "full_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
     + (types.boolean,) + (types.intp,) * 4,
     "sample_kernel": lambda dt: (_A2[dt],) * 3
@@ -57,7 +59,8 @@ _SIGS = {
        types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
        types.float64, types.intp, types.intp),
 }
-_MODULES = {"head_kernel": _head, "full_kernel": _full, "sample_kernel": _sample}
+_MODULES = {"head_kernel": _head, "density_kernel": _head, "full_kernel": _full,
+            "sample_kernel": _sample}
 GUMBEL_MARGIN = _sample.GUMBEL_MARGIN  # see npmdn._numba.sample; tests raise it to force float64
 _entries: dict = {}
 # called with a kernel's name before it compiles here; npmdn._numba.warm sets it to wait
@@ -88,8 +91,8 @@ def launch_sample(fn, L, M, LS, n_samples, k0, k1, row0, gumbel, temp, scale, ou
            c0, c0 + 1)
 
 
-_LAUNCHERS = {"head_kernel": launch_head, "full_kernel": launch_head,
-              "sample_kernel": launch_sample}
+_LAUNCHERS = {"head_kernel": launch_head, "density_kernel": launch_head,
+              "full_kernel": launch_head, "sample_kernel": launch_sample}
 _launchers: dict = {}
 _team = None  # whether Numba's threading layer takes launches from any thread (see _teams)
 _forked = False  # set in the child of a fork (see forked)
@@ -277,9 +280,13 @@ def _head_args(logits, mu, log_sigma, y):
     )
 
 
-def _head_name(d, s):
-    """The head kernel for these scales: full factors have their own (``full.py``)."""
-    return "full_kernel" if is_full(d, s) else "head_kernel"
+def _head_name(d, s, grad=True):
+    """The head kernel for these scales: full factors have their own (``full.py``);
+    diagonal and isotropic ones one for the NLL with its gradient and one for the
+    log-density alone (``head.py``)."""
+    if is_full(d, s):
+        return "full_kernel"
+    return "head_kernel" if grad else "density_kernel"
 
 
 def nll_grad(logits, mu, log_sigma, y, out=None):
@@ -308,7 +315,7 @@ def nll_grad(logits, mu, log_sigma, y, out=None):
 def log_prob(logits, mu, log_sigma, y):
     """Per-row ``log p(y)``; see :func:`npmdn.mixture.log_prob`."""
     (n, _, d, s), ins = _head_args(logits, mu, log_sigma, y)
-    name = _head_name(d, s)
+    name = _head_name(d, s, grad=False)
     out = np.empty(n, logits.dtype)
     unused = np.empty((1, 1), logits.dtype)
     tile = config.HEAD_TILE
@@ -346,13 +353,13 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
 # --------------------------------------------------------------------------
 
 # the kernels a run compiles and what each does
-KERNELS = {"head_kernel": "log-likelihood", "full_kernel": "full-covariance log-likelihood",
-           "sample_kernel": "sampling",
+KERNELS = {"head_kernel": "log-likelihood gradient", "density_kernel": "log-likelihood",
+           "full_kernel": "full-covariance log-likelihood", "sample_kernel": "sampling",
            "train_epoch_parallel": "training", "train_epoch_serial": "training"}
 # about how long each takes to compile on one core of the 2-core development machine
 # (measured; for the messages only): here, and (the training kernels) in a process that
 # only compiles (npmdn._numba.warm, npmdn._numba.compiling)
-COMPILE_SECONDS = {"head_kernel": 5, "full_kernel": 4, "sample_kernel": 5,
+COMPILE_SECONDS = {"head_kernel": 5, "density_kernel": 4, "full_kernel": 4, "sample_kernel": 5,
                    "train_epoch_parallel": 25, "train_epoch_serial": 17}
 COMPILE_SECONDS_APART = {"train_epoch_parallel": 19, "train_epoch_serial": 12}
 _notes: list = []  # callbacks registered by on_compile

@@ -58,6 +58,7 @@ import time
 import numpy as np
 
 from .. import config
+from ..fullcov import is_full
 from . import compiling, kernels, train
 
 # seconds to wait for a background compile before compiling here instead
@@ -143,10 +144,11 @@ def is_cached(name, dtype) -> bool:
 
 def plan(net, head, opt, *args, **kwargs):
     """:func:`npmdn._numba.train.plan`, after starting the background compile of the
-    kernels the fit will need later: the head kernel after a fused fit (the step
-    loop needs it at once, so it compiles here) and the sampling kernel."""
-    fused = train.applies(head, opt, net.activation)
-    start(net.dtype, (["head_kernel"] if fused else []) + ["sample_kernel"])
+    kernels a fitted model uses next: the log-density's and the sampling kernel (the
+    step loop's gradient kernel compiles in this process, which needs it at once; a
+    full-covariance head compiles its own kernel there too)."""
+    full = is_full(head[1], head[2])
+    start(net.dtype, ([] if full else ["density_kernel"]) + ["sample_kernel"])
     return train.plan(net, head, opt, *args, **kwargs)
 
 

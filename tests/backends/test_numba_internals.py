@@ -296,6 +296,30 @@ def test_head_rows_in_one_array_or_apart_give_the_same_bits(rng, dtype, n, k, d,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_each_head_kernel_has_one_path(rng, dtype):
+    """``head_kernel`` is the NLL with its gradient and ``density_kernel`` the
+    log-density alone, each compiled with its path fixed: neither reads its ``grad``
+    argument (kept for the launchers' one signature)."""
+    from npmdn._numba import head
+
+    n, k = 40, 3
+    logits, mu, ls, y = (a.astype(dtype) for a in random_mixture(rng, n, k, 2, 2, dtype))
+    args = (logits, mu.reshape(n, -1), ls.reshape(n, -1), y)
+    want = mixture.log_prob(logits, mu, ls, y)
+    tol = 16 * np.finfo(dtype).eps * np.maximum(1.0, np.abs(want))
+    g = [np.full((n, w), 7.0, dtype) for w in (k, 2 * k, 2 * k)]
+    out = np.empty(n, dtype)
+    head.density_kernel(*args, out, *g, True, 8, 1, 0, 1)  # grad=True: not read
+    assert (np.abs(out - want) <= tol).all()
+    assert all((a == 7.0).all() for a in g)  # no gradient written
+    head.head_kernel(*args, out, *g, False, 8, 1, 0, 1)  # grad=False: not read
+    assert (np.abs(-out - want) <= tol).all()
+    want_g = mixture.nll_grad(logits, mu, ls, y)[1:]
+    for a, b in zip(g, want_g, strict=True):
+        np.testing.assert_allclose(a, b.reshape(n, -1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_log_density_far_in_the_tail(rng, dtype):
     """The log-density alone sums exp(u_k) unshifted and falls back to the shifted
     log-sum-exp where that sum leaves [unshifted_floor, inf): rows of both kinds in

@@ -50,7 +50,7 @@ def test_a_failed_background_compile_costs_nothing_but_time(fake_child):
     fake_child("exit 3")
     want = nk.log_prob(*_args())  # (compiled or loaded before the fake child)
     nk._entries.clear()
-    assert warm.start(np.float64, ["head_kernel"]) == ("head_kernel",)
+    assert warm.start(np.float64, ["density_kernel"]) == ("density_kernel",)
     job = warm._jobs[0]
     got = nk.log_prob(*_args())  # waits for the child, then compiles or loads here
     np.testing.assert_array_equal(got, want)
@@ -61,7 +61,7 @@ def test_a_failed_background_compile_costs_nothing_but_time(fake_child):
 def test_a_hanging_background_compile_is_stopped(fake_child, monkeypatch):
     fake_child("exec sleep 600")
     monkeypatch.setattr(warm, "WAIT_LIMIT", 0.5)
-    assert warm.start(np.float64, ["head_kernel"]) == ("head_kernel",)
+    assert warm.start(np.float64, ["density_kernel"]) == ("density_kernel",)
     job = warm._jobs[0]
     nk.log_prob(*_args())
     assert job.proc.returncode is not None  # killed and reaped
@@ -140,7 +140,8 @@ _FIT_CODE = (
     "started = [list(j.names) for j in warm._jobs]\n"
     "m.log_prob(x, y); m.sample(x, 2, seed=1)\n"
     "rc = [j.proc.wait() for j in warm._jobs]\n"
-    "st = [head.head_kernel.stats, sample.sample_kernel.stats, train.train_epoch_serial.stats]\n"
+    "st = [head.density_kernel.stats, sample.sample_kernel.stats,\n"
+    "      train.train_epoch_serial.stats]\n"
     "bits = hashlib.sha256(m.net.params.tobytes()).hexdigest()\n"
     "hist = [h1.train_nll, h2.train_nll, h2.effective_components, h2.narrowest_sigma]\n"
     "print(json.dumps([started, rc, [sum(s.cache_misses.values()) for s in st],\n"
@@ -162,12 +163,13 @@ def _fit_in_fresh_cache(cache_dir, background):
 @pytest.mark.slow
 def test_a_first_fit_loads_the_kernels_the_background_compiled(tmp_path):
     """In a fresh cache, a fit has the training kernel compiled in a process of its own
-    (its call tree optimised once: npmdn._numba.compiling) and the head and sampling
-    kernels in another, and loads all three from the cache instead of compiling them;
+    (its call tree optimised once: npmdn._numba.compiling) and the log-density and
+    sampling kernels in another (not the gradient's head kernel, which a fused fit
+    never calls), and loads all three from the cache instead of compiling them;
     it trains to the same bits, and the same history, as a process that compiled every
     kernel itself the ordinary way."""
     started, rc, misses, hits, bits, hist = _fit_in_fresh_cache(tmp_path / "a", True)
-    assert started == [["head_kernel", "sample_kernel"], ["train_epoch_serial"]]
+    assert started == [["density_kernel", "sample_kernel"], ["train_epoch_serial"]]
     assert rc == [0, 0]
     assert misses == [0, 0, 0] and hits == [1, 1, 1]
     started, rc, misses, hits, bits_here, hist_here = _fit_in_fresh_cache(tmp_path / "b", False)
