@@ -71,7 +71,7 @@ def test_the_launchers_run_where_the_threading_layer_allows():
     if get_num_threads() < 2:
         pytest.skip("one Numba thread here: every call runs on it")
     nk.log_prob(*_head(5, 1, 1, np.float32))
-    launch = nk._launchers[("head_kernel", np.dtype(np.float32))]
+    launch = nk._launchers[("density_kernel", np.dtype(np.float32))]
     if numba.threading_layer() in ("omp", "tbb"):
         assert launch is not None
     else:
