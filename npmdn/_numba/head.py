@@ -341,7 +341,7 @@ def _tile_loop(GRAD):
     constant, so the other path is neither typed nor compiled): the NLL and its
     gradient (:data:`head_kernel`) or the log-density alone (:data:`density_kernel`).
     Each compiles in about half the time of one kernel holding both paths (a
-    gradient-only 5.3-5.5 s, a density-only 3.8 s, both 7.6 s on the development
+    gradient-only 5.3-5.9 s, a density-only 3.8-4.0 s, both 7.6 s on the development
     machine), and a first fit compiles only the density's (``npmdn._numba.warm``)."""
 
     def tile_loop(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
