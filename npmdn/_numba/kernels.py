@@ -46,14 +46,19 @@ from . import sample as _sample
 _A1 = {dt: types.Array(types.float32 if dt == np.float32 else types.float64, 1, "A")
        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
 _A2 = {dt: types.Array(_A1[dt].dtype, 2, "A") for dt in _A1}
+
+
+def _head_sig(dt):
+    """The head kernels' one signature (``L, M, LS, Y, out, GL, GM, GS, grad, tile,
+    n_chunks, c0, c1``): the gradient's, the log-density's and the full factors'."""
+    return (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3 + (types.boolean,) + (types.intp,) * 4
+
+
 # (the last two arguments of each: the range of chunks [c0, c1) that one call runs)
 _SIGS = {
-    "head_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
-    + (types.boolean,) + (types.intp,) * 4,
-    "density_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
-    + (types.boolean,) + (types.intp,) * 4,
-    "full_kernel": lambda dt: (_A2[dt],) * 4 + (_A1[dt],) + (_A2[dt],) * 3
-    + (types.boolean,) + (types.intp,) * 4,
+    "head_kernel": _head_sig,
+    "density_kernel": _head_sig,
+    "full_kernel": _head_sig,
     "sample_kernel": lambda dt: (_A2[dt],) * 3
     + (types.intp, types.uint64, types.uint64, types.uint64, types.boolean, types.float64,
        types.float64, types.Array(_A1[dt].dtype, 2, "C"), types.intp, types.intp,
