@@ -159,7 +159,7 @@ def check_draws(name, draws, logits, mu, ls):
     assert abs(zs.var() - 1) < 6 * math.sqrt(2 / n) + 0.01, f"{name}: variance {zs.var()}"
 
 
-def bench_shape(n, k, d, dtype, runs, bw, have_torch):
+def bench_shape(n, k, d, dtype, runs, have_torch):
     head, y = make_inputs(n, k, d, dtype)
     p = head.shape[1]
     item = head.dtype.itemsize
@@ -194,8 +194,7 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
     impls = {"npmdn numpy": npmdn_grad(mixture), "npmdn numba": npmdn_grad(nk)}
     if torch_set:
         impls.update(torch_set["nll_grad"])
-    out["kernels"]["nll_grad"] = run_kernel(impls, check, runs, item * n * (2 * p + d + 1), n,
-                                            bw)
+    out["kernels"]["nll_grad"] = run_kernel(impls, check, runs, item * n * (2 * p + d + 1), n)
 
     # -------- log-density
     def check_lp(name, r):
@@ -206,7 +205,7 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
              "npmdn numba": lambda: nk.log_prob(*views, y)}
     if torch_set:
         impls.update(torch_set["log_prob"])
-    out["kernels"]["log_prob"] = run_kernel(impls, check_lp, runs, item * n * (p + d + 1), n, bw)
+    out["kernels"]["log_prob"] = run_kernel(impls, check_lp, runs, item * n * (p + d + 1), n)
 
     # -------- sampling
     ref = mixture.sample(*views, j, 7)
@@ -229,7 +228,7 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
     if torch_set:
         impls.update(torch_set["sample"])
     out["kernels"]["sample"] = run_kernel(impls, check_sample, max(3, runs // 3),
-                                          item * (n * p + n * j * d), n * j, bw)
+                                          item * (n * p + n * j * d), n * j)
     return out
 
 
@@ -264,8 +263,7 @@ def main():
     t0 = time.perf_counter()
     results = []
     for n, k, d in shapes:
-        results.append(bench_shape(n, k, d, args.dtype, args.runs, samples[0]["best_GBps"],
-                                   have_torch))
+        results.append(bench_shape(n, k, d, args.dtype, args.runs, have_torch))
         samples.append(_machine.bandwidth())
     info["seconds"] = time.perf_counter() - t0
     info["bandwidth"] = bw = _machine.bound_from(samples)
@@ -283,7 +281,7 @@ def main():
     for kernel, title in (("nll_grad", "NLL + gradient w.r.t. the head output"),
                           ("log_prob", "log-density"), ("sample", "sampling")):
         print(f"## {title}\n")
-        print(table(results, kernel, bw["best_GBps"]))
+        print(table(results, kernel))
         print()
     with open(args.json, "w") as f:
         json.dump({"info": info, "results": results}, f, indent=1)

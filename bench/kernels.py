@@ -154,7 +154,7 @@ def check_draws(name, draws, logits, mu, ls):
 # ------------------------------------------------------------------ one shape
 
 
-def bench_shape(n, k, d, dtype, runs, bw, have_torch):
+def bench_shape(n, k, d, dtype, runs, have_torch):
     head, y = make_inputs(n, k, d, dtype)
     p = head.shape[1]
     item = head.dtype.itemsize
@@ -183,7 +183,7 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
         impls.update(torch_set["nll_grad"])
     bytes_moved = item * n * (2 * p + d + 1)
     out["kernels"]["nll_grad"] = run_kernel(impls, lambda name, r: check_grad(
-        name, (np.array(r[0]), np.array(r[1])), want, truth), runs, bytes_moved, n, bw)
+        name, (np.array(r[0]), np.array(r[1])), want, truth), runs, bytes_moved, n)
 
     # -------- log-density
     want_lp = -want[0]
@@ -193,7 +193,7 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
         impls.update(torch_set["log_prob"])
     bytes_moved = item * n * (p + d + 1)
     out["kernels"]["log_prob"] = run_kernel(impls, lambda name, r: np.testing.assert_allclose(
-        r, want_lp, rtol=1e-4, atol=1e-4, err_msg=name), runs, bytes_moved, n, bw)
+        r, want_lp, rtol=1e-4, atol=1e-4, err_msg=name), runs, bytes_moved, n)
 
     # -------- sampling
     ref = mixture.sample(*views, j, 7)
@@ -214,19 +214,19 @@ def bench_shape(n, k, d, dtype, runs, bw, have_torch):
         check_draws(name, r, *views)
 
     bytes_moved = item * (n * p + n * j * d)
-    out["kernels"]["sample"] = run_kernel(impls, check_sample, runs, bytes_moved, n * j, bw)
+    out["kernels"]["sample"] = run_kernel(impls, check_sample, runs, bytes_moved, n * j)
     return out
 
 
-def run_kernel(impls, check, runs, bytes_moved, items, bw):
+def run_kernel(impls, check, runs, bytes_moved, items):
+    """Each implementation validated, then timed; ``% bw`` and ``x bound`` are added once
+    the run's bandwidth is known (:func:`bench.machine.apply_bound`)."""
     res = {}
     for name, fn in impls.items():
         check(name, fn())  # validate before timing
         t = _machine.median_time(fn, runs)
         t.update(items_per_s=items / t["median_s"], GBps=bytes_moved / t["median_s"] / 1e9,
                  bytes=bytes_moved)
-        t["pct_bw"] = 100 * t["GBps"] / bw
-        t["x_bound"] = t["median_s"] / (bytes_moved / (bw * 1e9))
         res[name] = t
     return res
 
@@ -234,7 +234,7 @@ def run_kernel(impls, check, runs, bytes_moved, items, bw):
 # ------------------------------------------------------------------ report
 
 
-def table(results, kernel, bw):
+def table(results, kernel):
     unit = "draws/s" if kernel == "sample" else "samples/s"
     lines = [f"| N, K, D | implementation | median ms | {unit} | GB/s | % bw | x bound | "
              "numba faster by |", "|---|---|---|---|---|---|---|---|"]
@@ -283,8 +283,7 @@ def main():
     t0 = time.perf_counter()
     results = []
     for n, k, d in shapes:
-        results.append(bench_shape(n, k, d, args.dtype, args.runs, samples[0]["best_GBps"],
-                                   have_torch))
+        results.append(bench_shape(n, k, d, args.dtype, args.runs, have_torch))
         samples.append(_machine.bandwidth())
     info["seconds"] = time.perf_counter() - t0
     info["bandwidth"] = bw = _machine.bound_from(samples)
@@ -301,7 +300,7 @@ def main():
     for kernel, title in (("nll_grad", "NLL + gradient w.r.t. the head output"),
                           ("log_prob", "log-density"), ("sample", "sampling")):
         print(f"## {title}\n")
-        print(table(results, kernel, bw["best_GBps"]))
+        print(table(results, kernel))
         print()
     with open(args.json, "w") as f:
         json.dump({"info": info, "results": results}, f, indent=1)
