@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from .head import FASTMATH, pad8
-from .transpose import tr_load8, tr_store8
+from .transpose import load_rows, store_parts, tr_load8
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -207,15 +207,7 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                     tr_load8(LS, i0 + g, j, min(8, KS - j), XS, j, g)
                 for j in range(0, D, 8):
                     tr_load8(Y, i0 + g, j, min(8, D - j), XY, j, g)
-            for t in range(full, nt):
-                for j in range(K):
-                    XA[j, t] = L[i0 + t, j]
-                for j in range(K * D):
-                    XM[j, t] = M[i0 + t, j]
-                for j in range(KS):
-                    XS[j, t] = LS[i0 + t, j]
-                for j in range(D):
-                    XY[j, t] = Y[i0 + t, j]
+            load_rows(L, M, LS, Y, i0, full, nt, XA, XM, XS, XY)
 
             full_soa(nt, K, D, grad, XA, XM, XS, XY, EA, TT, Z, G, va, vb, vc, vd)
             o = out[i0:i0 + nt]
@@ -227,17 +219,4 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                 o[t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
-            for g in range(0, full, 8):
-                for j in range(0, K, 8):
-                    tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
-                for j in range(0, K * D, 8):
-                    tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
-                for j in range(0, KS, 8):
-                    tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
-            for t in range(full, nt):
-                for j in range(K):
-                    GL[i0 + t, j] = XA[j, t]
-                for j in range(K * D):
-                    GM[i0 + t, j] = XM[j, t]
-                for j in range(KS):
-                    GS[i0 + t, j] = XS[j, t]
+            store_parts(XA, XM, XS, full, nt, GL, GM, GS, i0)

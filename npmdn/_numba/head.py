@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .transpose import prefetch_read, prefetch_write, tr_load8, tr_store8
+from .transpose import load_rows, prefetch_read, prefetch_write, store_parts, tr_load8, tr_store8
 from .vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 # no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
@@ -436,15 +436,7 @@ def _tile_loop(GRAD):
                     xy = XY[0]
                     for t in range(full):
                         xy[t] = yv[t]
-                for t in range(full, nt):
-                    for j in range(K):
-                        XA[j, t] = L[i0 + t, j]
-                    for j in range(K * D):
-                        XM[j, t] = M[i0 + t, j]
-                    for j in range(KS):
-                        XS[j, t] = LS[i0 + t, j]
-                    for j in range(D):
-                        XY[j, t] = Y[i0 + t, j]
+                load_rows(L, M, LS, Y, i0, full, nt, XA, XM, XS, XY)
 
                 o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
                 if not GRAD:
@@ -460,20 +452,7 @@ def _tile_loop(GRAD):
                 for g in range(0, full if small else 0, 8):
                     for j in range(0, P, 8):
                         tr_store8(XH, j, g, min(8, P - j), GL, i0 + g, j)
-                for g in range(0, 0 if small else full, 8):
-                    for j in range(0, K, 8):
-                        tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
-                    for j in range(0, K * D, 8):
-                        tr_store8(XM, j, g, min(8, K * D - j), GM, i0 + g, j)
-                    for j in range(0, KS, 8):
-                        tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
-                for t in range(full, nt):
-                    for j in range(K):
-                        GL[i0 + t, j] = XA[j, t]
-                    for j in range(K * D):
-                        GM[i0 + t, j] = XM[j, t]
-                    for j in range(KS):
-                        GS[i0 + t, j] = XS[j, t]
+                store_parts(XA, XM, XS, 0 if small else full, nt, GL, GM, GS, i0)
 
     return tile_loop
 

@@ -23,7 +23,7 @@ no element outside A's columns is read or written.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -218,3 +218,47 @@ def prefetch_write(typingctx, A, row, byte):
     if not isinstance(A, types.Array):
         return None
     return types.void(A, row, byte), _prefetch_codegen(1)
+
+
+# --------------------------------------------------------------------------
+# the parts of a mixture head (logits, means, scales) between rows and a tile,
+# shared by the head kernels (head.py, full.py); inlined by Numba, so that no call
+# passes arrays (each array argument of a call costs atomic reference counts)
+# --------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def load_rows(L, M, LS, Y, i0, t0, nt, XA, XM, XS, XY):
+    """Rows ``i0 + t0 .. i0 + nt - 1`` into the tile, one element at a time (the rows
+    left after the 8 x 8 blocks): ``XA[j, t] = L[i0 + t, j]``, and so on."""
+    for t in range(t0, nt):
+        for j in range(L.shape[1]):
+            XA[j, t] = L[i0 + t, j]
+        for j in range(M.shape[1]):
+            XM[j, t] = M[i0 + t, j]
+        for j in range(LS.shape[1]):
+            XS[j, t] = LS[i0 + t, j]
+        for j in range(Y.shape[1]):
+            XY[j, t] = Y[i0 + t, j]
+
+
+@njit(inline="always")
+def store_parts(XA, XM, XS, blocks, nt, GL, GM, GS, i0):
+    """The tile's gradient into rows ``i0 ..`` of ``GL, GM, GS``: ``GL[i0 + t, j] =
+    XA[j, t]`` (and so on) by 8 x 8 blocks for ``t < blocks`` (a multiple of 8), one
+    element at a time from the last whole block (``nt - nt % 8``) to ``nt``."""
+    K, KM, KS = GL.shape[1], GM.shape[1], GS.shape[1]
+    for g in range(0, blocks, 8):
+        for j in range(0, K, 8):
+            tr_store8(XA, j, g, min(8, K - j), GL, i0 + g, j)
+        for j in range(0, KM, 8):
+            tr_store8(XM, j, g, min(8, KM - j), GM, i0 + g, j)
+        for j in range(0, KS, 8):
+            tr_store8(XS, j, g, min(8, KS - j), GS, i0 + g, j)
+    for t in range(nt - nt % 8, nt):
+        for j in range(K):
+            GL[i0 + t, j] = XA[j, t]
+        for j in range(KM):
+            GM[i0 + t, j] = XM[j, t]
+        for j in range(KS):
+            GS[i0 + t, j] = XS[j, t]
