@@ -19,8 +19,10 @@ itself relatively) and imported into one process, which times them on the same
 input arrays in alternating rounds of 15 calls (``--rounds``, the order swapped
 every round) and prints each shape's median per round, the ratio of the medians
 and the range of the per-round ratios. The machine's slow stretches then fall on
-both sides alike: a kernel whose code did not change measures 0.99-1.01 this
-way, where process pairs moved 10-20%. ``--shapes`` takes ``N,K,D`` (diagonal)
+both sides alike: a kernel whose code did not change measured 0.98-1.02 this
+way in most runs and up to 1.06 in one (two copies of the same code do not land
+alike in memory), where process pairs moved 10-20%; read a ratio within about 5%
+of 1 as no change. ``--shapes`` takes ``N,K,D`` (diagonal)
 or ``N,K,D,1`` (isotropic).
 """
 
@@ -66,24 +68,6 @@ print(json.dumps(out))
 """
 
 
-def _inputs(n, k, d, iso):
-    """A float32 head output [N, P], its (logits, mu, log sigma) views, and y: those of
-    ``bench.kernels`` (diagonal), or with one scale per component (isotropic)."""
-    from .kernels import make_inputs, split
-
-    if not iso:
-        head, y = make_inputs(n, k, d, np.float32)
-        return head, y, lambda h: split(h, k, d)
-    rng = np.random.default_rng(0)
-    head = np.empty((n, k * (2 + d)), np.float32)
-    head[:, :k] = rng.normal(0, 1.5, (n, k))
-    head[:, k:k + k * d] = rng.normal(0, 2, (n, k * d))
-    head[:, k + k * d:] = rng.normal(0, 0.5, (n, k))
-    y = rng.normal(0, 2, (n, d)).astype(np.float32)
-    return head, y, lambda h: (h[:, :k], h[:, k:k + k * d].reshape(n, k, d),
-                               h[:, k + k * d:].reshape(n, k, 1))
-
-
 def _kernel_call(mod, kernel, v, y, nll, gv):
     if kernel == "nll_grad":
         return lambda: mod.nll_grad(*v, y, out=(nll, *gv))
@@ -91,6 +75,8 @@ def _kernel_call(mod, kernel, v, y, nll, gv):
 
 
 def same_process(other, here, shapes, rounds):
+    from .kernels import make_inputs, split
+
     tmp = tempfile.mkdtemp(prefix="npmdn-ab-")
     try:
         mods = {}
@@ -104,9 +90,10 @@ def same_process(other, here, shapes, rounds):
               "|---|---|---|---|---|")
         for shape in shapes:
             n, k, d = shape[:3]
-            head, y, views = _inputs(n, k, d, len(shape) > 3)
-            v, g = views(head), np.zeros_like(head)
-            gv, nll = views(g), np.empty(n, np.float32)
+            sc = shape[3] if len(shape) > 3 else d  # scales per component (1: isotropic)
+            head, y = make_inputs(n, k, d, np.float32, s=sc)
+            v, g = split(head, k, d, sc), np.zeros_like(head)
+            gv, nll = split(g, k, d, sc), np.empty(n, np.float32)
             for kernel in ("nll_grad", "log_prob"):
                 calls = {label: _kernel_call(m, kernel, v, y, nll, gv)
                          for label, m in mods.items()}

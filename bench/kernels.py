@@ -41,21 +41,24 @@ SHAPES = [(65536, 5, 1), (65536, 30, 1), (65536, 8, 4), (1048576, 5, 1)]
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def make_inputs(n, k, d, dtype, seed=0):
-    """A head output [N, P] with P = K (1 + 2 D), its views, and y."""
+def make_inputs(n, k, d, dtype, seed=0, s=None):
+    """A head output [N, P] with P = K (1 + D + S) (``s``: scales per component, D
+    unless given; 1 is isotropic), and y."""
+    s = d if s is None else s
     rng = np.random.default_rng(seed)
-    p = k * (1 + 2 * d)
-    head = np.empty((n, p), dtype)
+    head = np.empty((n, k * (1 + d + s)), dtype)
     head[:, :k] = rng.normal(0, 1.5, (n, k))
     head[:, k:k + k * d] = rng.normal(0, 2, (n, k * d))
-    head[:, k + k * d:] = rng.normal(0, 0.5, (n, k * d))
+    head[:, k + k * d:] = rng.normal(0, 0.5, (n, k * s))
     y = rng.normal(0, 2, (n, d)).astype(dtype)
     return head, y
 
 
-def split(h, k, d):
+def split(h, k, d, s=None):
+    """The (logits, mu, log sigma) views of a head output from :func:`make_inputs`."""
     n = h.shape[0]
-    return h[:, :k], h[:, k:k + k * d].reshape(n, k, d), h[:, k + k * d:].reshape(n, k, d)
+    s = d if s is None else s
+    return h[:, :k], h[:, k:k + k * d].reshape(n, k, d), h[:, k + k * d:].reshape(n, k, s)
 
 
 # ------------------------------------------------------------------ torch versions
