@@ -198,28 +198,39 @@ def test_the_training_kernel_waits_for_its_own_process(fake_child, monkeypatch):
 
 
 def test_compiling_once_optimises_only_the_kernel_and_restores_numba(monkeypatch):
-    """Under compiling.once the callees' libraries skip the full module optimisation,
-    the kernel's own does not, a nested window keeps the outer one, and Numba's method
-    is back afterwards."""
+    """Under compiling.once the callees' libraries skip the full module optimisation
+    and get no machine code, the kernel's own do not, a nested window keeps the outer
+    one, and Numba's methods are back afterwards."""
     from numba import njit
-    from numba.core.codegen import CPUCodeLibrary
+    from numba.core.codegen import CPUCodeLibrary, JITCPUCodegen
 
     from npmdn._numba import compiling
 
     original = CPUCodeLibrary._optimize_final_module
+    finalize, set_env = CPUCodeLibrary._finalize_final_module, JITCPUCodegen.set_env
     with compiling.once(njit(lambda a: a)):
         assert CPUCodeLibrary._optimize_final_module is not original
+        assert CPUCodeLibrary._finalize_final_module is not finalize
+        assert JITCPUCodegen.set_env is not set_env
     assert CPUCodeLibrary._optimize_final_module is original
+    assert CPUCodeLibrary._finalize_final_module is finalize
+    assert JITCPUCodegen.set_env is set_env
 
-    optimised = []
+    optimised, compiled = [], []
 
     def spy(library):
         optimised.append(library.name)
         original(library)
 
-    # (restored to the original at the end, whatever happens)
+    def spy_finalize(library):
+        compiled.append(library.name)
+        finalize(library)
+
+    # (restored to the originals at the end, whatever happens)
     monkeypatch.setattr(CPUCodeLibrary, "_optimize_final_module", original)
+    monkeypatch.setattr(CPUCodeLibrary, "_finalize_final_module", finalize)
     monkeypatch.setattr(compiling, "_full", spy)
+    monkeypatch.setattr(compiling, "_finalize", spy_finalize)
 
     @njit
     def callee(a):
@@ -237,3 +248,6 @@ def test_compiling_once_optimises_only_the_kernel_and_restores_numba(monkeypatch
     assert CPUCodeLibrary._optimize_final_module is spy  # what once found there
     assert any(name.endswith("kernel") for name in optimised)
     assert not any(name.endswith("callee") for name in optimised)
+    # machine code for the kernel's module only (it holds the callee's IR)
+    assert any(name.endswith("kernel") for name in compiled)
+    assert not any(name.endswith("callee") for name in compiled)
