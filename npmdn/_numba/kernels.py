@@ -362,11 +362,11 @@ KERNELS = {"head_kernel": "log-likelihood gradient", "density_kernel": "log-like
            "full_kernel": "full-covariance log-likelihood", "sample_kernel": "sampling",
            "train_epoch_parallel": "training", "train_epoch_serial": "training"}
 # about how long each takes to compile on one core of the 2-core development machine
-# (measured; for the messages only): here, and (the training kernels) in a process that
-# only compiles (npmdn._numba.warm, npmdn._numba.compiling)
+# (measured; for the messages only): here, and in a process that only compiles where that
+# is faster (npmdn._numba.warm, npmdn._numba.compiling)
 COMPILE_SECONDS = {"head_kernel": 5, "density_kernel": 4, "full_kernel": 4, "sample_kernel": 5,
                    "train_epoch_parallel": 25, "train_epoch_serial": 17}
-COMPILE_SECONDS_APART = {"train_epoch_parallel": 19, "train_epoch_serial": 12}
+COMPILE_SECONDS_APART = {"train_epoch_parallel": 11, "train_epoch_serial": 9, "density_kernel": 3}
 _notes: list = []  # callbacks registered by on_compile
 
 

@@ -16,8 +16,9 @@ then loads the kernel from the cache instead of compiling it.
 The training kernel itself is needed at once, and it too is compiled in a
 process of its own while this one waits (:func:`before_compile`): a process
 that only compiles may optimise the kernel's call tree once instead of once
-per level (:mod:`npmdn._numba.compiling`), about a third less compile time,
-and this process then loads the same machine code every later run loads. The
+per level, and give machine code and wrappers to the kernel alone
+(:mod:`npmdn._numba.compiling`: about half the compile time), and this process
+then loads the same machine code every later run loads. The
 two processes use the machine's two cores side by side.
 
 Why it is safe:
@@ -232,16 +233,17 @@ def _and(words):
 
 
 def main(argv) -> int:
-    """Compile the kernels ``NAME...`` for ``DTYPE`` (``argv``) into the disk cache;
-    the training kernels with their call tree optimised once (this process runs
-    none of them: :mod:`npmdn._numba.compiling`)."""
+    """Compile the kernels ``NAME...`` for ``DTYPE`` (``argv``) into the disk cache,
+    each with its call tree optimised once and machine code for the kernel alone
+    (this process runs none of them: :mod:`npmdn._numba.compiling`)."""
     dtype = np.dtype(argv[0])
     for name in argv[1:]:
-        if name in _TRAINING:
-            with compiling.once(_dispatcher(name)):
+        with compiling.once(_dispatcher(name)):
+            if name in _TRAINING:
                 train._entry(dtype, _TRAINING[name])
-        else:
-            kernels._entry(name, dtype)
+            else:
+                kernels._entry(name, dtype)
+        if name not in _TRAINING:
             kernels._launcher(name, dtype)
     return 0
 

@@ -138,11 +138,11 @@ _FIT_CODE = (
     "h1 = m.fit(x, y, epochs=2, verbose=False, validation_split=0.0)\n"
     "h2 = m.fit(x, y, epochs=3, batch_size=300, verbose=False, validation_split=0.0)\n"
     "started = [list(j.names) for j in warm._jobs]\n"
-    "m.log_prob(x, y); m.sample(x, 2, seed=1)\n"
+    "lp = m.log_prob(x, y); s = m.sample(x, 2, seed=1)\n"
     "rc = [j.proc.wait() for j in warm._jobs]\n"
     "st = [head.density_kernel.stats, sample.sample_kernel.stats,\n"
     "      train.train_epoch_serial.stats]\n"
-    "bits = hashlib.sha256(m.net.params.tobytes()).hexdigest()\n"
+    "bits = [hashlib.sha256(a.tobytes()).hexdigest() for a in (m.net.params, lp, s)]\n"
     "hist = [h1.train_nll, h2.train_nll, h2.effective_components, h2.narrowest_sigma]\n"
     "print(json.dumps([started, rc, [sum(s.cache_misses.values()) for s in st],\n"
     "                  [sum(s.cache_hits.values()) for s in st], bits, repr(hist)]))\n"
@@ -167,7 +167,7 @@ def test_a_first_fit_loads_the_kernels_the_background_compiled(tmp_path):
     sampling kernels in another (not the gradient's head kernel, which a fused fit
     never calls), and loads all three from the cache instead of compiling them;
     it trains to the same bits, and the same history, as a process that compiled every
-    kernel itself the ordinary way."""
+    kernel itself the ordinary way, and its log-densities and samples are the same bits."""
     started, rc, misses, hits, bits, hist = _fit_in_fresh_cache(tmp_path / "a", True)
     assert started == [["density_kernel", "sample_kernel"], ["train_epoch_serial"]]
     assert rc == [0, 0]
@@ -191,7 +191,7 @@ def test_the_training_kernel_waits_for_its_own_process(fake_child, monkeypatch):
     assert [job.names for job in warm._jobs] == [("train_epoch_serial",)]
     assert warm._jobs[0].proc.returncode == 5  # waited for
     assert said == ["compiling the numba training kernel for this machine in a separate "
-                    "process (first run only, about 12 s)..."]
+                    "process (first run only, about 9 s)..."]
     # compiled or loaded here now; nothing starts for it again
     train._entry(np.float64, False)
     assert warm.start(np.float64, ["train_epoch_serial"]) == ()
@@ -248,6 +248,11 @@ def test_compiling_once_optimises_only_the_kernel_and_restores_numba(monkeypatch
     assert CPUCodeLibrary._optimize_final_module is spy  # what once found there
     assert any(name.endswith("kernel") for name in optimised)
     assert not any(name.endswith("callee") for name in optimised)
-    # machine code for the kernel's module only (it holds the callee's IR)
+    # machine code for the kernel's module only (it holds the callee's IR), and
+    # wrappers for Python and C callers for the kernel only
     assert any(name.endswith("kernel") for name in compiled)
     assert not any(name.endswith("callee") for name in compiled)
+    (callee_ir,) = (cres.library.get_llvm_str() for cres in callee.overloads.values())
+    (kernel_ir,) = (cres.library.get_llvm_str() for cres in kernel.overloads.values())
+    assert "cpython" not in callee_ir and "cfunc." not in callee_ir
+    assert "cpython" in kernel_ir and "cfunc." in kernel_ir
