@@ -30,7 +30,16 @@ import math
 import numpy as np
 from numba import njit
 
-from .transpose import load_rows, prefetch_read, prefetch_write, store_parts, tr_load8, tr_store8
+from .transpose import (
+    load_rows,
+    prefetch_read,
+    prefetch_write,
+    store_fence,
+    store_parts,
+    stream_out,
+    tr_load8,
+    tr_store8,
+)
 from .vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 # no "reassoc" (it would delete the rounding step in vexp), no "nnan"/"ninf"
@@ -49,6 +58,13 @@ SMALL_ROW = 16
 # tile's rows are loaded: the hardware prefetchers alone left the kernel ~2x slower
 # per row out of cache than in it
 PREFETCH_ROWS = 192
+
+# A gradient of at least this many bytes (a small head row's, one array) is written
+# with streaming stores, past the caches: it cannot stay in them anyway, and a plain
+# store first reads every line it writes (the read for ownership), a third more
+# memory traffic for the NLL and gradient. Smaller ones stay in the caches, where
+# the step that reads them next finds them.
+STREAM_BYTES = 32 * 2**20
 
 
 @njit(inline="always")
@@ -362,6 +378,9 @@ def _tile_loop(GRAD):
         # (Wider rows keep one array per part: with one scratch array for them, (65536, 30,
         # 1) and (65536, 8, 4) ran 20-45% slower.)
         small = P <= SMALL_ROW and one_buffer(L, M, LS) and (not GRAD or one_buffer(GL, GM, GS))
+        # the gradient's rows back to back (one [N, P] array): a tile's rows are one span
+        stream = (GRAD and small and GL.strides[0] == P * GL.itemsize
+                  and n * P * GL.itemsize >= STREAM_BYTES)
         n_tiles = (n + tile - 1) // tile
         n_chunks = max(1, min(n_tiles, n_chunks))
         for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
@@ -386,6 +405,9 @@ def _tile_loop(GRAD):
             XY = np.empty((pad8(D), T2), L.dtype)  # y
             EA = np.empty((K, T2), L.dtype)  # exp(a_k - max a)
             TT = np.empty((K, T2), L.dtype)  # t_k, then exp(t_k - max t), then r_k
+            # stream: the tile's gradient rows as they go out, [row, P] (8 rows to spare)
+            SB = np.empty((tile + 8) * P if stream else 0, L.dtype)
+            SB2 = SB.reshape(-1, P) if stream else XY[:1, :1]
             va = np.empty(tile, L.dtype)
             vb = np.empty(tile, L.dtype)
             vc = np.empty(tile, L.dtype)
@@ -405,7 +427,7 @@ def _tile_loop(GRAD):
                         pe = min(n, pa + 8)
                         prefetch_span(L, pa, pe, P, False)
                         prefetch_rows(Y, pa, pe, False)
-                        if GRAD:
+                        if GRAD and not stream:
                             prefetch_span(GL, pa, pe, P, True)
                     for j in range(0, P, 8):
                         tr_load8(L, i0 + g, j, min(8, P - j), XH, j, g)
@@ -449,10 +471,21 @@ def _tile_loop(GRAD):
                     o[t] = -vd[t]
 
                 # ---- store: G[i0 + t, j] = X[j, t]
+                if stream:  # into SB row by row, then out as one span
+                    for g in range(0, full, 8):
+                        for j in range(0, P, 8):
+                            tr_store8(XH, j, g, min(8, P - j), SB2, g, j)
+                    for t in range(full, nt):
+                        for j in range(P):
+                            SB2[t, j] = XH[j, t]
+                    stream_out(GL, i0 * GL.strides[0], SB, nt * P)
+                    continue
                 for g in range(0, full if small else 0, 8):
                     for j in range(0, P, 8):
                         tr_store8(XH, j, g, min(8, P - j), GL, i0 + g, j)
                 store_parts(XA, XM, XS, 0 if small else full, nt, GL, GM, GS, i0)
+            if stream:
+                store_fence()  # the streaming stores done before this chunk returns
 
     return tile_loop
 

@@ -221,6 +221,97 @@ def prefetch_write(typingctx, A, row, byte):
 
 
 # --------------------------------------------------------------------------
+# streaming (non-temporal) stores: a large output written past the caches, without
+# the read for ownership a plain store makes of every line it writes
+# --------------------------------------------------------------------------
+
+LINE = 64  # bytes a streaming store writes at once (one cache line)
+
+
+@intrinsic
+def stream_line(typingctx, A, byte, S, i):
+    """Store the 64 bytes at ``S[i]`` onward (a 1-D C-contiguous array) to the address
+    ``byte`` bytes past ``A``'s first element, with a non-temporal hint. That address
+    must be 64-byte aligned and inside the buffer ``A`` views (the caller checks;
+    nothing else does). Orders nothing: end a run of them with :func:`store_fence`."""
+    if not (isinstance(A, types.Array) and isinstance(S, types.Array) and S.ndim == 1
+            and A.dtype == S.dtype and isinstance(A.dtype, types.Float)):
+        return None
+    sig = types.void(A, byte, S, i)
+
+    def codegen(context, builder, signature, args):
+        aty, bty, sty, ity = signature.args
+        intp_t = types.intp
+        a = context.make_array(aty)(context, builder, args[0])
+        s = context.make_array(sty)(context, builder, args[2])
+        byte_ = context.cast(builder, args[1], bty, intp_t)
+        i_ = context.cast(builder, args[3], ity, intp_t)
+        fty = context.get_value_type(aty.dtype)
+        vty = ir.VectorType(fty, LINE // (aty.dtype.bitwidth // 8))
+        src = builder.bitcast(builder.gep(s.data, [i_]), vty.as_pointer())
+        v = builder.load(src, align=aty.dtype.bitwidth // 8)
+        dst = builder.bitcast(_addr(builder, a.data, byte_), vty.as_pointer())
+        st = builder.store(v, dst, align=LINE)
+        st.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_at(typingctx, A, byte, value):
+    """``A``'s element type ``value`` stored ``byte`` bytes past ``A``'s first element
+    (inside the buffer ``A`` views: the caller checks)."""
+    if not (isinstance(A, types.Array) and isinstance(A.dtype, types.Float)):
+        return None
+    sig = types.void(A, byte, A.dtype)
+
+    def codegen(context, builder, signature, args):
+        aty, bty, _ = signature.args
+        a = context.make_array(aty)(context, builder, args[0])
+        byte_ = context.cast(builder, args[1], bty, types.intp)
+        fty = context.get_value_type(aty.dtype)
+        dst = builder.bitcast(_addr(builder, a.data, byte_), fty.as_pointer())
+        builder.store(args[2], dst, align=aty.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: the streaming stores before it are visible to every
+    thread before any store after it (x86: ``mfence``)."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(inline="always")
+def stream_out(A, byte, S, count):
+    """``S[:count]`` (1-D, C-contiguous, of ``A``'s dtype) to the ``count`` elements
+    from ``byte`` bytes past ``A``'s first element (inside the buffer ``A`` views):
+    plain stores up to the first 64-byte boundary and after the last, streaming
+    stores between them."""
+    isz = S.itemsize
+    addr = A.ctypes.data + byte
+    head = ((LINE - addr % LINE) % LINE) // isz
+    head = min(head, count)
+    for q in range(head):
+        store_at(A, byte + q * isz, S[q])
+    per = LINE // isz
+    q = head
+    while q + per <= count:
+        stream_line(A, byte + q * isz, S, q)
+        q += per
+    for r in range(q, count):
+        store_at(A, byte + r * isz, S[r])
+
+
+# --------------------------------------------------------------------------
 # the parts of a mixture head (logits, means, scales) between rows and a tile,
 # shared by the head kernels (head.py, full.py); inlined by Numba, so that no call
 # passes arrays (each array argument of a call costs atomic reference counts)

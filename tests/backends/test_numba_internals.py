@@ -296,6 +296,47 @@ def test_head_rows_in_one_array_or_apart_give_the_same_bits(rng, dtype, n, k, d,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shift", [0, 1, 3])
+def test_a_large_gradient_streams_out_with_the_same_bits(rng, dtype, shift):
+    """A gradient of at least ``head.STREAM_BYTES`` in one [N, P] array goes out by
+    streaming stores (plain ones up to the first 64-byte boundary of each tile's span
+    and after the last: ``shift`` elements off the line start): the same bits as the
+    plain stores of blocks under the threshold, and nothing outside it written."""
+    from npmdn._numba import head
+
+    k, d = 5, 1
+    p = k * (1 + 2 * d)
+    isz = np.dtype(dtype).itemsize
+    n = head.STREAM_BYTES // (p * isz) + 77  # a short last tile, rows past whole blocks
+    assert n * p * isz >= head.STREAM_BYTES  # the streaming path's premise
+    h = rng.normal(size=(n, p)).astype(dtype)
+    y = rng.normal(size=(n, d)).astype(dtype)
+    views = (h[:, :k], h[:, k:2 * k].reshape(n, k, d), h[:, 2 * k:].reshape(n, k, d), y)
+
+    def out_in(g):
+        return (np.empty(n, dtype), g[:, :k], g[:, k:2 * k].reshape(n, k, d),
+                g[:, 2 * k:].reshape(n, k, d))
+
+    big = np.full(n * p + 3 * 64 // isz, 7.0, dtype)
+    flat = big[(-big.ctypes.data % 64) // isz:]  # from a line's start
+    assert flat.ctypes.data % 64 == 0
+    start = shift + 64 // isz  # the span starts `shift` elements past a line's start
+    g = flat[start:start + n * p].reshape(n, p)
+    got = nk.nll_grad(*views, out=out_in(g))
+
+    g_plain = np.empty((n, p), dtype)
+    want = out_in(g_plain)
+    block = 65536  # rows under the threshold: plain stores
+    assert block * p * isz < head.STREAM_BYTES
+    for i in range(0, n, block):
+        r = slice(i, i + block)
+        nk.nll_grad(*(a[r] for a in views), out=tuple(a[r] for a in want))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (flat[:start] == 7.0).all() and (flat[start + n * p:] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_each_head_kernel_has_one_path(rng, dtype):
     """``head_kernel`` is the NLL with its gradient and ``density_kernel`` the
     log-density alone, each compiled with its path fixed: neither reads its ``grad``
