@@ -360,11 +360,13 @@ def sample(logits, mu, log_sigma, n_samples, seed, row_offset=0, method="gumbel"
 # the kernels a run compiles and what each does
 KERNELS = {"head_kernel": "log-likelihood gradient", "density_kernel": "log-likelihood",
            "full_kernel": "full-covariance log-likelihood", "sample_kernel": "sampling",
-           "train_epoch_parallel": "training", "train_epoch_serial": "training"}
+           "train_epoch_parallel": "training", "train_epoch_serial": "training",
+           "shuffle_arange": "minibatch order"}
 # about how long each takes to compile on one core of the 2-core development machine
 # (measured; for the messages only): here, and in a process that only compiles where that
 # is faster (npmdn._numba.warm, npmdn._numba.compiling)
 COMPILE_SECONDS = {"head_kernel": 5, "density_kernel": 4, "full_kernel": 4, "sample_kernel": 5,
+                   "shuffle_arange": 1,
                    "train_epoch_parallel": 25, "train_epoch_serial": 17}
 COMPILE_SECONDS_APART = {"train_epoch_parallel": 11, "train_epoch_serial": 9, "density_kernel": 3}
 _notes: list = []  # callbacks registered by on_compile

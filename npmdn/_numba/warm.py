@@ -60,7 +60,7 @@ import numpy as np
 
 from .. import config
 from ..fullcov import is_full
-from . import compiling, kernels, train
+from . import compiling, kernels, permute, train
 
 # seconds to wait for a background compile before compiling here instead
 WAIT_LIMIT = 120.0
@@ -113,15 +113,25 @@ def enabled() -> bool:
 _TRAINING = {"train_epoch_serial": False, "train_epoch_parallel": True}
 
 
+# the minibatch order's kernel (npmdn._numba.permute): one signature, whatever the dtype
+_PERMUTE = "shuffle_arange"
+
+
 def _dispatcher(name):
+    if name == _PERMUTE:
+        return permute.shuffle_arange
     return getattr(train, name) if name in _TRAINING else kernels.dispatcher(name)
 
 
 def _signature(name, dtype):
+    if name == _PERMUTE:
+        return permute.ARGS
     return train._sig(np.dtype(dtype)) if name in _TRAINING else kernels.signature(name, dtype)
 
 
 def _compiled_here(name, dtype) -> bool:
+    if name == _PERMUTE:
+        return permute.compiled()
     if name in _TRAINING:
         return (np.dtype(dtype), _TRAINING[name]) in train._entries
     return (name, np.dtype(dtype)) in kernels._entries
@@ -145,11 +155,12 @@ def is_cached(name, dtype) -> bool:
 
 def plan(net, head, opt, *args, **kwargs):
     """:func:`npmdn._numba.train.plan`, after starting the background compile of the
-    kernels a fitted model uses next: the log-density's and the sampling kernel (the
+    kernels a fit uses later: the minibatch order's (:mod:`npmdn._numba.permute`; NumPy
+    draws the same order until it is cached), the log-density's and the sampling kernel (the
     step loop's gradient kernel compiles in this process, which needs it at once; a
     full-covariance head compiles its own kernel there too)."""
     full = is_full(head[1], head[2])
-    start(net.dtype, ([] if full else ["density_kernel"]) + ["sample_kernel"])
+    start(net.dtype, [_PERMUTE] + ([] if full else ["density_kernel"]) + ["sample_kernel"])
     return train.plan(net, head, opt, *args, **kwargs)
 
 
@@ -210,6 +221,14 @@ def wait_for(name, quiet=False) -> None:
             job.proc.wait()  # (reaped; at once unless killed just now)
 
 
+def busy(name) -> bool:
+    """Whether a background process of this process is still compiling ``name`` (not
+    yet in the disk cache)."""
+    with _lock:
+        jobs = [job for job in _jobs if name in job.names and job.running()]
+    return any(not is_cached(name, job.dtype) for job in jobs)
+
+
 def before_compile(name, dtype) -> None:
     """Before this process compiles the training kernel ``name`` for ``dtype``: have a
     separate process compile it into the disk cache, and wait for it (see the module
@@ -226,6 +245,7 @@ def before_compile(name, dtype) -> None:
 
 kernels.before_compile = wait_for
 train.before_compile = before_compile
+permute.busy = busy
 
 
 def _and(words):
@@ -239,11 +259,13 @@ def main(argv) -> int:
     dtype = np.dtype(argv[0])
     for name in argv[1:]:
         with compiling.once(_dispatcher(name)):
-            if name in _TRAINING:
+            if name == _PERMUTE:
+                permute.entry()
+            elif name in _TRAINING:
                 train._entry(dtype, _TRAINING[name])
             else:
                 kernels._entry(name, dtype)
-        if name not in _TRAINING:
+        if name not in _TRAINING and name != _PERMUTE:
             kernels._launcher(name, dtype)
     return 0
 

@@ -502,3 +502,71 @@ def test_math_constants_documented():
     assert math.exp(vm._FLUSH32) > np.finfo(np.float32).tiny
     assert math.exp(vm._FLUSH64) < 1.01 * np.finfo(np.float64).tiny
     assert math.exp(vm._FLUSH32) < 1.05 * np.finfo(np.float32).tiny
+
+
+# ------------------------------------------------------------------ minibatch order
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+@pytest.mark.parametrize("skip", [0, 1])
+def test_permutation_is_numpys_bit_for_bit(seed, skip):
+    """The compiled permutation draws NumPy's ``Generator.permutation`` and leaves the
+    generator where NumPy leaves it (``skip``: a 32-bit half already buffered), over
+    sizes at and around the rejection masks' edges and one large one, in sequence."""
+    from npmdn._numba import permute
+
+    ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+    ours.integers(0, 2**32, size=skip, dtype=np.uint32)
+    theirs.integers(0, 2**32, size=skip, dtype=np.uint32)
+    for n in (2, 3, 4, 5, 255, 256, 257, 65535, 65536, 65537, 1_000_003):
+        got = permute.permutation(ours, n)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, theirs.permutation(n))
+        assert ours.bit_generator.state == theirs.bit_generator.state
+    assert ours.random() == theirs.random()
+    assert permute._agrees == [True]  # drawn here, not handed to NumPy
+
+
+def test_permutation_leaves_other_generators_to_numpy(monkeypatch):
+    """Another bit generator, a RandomState, n < 2, or a NumPy that draws otherwise
+    (the self-check failed) or a background compile still under way: NumPy draws."""
+    from npmdn._numba import permute
+
+    def never(*args):
+        raise AssertionError("drawn here")
+
+    monkeypatch.setattr(permute, "_draw", never)
+    np.testing.assert_array_equal(
+        permute.permutation(np.random.Generator(np.random.MT19937(0)), 50),
+        np.random.Generator(np.random.MT19937(0)).permutation(50))
+    np.testing.assert_array_equal(permute.permutation(np.random.RandomState(0), 50),
+                                  np.random.RandomState(0).permutation(50))
+    assert list(permute.permutation(np.random.default_rng(0), 1)) == [0]
+    monkeypatch.setattr(permute, "_agrees", [False])
+    np.testing.assert_array_equal(permute.permutation(np.random.default_rng(3), 50),
+                                  np.random.default_rng(3).permutation(50))
+    monkeypatch.setattr(permute, "_agrees", [])
+    monkeypatch.setattr(permute, "compiled", lambda: False)
+    monkeypatch.setattr(permute, "busy", lambda name: name == "shuffle_arange")
+    np.testing.assert_array_equal(permute.permutation(np.random.default_rng(4), 50),
+                                  np.random.default_rng(4).permutation(50))
+    assert permute._agrees == []  # undecided until the background process is done
+
+
+def test_self_check_catches_a_different_draw(monkeypatch):
+    """Were this module and NumPy to draw differently (another NumPy), or to leave the
+    generator differently, the once-per-process check says so."""
+    from npmdn._numba import permute
+
+    assert permute._self_check() is True
+    draw = permute._draw
+    monkeypatch.setattr(permute, "_draw", lambda rng, n: draw(rng, n)[::-1].copy())
+    assert permute._self_check() is False
+
+    def one_more(rng, n):
+        out = draw(rng, n)
+        rng.random()
+        return out
+
+    monkeypatch.setattr(permute, "_draw", one_more)
+    assert permute._self_check() is False

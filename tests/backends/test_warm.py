@@ -163,13 +163,14 @@ def _fit_in_fresh_cache(cache_dir, background):
 @pytest.mark.slow
 def test_a_first_fit_loads_the_kernels_the_background_compiled(tmp_path):
     """In a fresh cache, a fit has the training kernel compiled in a process of its own
-    (its call tree optimised once: npmdn._numba.compiling) and the log-density and
-    sampling kernels in another (not the gradient's head kernel, which a fused fit
-    never calls), and loads all three from the cache instead of compiling them;
+    (its call tree optimised once: npmdn._numba.compiling) and the minibatch order's,
+    the log-density and sampling kernels in another (not the gradient's head kernel,
+    which a fused fit never calls), and loads them from the cache instead of compiling;
     it trains to the same bits, and the same history, as a process that compiled every
     kernel itself the ordinary way, and its log-densities and samples are the same bits."""
     started, rc, misses, hits, bits, hist = _fit_in_fresh_cache(tmp_path / "a", True)
-    assert started == [["density_kernel", "sample_kernel"], ["train_epoch_serial"]]
+    assert started == [["shuffle_arange", "density_kernel", "sample_kernel"],
+                       ["train_epoch_serial"]]
     assert rc == [0, 0]
     assert misses == [0, 0, 0] and hits == [1, 1, 1]
     started, rc, misses, hits, bits_here, hist_here = _fit_in_fresh_cache(tmp_path / "b", False)
