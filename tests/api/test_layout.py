@@ -21,7 +21,8 @@ LAYERS = [
     # 0: no npmdn imports at all
     ["npmdn._version", "npmdn.config", "npmdn._arrays", "npmdn._io", "npmdn.philox",
      "npmdn.nn", "npmdn.optim", "npmdn._numba", "npmdn._cuda", "npmdn._numba.vmath",
-     "npmdn._numba.transpose", "npmdn._numba.compiling", "npmdn.progress",
+     "npmdn._numba.transpose", "npmdn._numba.compiling", "npmdn._numba.permute",
+     "npmdn.progress",
      "npmdn.standardization"],
     # the full-covariance factor's reference (only array helpers below it)
     ["npmdn.fullcov"],
