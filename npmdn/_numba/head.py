@@ -379,8 +379,10 @@ def _tile_loop(GRAD):
         # 1) and (65536, 8, 4) ran 20-45% slower.)
         small = P <= SMALL_ROW and one_buffer(L, M, LS) and (not GRAD or one_buffer(GL, GM, GS))
         # the gradient's rows back to back (one [N, P] array): a tile's rows are one span
+        # (and element-aligned, as NumPy allocates: the span's lines are then whole)
         stream = (GRAD and small and GL.strides[0] == P * GL.itemsize
-                  and n * P * GL.itemsize >= STREAM_BYTES)
+                  and n * P * GL.itemsize >= STREAM_BYTES
+                  and GL.ctypes.data % GL.itemsize == 0)
         n_tiles = (n + tile - 1) // tile
         n_chunks = max(1, min(n_tiles, n_chunks))
         for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
