@@ -391,7 +391,8 @@ class _Run:
         self.steps = -(-self.n // self.bs)
         self.last_good = model.net.params.copy()  # the weights of the last step with a finite loss
         self.engine = self._engine(self.xs, self.ys, self.bs, self.steps)
-        self.diag = self.xs[model.backend.xp.asarray(diagnostic_rows(self.n))]
+        self.diag_index = diagnostic_rows(self.n)  # (host, sorted: the engine's epochs take it)
+        self.diag = self.xs[model.backend.xp.asarray(self.diag_index)]
         self.history = History()
         # epochs run ahead by the engine (_next_epoch): epoch -> (loss sum, diagnostics, failure)
         self._ahead = {}
@@ -489,7 +490,7 @@ class _Run:
             lrs = [learning_rate(opts.lr_schedule, opts.lr, e, opts.epochs)
                    for e in range(epoch, last + 1)]
             done, failed = self.engine.epochs(lrs, self.last_good, epoch, self.diag,
-                                              diagnostic_rows(self.n))
+                                              self.diag_index)
             for i, (loss_sum, diag) in enumerate(done):
                 ahead[epoch + i] = (loss_sum, diag, None)
             if failed is not None:
