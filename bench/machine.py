@@ -56,23 +56,34 @@ def median_time(fn, runs: int, warmup: int = 2) -> dict:
 
 def bandwidth(runs: int = 10, mbytes: int = 256) -> dict:
     """Copy bandwidth, counted as bytes read + bytes written per second, of a
-    large NumPy copy (one thread) and of a Numba parallel copy (all threads)."""
+    large NumPy copy (one thread) and of a Numba parallel copy (all threads): the
+    better is the bound (``best_GBps``). Also, for comparison and not in the bound,
+    a two-thread copy with streaming stores (``bench.streaming_copy``), which skips
+    the read for ownership of every line written: the head kernel writes a large
+    gradient that way."""
     from numba import njit, prange
+
+    from .streaming_copy import LINE, _streaming_copy
 
     @njit(parallel=True, cache=False)
     def pcopy(src, dst):
         for i in prange(src.shape[0]):
             dst[i] = src[i]
 
-    n = mbytes * 2**20 // 8
+    per = LINE // 8
+    n = mbytes * 2**20 // 8 // per * per
     src = np.random.default_rng(0).random(n)
-    dst = np.empty_like(src)  # touched by the warm-up calls, so no page faults are timed
+    buf = np.empty(n + per)  # touched by the warm-up calls, so no page faults are timed
+    dst = buf[(-buf.ctypes.data % LINE) // 8:][:n]  # 64-byte aligned, for the streaming copy
     t1 = median_time(lambda: np.copyto(dst, src), runs)
     pcopy(src, dst)
     t2 = median_time(lambda: pcopy(src, dst), runs)
+    _streaming_copy(src, dst, per)
+    t3 = median_time(lambda: _streaming_copy(src, dst, per), runs)
     b = 2 * src.nbytes
     return {"numpy_copy_GBps": b / t1["median_s"] / 1e9,
             "numba_parallel_copy_GBps": b / t2["median_s"] / 1e9,
+            "streaming_copy_GBps": b / t3["median_s"] / 1e9,
             "bytes_per_copy": b,
             "best_GBps": max(b / t1["median_s"], b / t2["median_s"]) / 1e9}
 
@@ -87,7 +98,10 @@ def bound_from(samples: list) -> dict:
     return {"numpy_copy_GBps": [s["numpy_copy_GBps"] for s in samples],
             "numba_parallel_copy_GBps": [s["numba_parallel_copy_GBps"] for s in samples],
             "samples_best_GBps": best, "bytes_per_copy": samples[0]["bytes_per_copy"],
-            "best_GBps": float(np.median(best))}
+            "best_GBps": float(np.median(best)),
+            "streaming_copy_GBps": [s["streaming_copy_GBps"] for s in samples],
+            "streaming_median_GBps": float(np.median([s["streaming_copy_GBps"]
+                                                      for s in samples]))}
 
 
 def apply_bound(results: list, gbps: float) -> None:
@@ -103,9 +117,15 @@ def apply_bound(results: list, gbps: float) -> None:
 def bound_line(bw: dict) -> str:
     """The report's line on the bound: every sample and the median used."""
     samples = ", ".join(f"{v:.1f}" for v in bw["samples_best_GBps"])
+    streaming = ", ".join(f"{v:.1f}" for v in bw["streaming_copy_GBps"])
+    stream = bw["streaming_median_GBps"]
     return (f"Copy bandwidth (read + write; the better of a NumPy copy on 1 thread and a "
             f"Numba parallel copy), measured before, between and after the shapes: "
-            f"{samples} GB/s; the bound uses their median, {bw['best_GBps']:.1f} GB/s.")
+            f"{samples} GB/s; the bound uses their median, {bw['best_GBps']:.1f} GB/s. "
+            f"Not in the bound, for comparison: a copy with streaming stores (2 threads, "
+            f"no read for ownership) at the same times: {streaming} GB/s, median "
+            f"{stream:.1f} GB/s (an \"x bound\" below times {stream / bw['best_GBps']:.2f} "
+            f"is the same against it).")
 
 
 def machine(threads_numba: int, threads_torch) -> dict:
