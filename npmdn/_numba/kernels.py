@@ -12,12 +12,15 @@ switch does, when the numba backend is first asked for.
 
 The modules of ``npmdn/_numba``, each with the why of its layout in its docstring:
 ``vmath`` (vectorisable exp, log, tanh, sin/cos; no SVML here),
-``transpose`` (8 x 8 register transposes between rows and tiles),
+``transpose`` (8 x 8 register transposes between rows and tiles, and the streaming
+stores a large gradient goes out by),
 ``head`` (NLL + gradient and log-density), ``full`` (the same for full-covariance
 factors), ``sample`` (Philox sampling),
 ``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file: each call's
 chunks on Numba's threads through a launcher), ``warm`` (a first run's compiles in
-background processes) and ``compiling`` (a kernel's call tree optimised once, there).
+background processes), ``compiling`` (a kernel's call tree optimised once, there, with
+code and wrappers for the kernel alone) and ``permute`` (a minibatch fit's order,
+NumPy's ``Generator.permutation`` bit for bit).
 Their tunables (tile sizes, rows per thread) are in :mod:`npmdn.config`.
 
 Caching caveat for whoever edits these files: Numba checks only the source
