@@ -28,7 +28,7 @@ def _plain_copy(src, dst):
 
 
 @njit(parallel=True, cache=False)
-def _streaming_copy(src, dst, per):
+def streaming_copy_2t(src, dst, per):
     n = src.shape[0]
     lines = n // per
     for c in prange(2):
@@ -52,7 +52,7 @@ def main():
     b = 2 * src.nbytes
     fns = {"NumPy copy (1 thread)": lambda: np.copyto(dst, src),
            "Numba parallel copy (plain stores)": lambda: _plain_copy(src, dst),
-           "streaming-store copy (2 threads)": lambda: _streaming_copy(src, dst, per)}
+           "streaming-store copy (2 threads)": lambda: streaming_copy_2t(src, dst, per)}
     for f in fns.values():
         f()
     np.testing.assert_array_equal(dst, src)

@@ -17,10 +17,10 @@ xs, ys, batch_size, steps, clip_norm, noise=None, rows=None, log_floor=None)``
 (the noise of :class:`npmdn.regularization.Noise` and the rows' indices in its
 stream, the sigma floor's ``log f`` per scale column), returning an object
 with the interface of :class:`npmdn.training.StepLoop` (or None where it does
-not apply); the numba backend does (:mod:`npmdn._numba.train`). And it may
-offer ``permutation(rng, n)``, drawing exactly ``rng.permutation(n)`` and
-leaving ``rng`` in the same state, faster: a minibatch fit draws its rows'
-order with it each epoch (the numba backend's: :mod:`npmdn._numba.permute`).
+not apply); the numba backend does (:mod:`npmdn._numba.train`). A minibatch
+fit draws its rows' order each epoch with ``permutation(rng, n)``:
+``rng.permutation(n)``, or a faster draw of exactly the same that leaves ``rng``
+in the same state (the numba backend's: :mod:`npmdn._numba.permute`).
 
 Where each backend lives: ``numpy`` is :mod:`npmdn.mixture` itself;
 ``numba`` is :mod:`npmdn._numba.kernels`; ``cupy`` is :mod:`npmdn._cuda.kernels`.
@@ -75,6 +75,10 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine."""
 
 
+def _numpy_permutation(rng, n):
+    return rng.permutation(n)
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -84,7 +88,7 @@ class Backend:
     sample: Callable
     on_device: bool = False
     fused_fit: Callable | None = None
-    permutation: Callable | None = None
+    permutation: Callable = _numpy_permutation
 
     def asarray(self, a, dtype=None):
         """Move a host array to this backend's memory (no copy when already there)."""

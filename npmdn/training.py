@@ -504,9 +504,8 @@ class _Run:
 
     def _epoch(self, epoch, lr) -> float:
         """One epoch's steps in a fresh seeded order; the sum of their NLL sums."""
-        draw = self.model.backend.permutation  # the same order as rng.permutation, faster
-        order = self.model.backend.xp.asarray(
-            draw(self.rng, self.n) if draw is not None else self.rng.permutation(self.n)) \
+        backend = self.model.backend
+        order = backend.xp.asarray(backend.permutation(self.rng, self.n)) \
             if self.steps > 1 else None
         loss_sum, failed = self.engine.epoch(order, lr, self.last_good, epoch)  # EpochResult
         if failed is not None:

@@ -51,6 +51,7 @@ try:  # Numba internals: if they move, compile as Numba would (see the module do
     _finalize = _Library._finalize_final_module
     _set_env = _Codegen.set_env
     _wrappers = _Lower.create_cpython_wrapper, _Lower.create_cfunc_wrapper
+    # (the two steps of Numba's finalisation a callee's still takes: present, or no window)
     _Library._finalize_dynamic_globals, _Library._verify_declare_only_symbols  # noqa: B018
 except (ImportError, AttributeError):  # pragma: no cover - another Numba
     _Library = _Codegen = _Lower = _lock = _full = _finalize = _set_env = _wrappers = None

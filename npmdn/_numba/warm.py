@@ -265,7 +265,7 @@ def main(argv) -> int:
                 train._entry(dtype, _TRAINING[name])
             else:
                 kernels._entry(name, dtype)
-        if name not in _TRAINING and name != _PERMUTE:
+        if name in kernels._LAUNCHERS:
             kernels._launcher(name, dtype)
     return 0
 
