@@ -414,10 +414,16 @@ def _chunk(P, g, sizes, offs, aoffs, act, K, D, S, xs, ys, order, r0, nc, C, inv
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live):
+def _mixing_stats(XA, XS, nc, K, S, EA, va, vb, vc, pbar, live):
     """Adds rows ``:nc``'s mixing weights (the softmax of the logits ``XA [K, nc]``) to
     ``pbar [K]`` and returns ``min(live, smallest log sigma XS [K*S, nc] of a component
-    weighing above LIVE_WEIGHT)``."""
+    weighing above LIVE_WEIGHT)``; ``EA [K, >= nc]``, ``va``, ``vb``, ``vc`` are scratch.
+
+    The smallest live log sigma is taken row by row (``vb``: a vectorised pass per
+    column of ``XS``), then over the rows by halving: an ordered minimum over all of
+    them at once would be a scalar loop (LLVM vectorises a min reduction only when
+    told there is no NaN). Numba's ``min(a, b)`` is ``b if b < a else a``: a NaN
+    never enters a running minimum that starts at inf, in either order."""
     prefer_wide_vectors()
     inf = as_type(np.inf, XA)
     lw = as_type(LIVE_WEIGHT, XA)
@@ -438,6 +444,7 @@ def _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live):
             vc[i] += e
     for i in range(nc):
         vc[i] = one / vc[i]
+        vb[i] = inf
     for k in range(K):
         acc = 0.0
         for i in range(nc):
@@ -448,11 +455,17 @@ def _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live):
         pk = EA[k]
         for c in range(S):
             sk = XS[k * S + c]
-            lo = inf
             for i in range(nc):
                 v = sk[i] if pk[i] > lw else inf
-                lo = min(lo, v)
-            live = min(live, lo)
+                vb[i] = min(vb[i], v)
+    m = nc
+    while m > 16:
+        h = m // 2
+        for i in range(h):
+            vb[i] = min(vb[i], vb[m - h + i])
+        m -= h
+    for i in range(m):
+        live = min(live, vb[i])
     return live
 
 
@@ -469,18 +482,20 @@ def _entropy(pbar, nd):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _gathered_diagnostics(DG, K, S, out, e):
-    """``out[e, 1:3]``: the diagnostics of the logits and log sigmas gathered in ``DG``."""
+    """``out[e, 1:3]``: the diagnostics of the logits and log sigmas gathered in the
+    first ``K + K*S`` rows of ``DG``; its next ``K + 3`` rows are scratch."""
     nd = DG.shape[1]
     pbar = np.zeros(K)
-    live = _mixing_stats(DG[:K], DG[K:], nd, K, S, np.empty((K, nd), DG.dtype),
-                         np.empty(nd, DG.dtype), np.empty(nd, DG.dtype), pbar,
-                         as_type(np.inf, DG))
+    o = K + K * S
+    live = _mixing_stats(DG[:K], DG[K:o], nd, K, S, DG[o:o + K], DG[o + K], DG[o + K + 1],
+                         DG[o + K + 2], pbar, as_type(np.inf, DG))
     out[e, 1] = _entropy(pbar, nd)
     out[e, 2] = live
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, log_floor):
+def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vb, vc,
+              log_floor):
     """The collapse diagnostics of :func:`npmdn.regularization.mixture_diagnostics` at
     the standardized rows ``xd`` (no noise, the sigma floor applied): ``(-sum_k pbar_k
     log pbar_k, min log sigma of a live component)``, ``pbar`` the mean mixing weights,
@@ -503,7 +518,7 @@ def _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, A, Z, dA, EA, va, vc, 
         XS = H[K + K * D:K + K * D + K * S]
         if log_floor.shape[0] > 0:
             floor_scales(XS, dA[:K * S * C].reshape(K * S, C), log_floor, S, nc)
-        live = _mixing_stats(XA, XS, nc, K, S, EA, va, vc, pbar, live)
+        live = _mixing_stats(XA, XS, nc, K, S, EA, va, vb, vc, pbar, live)
     return _entropy(pbar, nd), np.float64(live)
 
 
@@ -595,7 +610,7 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
     reuse = (nd > 0 and drows.shape[0] == nd and n_threads == 1 and order.shape[0] == 0
              and steps == 1 and bs >= n and nsx == 0.0 and nsy == 0.0)
     no_rows = np.zeros(0, np.int64)
-    DG = np.empty((K + K * S, nd if reuse else 0), P.dtype)
+    DG = np.empty((2 * K + K * S + 3, nd if reuse else 0), P.dtype)  # + scratch
     for ep in range(lrs.shape[0]):
         lr = lrs[ep]
         status[5] = ep
@@ -681,6 +696,7 @@ def train_epoch(P, G, GT, m, v, mask, last_good, sizes, offs, aoffs, act, K, D, 
             h, live = _diagnose(P, sizes, offs, aoffs, act, K, D, S, xd, C, sc[:width],
                                 sc[width:2 * width], sc[2 * width:2 * width + max_w * C],
                                 sc[o:o + K * C].reshape(K, C), sc[o + 2 * K * C:o + 2 * K * C + C],
+                                sc[o + 2 * K * C + C:o + 2 * K * C + 2 * C],
                                 sc[o + 2 * K * C + 2 * C:o + 2 * K * C + 3 * C], log_floor)
             out[ep, 1] = h
             out[ep, 2] = live
@@ -784,8 +800,11 @@ class FusedFit:
         share = -(-batch // self.n_threads)
         self.chunk = chunk = max(config.TRAIN_CHUNK, min(cap, -(-share // 16) * 16))
         self.aoffs = np.concatenate([[0], np.cumsum(self.sizes[:-1])]).astype(np.int64) * chunk
-        self.scratch = np.zeros((self.n_threads, per_row * chunk), dt)
-        self.GT = np.zeros((self.n_threads, net.n_params), dt)
+        # on a cache line: every block of the scratch starts a multiple of chunk (16
+        # elements) in, so all the rows of every block are aligned as its start is
+        self.scratch = aligned_zeros((self.n_threads, per_row * chunk), dt)
+        # (each thread's gradient on lines of its own: rows padded to 16 elements)
+        self.GT = aligned_zeros((self.n_threads, -(-net.n_params // 16) * 16), dt)
         mask = opt.decay_mask if opt.decay_mask is not None else np.ones(net.n_params, dt)
         self.mask = np.ascontiguousarray(mask, dtype=dt)
         if self.adam:
@@ -863,6 +882,21 @@ class FusedFit:
             return n_done, None, 0.0
         what = "loss" if code == BAD_LOSS else "gradient norm"
         return n_done, (step, what, float(st[2])), float(st[3])
+
+
+def aligned_zeros(shape, dtype, align=64):
+    """``np.zeros(shape, dtype)`` starting on an ``align``-byte boundary (a cache line).
+
+    NumPy's buffers are 16-byte aligned: a large one comes from ``mmap`` 16 bytes
+    into a page, so a 512-bit load of a row of the training scratch straddled two
+    cache lines in some fits and not in others (whatever address the allocator gave);
+    a chunk of the seed set-up took 26 us aligned and 30-31 us misaligned by 16 or 32
+    bytes in the same process."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.zeros(n + align // dt.itemsize, dt)
+    skip = (-buf.ctypes.data % align) // dt.itemsize
+    return buf[skip:skip + n].reshape(shape)
 
 
 def applies(head, opt, activation) -> bool:

@@ -325,3 +325,78 @@ def test_a_collapsed_component_trains_through(dtype, cov):
         h = m.fit(x, y, epochs=3, batch_size=100, verbose=False)
         assert np.isfinite(h.train_nll).all() and h.train_nll[-1] < h.train_nll[0]
         np.testing.assert_array_equal(m.params[far + slow], p[far + slow])  # Adam: 0 / eps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 7), (2, 1000), (3, 16)])
+def test_aligned_zeros(dtype, shape):
+    """The training scratch's allocator: zeros of the shape and dtype, C-contiguous,
+    starting on a 64-byte line whatever NumPy's allocator returns (16-byte aligned)."""
+    for _ in range(20):  # several allocations: some come back aligned by chance
+        a = _nb_train.aligned_zeros(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % 64 == 0
+        assert not a.any()
+
+
+def test_fused_fit_scratch_is_on_cache_lines():
+    """The epoch kernel's scratch and per-thread gradients start on a cache line and
+    every block of the scratch is a multiple of 16 elements in (chunks are rounded up
+    to 16 rows): a misaligned scratch made 512-bit loads straddle lines (a chunk 15%
+    slower in some fits and not others)."""
+    seen = []
+    real = _nb_train.FusedFit.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        seen.append(self)
+
+    x, y = _data(n=333)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_nb_train.FusedFit, "__init__", spy)
+        for dtype in ("float32", "float64"):
+            npmdn.MDN(2, 2, 3, hidden=(7, 5), dtype=dtype, backend="numba", seed=0).fit(
+                x, y, epochs=1, batch_size=None, verbose=False, validation_split=0)
+    assert len(seen) == 2
+    for f in seen:
+        assert f.scratch.ctypes.data % 64 == 0 and f.GT.ctypes.data % 64 == 0
+        assert f.chunk % 16 == 0 and (f.aoffs % 16 == 0).all()
+        assert f.scratch.shape[1] % 16 == 0 and f.GT.shape[1] % 16 == 0  # each thread's row too
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nc", [1, 5, 16, 17, 33, 100, 256, 1001])
+def test_mixing_stats_match_numpy(dtype, nc):
+    """The diagnostics kernel (``_mixing_stats``: the mean mixing weights and the
+    smallest log sigma of a live component, taken row by row and then by halving)
+    against NumPy for row counts on both sides of the halving's steps; a NaN log
+    sigma is passed over, as the kernel's running minimum always did; no live
+    component gives inf."""
+    from npmdn.regularization import LIVE_WEIGHT
+
+    rng = np.random.default_rng(nc)
+    k, s = 4, 2
+    xa = (3 * rng.normal(size=(k, nc))).astype(dtype)
+    xa[3] = -40  # a component that is never live
+    xs = rng.normal(size=(k * s, nc)).astype(dtype)
+    xs[6:] = -99  # ... the smallest log sigmas, which must not count
+    xs[0, nc // 2] = np.nan
+    pi = np.exp(xa - xa.max(0))
+    pi /= pi.sum(0)
+    live_s = np.where(np.repeat(pi > LIVE_WEIGHT, s, axis=0), xs, np.inf)
+    want = np.nanmin(live_s) if not np.isnan(live_s).all() else np.inf
+    scratch = np.empty((k + 3, nc), dtype)
+    pbar = np.zeros(k)
+    got = _nb_train._mixing_stats(xa, xs, nc, k, s, scratch[:k], scratch[k], scratch[k + 1],
+                                  scratch[k + 2], pbar, dtype(np.inf))
+    assert got == want
+    np.testing.assert_allclose(pbar, pi.sum(1), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    pbar[:] = 0
+    dead = _nb_train._mixing_stats(xa[3:].copy(), xs[6:].copy(), nc, 1, s, scratch[:1],
+                                   scratch[k], scratch[k + 1], scratch[k + 2], pbar,
+                                   dtype(np.inf))
+    assert dead == -99  # one component alone weighs 1: live
+    got_dead = _nb_train._mixing_stats(xa, np.full_like(xs, np.nan), nc, k, s, scratch[:k],
+                                       scratch[k], scratch[k + 1], scratch[k + 2], pbar,
+                                       dtype(np.inf))
+    assert got_dead == np.inf
