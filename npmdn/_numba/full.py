@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from .head import FASTMATH, pad8
+from .memory import empty_lines
 from .transpose import load_rows, store_parts, tr_load8
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
 
@@ -180,18 +181,18 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     n_chunks = max(1, min(n_tiles, n_chunks))
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
-        XA = np.empty((pad8(K), tile), L.dtype)  # logits, then d_logits
-        XM = np.empty((pad8(K * D), tile), L.dtype)  # mu, then delta, then d_mu
-        XS = np.empty((pad8(KS), tile), L.dtype)  # s and U_ij, then U_ii, then d_s, d_U
-        XY = np.empty((pad8(D), tile), L.dtype)  # y
-        EA = np.empty((K, tile), L.dtype)  # exp(a_k - max a)
-        TT = np.empty((K, tile), L.dtype)  # t_k, then exp(t_k - max t), then r_k
-        Z = np.empty((K * D, tile), L.dtype)  # z of every component
-        G = np.empty((D, tile), L.dtype)  # U^T z of one component
-        va = np.empty(tile, L.dtype)
-        vb = np.empty(tile, L.dtype)
-        vc = np.empty(tile, L.dtype)
-        vd = np.empty(tile, L.dtype)
+        XA = empty_lines((pad8(K), tile), L.dtype)  # logits, then d_logits
+        XM = empty_lines((pad8(K * D), tile), L.dtype)  # mu, then delta, then d_mu
+        XS = empty_lines((pad8(KS), tile), L.dtype)  # s and U_ij, then U_ii, then d_s, d_U
+        XY = empty_lines((pad8(D), tile), L.dtype)  # y
+        EA = empty_lines((K, tile), L.dtype)  # exp(a_k - max a)
+        TT = empty_lines((K, tile), L.dtype)  # t_k, then exp(t_k - max t), then r_k
+        Z = empty_lines((K * D, tile), L.dtype)  # z of every component
+        G = empty_lines((D, tile), L.dtype)  # U^T z of one component
+        va = empty_lines(tile, L.dtype)
+        vb = empty_lines(tile, L.dtype)
+        vc = empty_lines(tile, L.dtype)
+        vd = empty_lines(tile, L.dtype)
         for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
             i0 = b * tile
             nt = min(tile, n - i0)

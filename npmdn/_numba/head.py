@@ -30,6 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .memory import empty_lines
 from .transpose import (
     load_rows,
     prefetch_read,
@@ -395,26 +396,26 @@ def _tile_loop(GRAD):
             T2 = tile + ROW_PAD
             if small:  # one array (views), as in a head row: a tile is transposed straight
                 # into it (8 rows to spare: a transpose out reads 8 rows from where it starts)
-                XH = np.empty((P + 8, T2), L.dtype)
+                XH = empty_lines((P + 8, T2), L.dtype)
                 XA = XH[:K]
                 XM = XH[K:K + K * D]
                 XS = XH[K + K * D:P]
             else:
-                XH = np.empty((1, 1), L.dtype)  # (unused)
-                XA = np.empty((pad8(K), T2), L.dtype)  # logits, then d_logits
-                XM = np.empty((pad8(K * D), T2), L.dtype)  # mu, then z / sigma, then d_mu
-                XS = np.empty((pad8(KS), T2), L.dtype)  # s, then z or sum z^2, then d_s
-            XY = np.empty((pad8(D), T2), L.dtype)  # y
-            EA = np.empty((K, T2), L.dtype)  # exp(a_k - max a)
-            TT = np.empty((K, T2), L.dtype)  # t_k, then exp(t_k - max t), then r_k
+                XH = empty_lines((1, 1), L.dtype)  # (unused)
+                XA = empty_lines((pad8(K), T2), L.dtype)  # logits, then d_logits
+                XM = empty_lines((pad8(K * D), T2), L.dtype)  # mu, then z / sigma, then d_mu
+                XS = empty_lines((pad8(KS), T2), L.dtype)  # s, then z or sum z^2, then d_s
+            XY = empty_lines((pad8(D), T2), L.dtype)  # y
+            EA = empty_lines((K, T2), L.dtype)  # exp(a_k - max a)
+            TT = empty_lines((K, T2), L.dtype)  # t_k, then exp(t_k - max t), then r_k
             # stream: the tile's gradient rows as they go out, [row, P] (8 rows to spare)
-            SB = np.empty((tile + 8) * P if stream else 0, L.dtype)
+            SB = empty_lines((tile + 8) * P if stream else 0, L.dtype)
             SB2 = SB.reshape(-1, P) if stream else XY[:1, :1]
-            va = np.empty(tile, L.dtype)
-            vb = np.empty(tile, L.dtype)
-            vc = np.empty(tile, L.dtype)
-            vd = np.empty(tile, L.dtype)
-            vq = np.empty(tile, L.dtype)
+            va = empty_lines(tile, L.dtype)
+            vb = empty_lines(tile, L.dtype)
+            vc = empty_lines(tile, L.dtype)
+            vd = empty_lines(tile, L.dtype)
+            vq = empty_lines(tile, L.dtype)
             for b in range(c * n_tiles // n_chunks, (c + 1) * n_tiles // n_chunks):
                 i0 = b * tile
                 nt = min(tile, n - i0)

@@ -19,8 +19,9 @@ factors), ``sample`` (Philox sampling),
 ``train`` (fused training epochs for ``MDN.fit``), ``kernels`` (this file: each call's
 chunks on Numba's threads through a launcher), ``warm`` (a first run's compiles in
 background processes), ``compiling`` (a kernel's call tree optimised once, there, with
-code and wrappers for the kernel alone) and ``permute`` (a minibatch fit's order,
-NumPy's ``Generator.permutation`` bit for bit).
+code and wrappers for the kernel alone), ``permute`` (a minibatch fit's order,
+NumPy's ``Generator.permutation`` bit for bit) and ``memory`` (the kernels' tile
+buffers on 64-byte cache lines).
 Their tunables (tile sizes, rows per thread) are in :mod:`npmdn.config`.
 
 Caching caveat for whoever edits these files: Numba checks only the source

@@ -53,6 +53,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .memory import empty_lines
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
@@ -179,31 +180,31 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
-        vr = np.empty(tile, np.int64)  # row of each lane, counted from the tile's first row
-        rlo = np.empty(max_rows, np.int64)  # per row: its first lane and one past its last
-        rhi = np.empty(max_rows, np.int64)
-        r0 = np.empty(tile, np.uint64)  # counter words: global row lo, hi, draw
-        r1 = np.empty(tile, np.uint64)
-        dj = np.empty(tile, np.uint64)
-        W32 = np.empty((4, tile), np.uint32)  # one Philox block per lane
-        comp32 = np.empty(tile, np.int32)
-        RA = np.empty((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
-        rlast = np.empty(max_rows, np.int64)  # per row: the last k with pi_k > 0
-        AT32 = np.empty((K, tile), np.float32)  # race factor c_k per lane, for the screen
-        CT = np.empty((K, max_rows), np.float32)  # race factor c_k per row
-        best32 = np.empty(tile, np.float32)
-        second32 = np.empty(tile, np.float32)
-        comp = np.empty(tile, np.int64)
-        U = np.empty(tile, np.float64)  # the cumulative method's uniform per lane
-        cm = np.empty(tile, np.int64)  # per lane: the chosen component's mu and sigma entries
-        csg = np.empty(tile, np.int64)
-        EPS = np.empty((2 * n_pairs, tile), out.dtype)
-        MUT = np.empty((K * D, max_rows), out.dtype)  # per row: mu
-        SGT = np.empty((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma (full:
+        vr = empty_lines(tile, np.int64)  # row of each lane, counted from the tile's first row
+        rlo = empty_lines(max_rows, np.int64)  # per row: its first lane and one past its last
+        rhi = empty_lines(max_rows, np.int64)
+        r0 = empty_lines(tile, np.uint64)  # counter words: global row lo, hi, draw
+        r1 = empty_lines(tile, np.uint64)
+        dj = empty_lines(tile, np.uint64)
+        W32 = empty_lines((4, tile), np.uint32)  # one Philox block per lane
+        comp32 = empty_lines(tile, np.int32)
+        RA = empty_lines((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
+        rlast = empty_lines(max_rows, np.int64)  # per row: the last k with pi_k > 0
+        AT32 = empty_lines((K, tile), np.float32)  # race factor c_k per lane, for the screen
+        CT = empty_lines((K, max_rows), np.float32)  # race factor c_k per row
+        best32 = empty_lines(tile, np.float32)
+        second32 = empty_lines(tile, np.float32)
+        comp = empty_lines(tile, np.int64)
+        U = empty_lines(tile, np.float64)  # the cumulative method's uniform per lane
+        cm = empty_lines(tile, np.int64)  # per lane: the chosen component's mu and sigma entries
+        csg = empty_lines(tile, np.int64)
+        EPS = empty_lines((2 * n_pairs, tile), out.dtype)
+        MUT = empty_lines((K * D, max_rows), out.dtype)  # per row: mu
+        SGT = empty_lines((K * S, max_rows), out.dtype)  # per row: sigma_scale * sigma (full:
         # sigma_i = exp(s_i), then U_ij as given; 0 when sigma_scale = 0)
-        V = np.empty((D if full else 0, tile), out.dtype)  # full: v with U v = eps
-        RV = np.empty(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
-        RT = np.empty(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
+        V = empty_lines((D if full else 0, tile), out.dtype)  # full: v with U v = eps
+        RV = empty_lines(max_rows, np.float64)  # per row: max a, then 0, then the running sum c_k
+        RT = empty_lines(max_rows, np.float64)  # per row: sum_k exp((a_k - max a) / T)
         # flat views of the tables, for the gathers (made once: views are reference counted)
         ra_flat = RA.reshape(-1)
         ct_flat = CT.reshape(-1)

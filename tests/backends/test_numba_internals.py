@@ -20,6 +20,7 @@ from numba import njit
 
 from npmdn import config, mixture, philox
 from npmdn._numba import kernels as nk
+from npmdn._numba import memory
 from npmdn._numba import transpose as tr
 from npmdn._numba import vmath as vm
 from npmdn.backend import get_backend
@@ -570,3 +571,37 @@ def test_self_check_catches_a_different_draw(monkeypatch):
 
     monkeypatch.setattr(permute, "_draw", one_more)
     assert permute._self_check() is False
+
+
+# ------------------------------------------------------------------ scratch on cache lines
+
+
+@njit
+def _scratch(n, like):
+    a = memory.empty_lines((3, n), like.dtype)
+    b = memory.empty_lines(n, np.int64)
+    a[:] = 1
+    b[:] = 2
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_scratch_starts_on_a_cache_line(dtype):
+    """``memory.empty_lines``: ``np.empty`` in C order, whatever the size, starting on a
+    64-byte line (Numba's own ``np.empty`` asks for 32: half its buffers start half-way
+    into a line), the compiling context's alignment restored after the lowering."""
+    from numba.core import base
+
+    assert memory.HAVE_LINES  # this Numba's internals are the ones memory.py uses
+    for n in (1, 7, 16, 33, 1000):
+        a, b = _scratch(n, np.zeros(1, dtype))
+        assert a.shape == (3, n) and a.dtype == dtype and a.flags.c_contiguous
+        assert b.shape == (n,) and b.dtype == np.int64
+        assert (a == 1).all() and (b == 2).all()
+        assert a.ctypes.data % 64 == 0 and b.ctypes.data % 64 == 0
+    from numba.core.registry import cpu_target
+
+    ctx = cpu_target.target_context
+    assert "get_preferred_array_alignment" not in vars(ctx)
+    assert ctx.get_preferred_array_alignment(None) == 32  # Numba's, for everyone else
+    assert base.BaseContext.get_preferred_array_alignment(ctx, None) == 32

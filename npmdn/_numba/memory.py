@@ -1,0 +1,75 @@
+"""Scratch arrays on cache lines, inside jitted code: :func:`empty_lines`.
+
+Numba's ``np.empty`` asks its allocator for 32-byte alignment ("AVX prefers
+32-byte alignment", ``BaseContext.get_preferred_array_alignment``), so a
+kernel's tile buffer starts on a 64-byte line or half-way into one, a coin
+toss per allocation. The head kernels' loops load and store whole tile rows
+with 512-bit vectors (``prefer_wide_vectors``); from a buffer that starts
+half-way into a line every such access straddles two lines. With every
+buffer on a line, NLL + gradient at (2^20, 5, 1) float32 ran 0.92-0.97 of
+its time and the log-density 0.97-0.99 (five pairs of alternating
+processes, medians of 15 calls).
+
+``empty_lines(shape, dtype)`` is ``np.empty(shape, dtype)`` (C order) with
+the allocation asked for 64-byte alignment: Numba's own lowering of
+``np.empty`` (``numba.np.arrayobj._empty_nd_impl``) with the context's
+preferred alignment answered 64 for that one call. Those are Numba internals;
+where they are missing (another Numba) it is plain ``np.empty``, as fast as
+before and as correct.
+
+The training epoch's scratch is allocated by NumPy on the Python side, on a
+line by :func:`npmdn._numba.train.aligned_zeros`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import intrinsic, overload
+
+CACHE_LINE = 64
+
+
+def empty_lines(shape, dtype):
+    """``np.empty(shape, dtype)`` starting on a 64-byte line (jitted code only)."""
+    raise NotImplementedError
+
+
+try:
+    from numba.core.typing.npydecl import parse_dtype, parse_shape
+    from numba.np.arrayobj import _empty_nd_impl, _parse_empty_args
+
+    @intrinsic
+    def _empty_on_lines(typingctx, ty_shape, ty_dtype, ty_retty_ref):
+        ty_retty = ty_retty_ref.instance_type
+        sig = ty_retty(ty_shape, ty_dtype, ty_retty_ref)
+
+        def codegen(context, builder, signature, args):
+            arrtype, shapes = _parse_empty_args(context, builder, signature, args)
+            # an instance attribute shadows the context's method for this one lowering
+            # (code generation runs under Numba's compiler lock)
+            context.get_preferred_array_alignment = lambda ty: CACHE_LINE
+            try:
+                ary = _empty_nd_impl(context, builder, arrtype, shapes)
+            finally:
+                del context.get_preferred_array_alignment
+            return ary._getvalue()
+
+        return sig, codegen
+
+    @overload(empty_lines)
+    def _empty_lines_ol(shape, dtype):
+        nb_dtype = parse_dtype(dtype)
+        ndim = parse_shape(shape)
+        if nb_dtype is None or ndim is None:
+            return None
+        retty = types.Array(nb_dtype, ndim, "C")
+        return lambda shape, dtype: _empty_on_lines(shape, dtype, retty)
+
+    HAVE_LINES = True
+except ImportError:  # pragma: no cover - another Numba's internals
+    HAVE_LINES = False
+
+    @overload(empty_lines)
+    def _empty_lines_plain(shape, dtype):
+        return lambda shape, dtype: np.empty(shape, dtype)
