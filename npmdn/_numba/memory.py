@@ -6,9 +6,10 @@ kernel's tile buffer starts on a 64-byte line or half-way into one, a coin
 toss per allocation. The head kernels' loops load and store whole tile rows
 with 512-bit vectors (``prefer_wide_vectors``); from a buffer that starts
 half-way into a line every such access straddles two lines. With every
-buffer on a line, NLL + gradient at (2^20, 5, 1) float32 ran 0.92-0.97 of
-its time and the log-density 0.97-0.99 (five pairs of alternating
-processes, medians of 15 calls).
+buffer on a line the head kernels ran 0.91-1.00 of their time at every
+shape of ``bench.ab_kernels --same-process`` (NLL + gradient at (2^20, 5, 1)
+float32 0.96, at (65536, 8, 4) 0.91) and the sampling kernel ~0.9
+(alternating processes).
 
 ``empty_lines(shape, dtype)`` is ``np.empty(shape, dtype)`` (C order) with
 the allocation asked for 64-byte alignment: Numba's own lowering of
