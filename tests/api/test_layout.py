@@ -22,6 +22,7 @@ LAYERS = [
     ["npmdn._version", "npmdn.config", "npmdn._arrays", "npmdn._io", "npmdn.philox",
      "npmdn.nn", "npmdn.optim", "npmdn._numba", "npmdn._cuda", "npmdn._numba.vmath",
      "npmdn._numba.transpose", "npmdn._numba.compiling", "npmdn._numba.permute",
+     "npmdn._numba.memory",
      "npmdn.progress",
      "npmdn.standardization"],
     # the full-covariance factor's reference (only array helpers below it)
