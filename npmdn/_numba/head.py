@@ -35,6 +35,7 @@ from .transpose import (
     load_rows,
     prefetch_read,
     prefetch_write,
+    rows_c,
     store_fence,
     store_parts,
     stream_out,
@@ -384,6 +385,7 @@ def _tile_loop(GRAD):
         stream = (GRAD and small and GL.strides[0] == P * GL.itemsize
                   and n * P * GL.itemsize >= STREAM_BYTES
                   and GL.ctypes.data % GL.itemsize == 0)
+        out_c = out.strides[0] == out.itemsize  # contiguous: rows_c views, vector stores
         n_tiles = (n + tile - 1) // tile
         n_chunks = max(1, min(n_tiles, n_chunks))
         for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
@@ -456,6 +458,11 @@ def _tile_loop(GRAD):
                     for g in range(0, full, 8):
                         for j in range(0, D, 8):
                             tr_load8(Y, i0 + g, j, min(8, D - j), XY, j, g)
+                elif Y.strides[0] == Y.itemsize:  # one contiguous column: a vector copy
+                    yc = rows_c(Y, i0, full)
+                    xy = XY[0]
+                    for t in range(full):
+                        xy[t] = yc[t]
                 else:  # one column: a strided copy, not a transpose of a 1/8-full block
                     yv = Y[i0:i0 + full, 0]
                     xy = XY[0]
@@ -466,12 +473,22 @@ def _tile_loop(GRAD):
                 o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
                 if not GRAD:
                     density_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq)
-                    for t in range(nt):
-                        o[t] = vd[t]
+                    if out_c:
+                        oc = rows_c(out, i0, nt)
+                        for t in range(nt):
+                            oc[t] = vd[t]
+                    else:
+                        for t in range(nt):
+                            o[t] = vd[t]
                     continue
                 head_soa_inline(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
-                for t in range(nt):
-                    o[t] = -vd[t]
+                if out_c:
+                    oc = rows_c(out, i0, nt)
+                    for t in range(nt):
+                        oc[t] = -vd[t]
+                else:
+                    for t in range(nt):
+                        o[t] = -vd[t]
 
                 # ---- store: G[i0 + t, j] = X[j, t]
                 if stream:  # into SB row by row, then out as one span

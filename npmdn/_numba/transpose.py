@@ -318,6 +318,42 @@ def stream_out(A, byte, S, count):
 # --------------------------------------------------------------------------
 
 
+@intrinsic
+def rows_c(typingctx, A, i0, m):
+    """Elements ``i0 .. i0 + m - 1`` along the first axis of ``A`` (1-D, or 2-D read at
+    column 0) as a 1-D array of layout C, for the caller to use only where that axis's
+    stride is the itemsize (it checks; nothing here does). The kernels take their
+    vectors with layout A (any stride), and Numba compiles a loop over such an array
+    element by element with the stride multiplied in; over a view typed contiguous
+    the same loop is vectorised: the tile loop's target copy and density output, 0.45
+    and 0.39 ns a row of the log-density's 6.0 (16384 rows, one thread), were both
+    such loops."""
+    if not (isinstance(A, types.Array) and A.ndim in (1, 2) and isinstance(A.dtype, types.Float)
+            and isinstance(i0, types.Integer) and isinstance(m, types.Integer)):
+        return None
+    rty = types.Array(A.dtype, 1, "C")
+    sig = rty(A, i0, m)
+
+    def codegen(context, builder, signature, args):
+        from numba.core.imputils import impl_ret_borrowed
+
+        aty = signature.args[0]
+        intp_t = types.intp
+        intp = context.get_value_type(intp_t)
+        a = context.make_array(aty)(context, builder, args[0])
+        i0_ = context.cast(builder, args[1], signature.args[1], intp_t)
+        m_ = context.cast(builder, args[2], signature.args[2], intp_t)
+        s0 = cgutils.unpack_tuple(builder, a.strides, aty.ndim)[0]
+        out = context.make_array(rty)(context, builder)
+        size = ir.Constant(intp, aty.dtype.bitwidth // 8)
+        data = builder.bitcast(_addr(builder, a.data, builder.mul(i0_, s0)), a.data.type)
+        context.populate_array(out, data=data, shape=[m_], strides=[size], itemsize=size,
+                               meminfo=a.meminfo, parent=a.parent)
+        return impl_ret_borrowed(context, builder, rty, out._getvalue())
+
+    return sig, codegen
+
+
 @njit(inline="always")
 def load_rows(L, M, LS, Y, i0, t0, nt, XA, XM, XS, XY):
     """Rows ``i0 + t0 .. i0 + nt - 1`` into the tile, one element at a time (the rows

@@ -297,6 +297,48 @@ def test_head_rows_in_one_array_or_apart_give_the_same_bits(rng, dtype, n, k, d,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [7, 333, 1000])
+def test_strided_target_and_nll_column_give_the_same_bits(rng, dtype, n):
+    """One target column and the per-row NLL / log-density: contiguous, they go through
+    ``rows_c`` views (vector copies); strided (a column of a wider array), element by
+    element. The same bits either way, and nothing beside the strided column written."""
+    views, separate, _ = _packed(rng, n, 5, 1, 1, dtype)
+    logits, mu, ls, y = separate
+    wide = np.full((n, 3), 9.0, dtype)
+    wide[:, 1] = y[:, 0]
+    y_strided = wide[:, 1:2]
+    assert y_strided.strides[0] != y_strided.itemsize
+    want = nk.log_prob(logits, mu, ls, y)
+    assert nk.log_prob(logits, mu, ls, y_strided).tobytes() == want.tobytes()
+    g = nk.nll_grad(logits, mu, ls, y)
+    nll_base = np.full((n, 2), 7.0, dtype)
+    outs = (nll_base[:, 0], np.empty_like(logits), np.empty_like(mu), np.empty_like(ls))
+    got = nk.nll_grad(logits, mu, ls, y_strided, out=outs)
+    for a, b in zip(got, g, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (nll_base[:, 1] == 7.0).all() and (wide[:, [0, 2]] == 9.0).all()
+
+
+@njit
+def _rows_c_sum(a, i0, m):
+    v = tr.rows_c(a, i0, m)
+    s = 0.0
+    for t in range(m):
+        s += v[t]
+    v[0] = -1.0
+    return s
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_c_is_a_view_of_the_rows(dtype):
+    """``rows_c(A, i0, m)``: elements ``i0 .. i0 + m - 1`` of a contiguous vector (or of a
+    one-column 2-D array) as a contiguous view: reads them, writes through."""
+    for a in (np.arange(50, dtype=dtype), np.arange(50, dtype=dtype).reshape(50, 1)):
+        assert _rows_c_sum(a, 7, 5) == 7 + 8 + 9 + 10 + 11
+        assert a.ravel()[7] == -1.0 and a.ravel()[6] == 6.0 and a.ravel()[8] == 8.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shift", [0, 1, 3])
 def test_a_large_gradient_streams_out_with_the_same_bits(rng, dtype, shift):
     """A gradient of at least ``head.STREAM_BYTES`` in one [N, P] array goes out by
