@@ -30,7 +30,7 @@ from numba import njit
 
 from .head import FASTMATH, pad8
 from .memory import empty_lines
-from .transpose import load_rows, store_parts, tr_load8
+from .transpose import load_rows, store_parts, store_rows, tr_load8
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -211,13 +211,9 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             load_rows(L, M, LS, Y, i0, full, nt, XA, XM, XS, XY)
 
             full_soa(nt, K, D, grad, XA, XM, XS, XY, EA, TT, Z, G, va, vb, vc, vd)
-            o = out[i0:i0 + nt]
+            store_rows(out, i0, nt, vd, grad)
             if not grad:
-                for t in range(nt):
-                    o[t] = vd[t]
                 continue
-            for t in range(nt):
-                o[t] = -vd[t]
 
             # ---- store: G[i0 + t, j] = X[j, t]
             store_parts(XA, XM, XS, full, nt, GL, GM, GS, i0)

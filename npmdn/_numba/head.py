@@ -38,6 +38,7 @@ from .transpose import (
     rows_c,
     store_fence,
     store_parts,
+    store_rows,
     stream_out,
     tr_load8,
     tr_store8,
@@ -385,7 +386,6 @@ def _tile_loop(GRAD):
         stream = (GRAD and small and GL.strides[0] == P * GL.itemsize
                   and n * P * GL.itemsize >= STREAM_BYTES
                   and GL.ctypes.data % GL.itemsize == 0)
-        out_c = out.strides[0] == out.itemsize  # contiguous: rows_c views, vector stores
         n_tiles = (n + tile - 1) // tile
         n_chunks = max(1, min(n_tiles, n_chunks))
         for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
@@ -470,25 +470,12 @@ def _tile_loop(GRAD):
                         xy[t] = yv[t]
                 load_rows(L, M, LS, Y, i0, full, nt, XA, XM, XS, XY)
 
-                o = out[i0:i0 + nt]  # a view: o[t] needs no wraparound check, out[i0 + t] would
                 if not GRAD:
                     density_soa(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq)
-                    if out_c:
-                        oc = rows_c(out, i0, nt)
-                        for t in range(nt):
-                            oc[t] = vd[t]
-                    else:
-                        for t in range(nt):
-                            o[t] = vd[t]
+                    store_rows(out, i0, nt, vd, False)
                     continue
                 head_soa_inline(nt, K, D, iso, XA, XM, XS, XY, EA, TT, va, vb, vc, vd, vq, zero)
-                if out_c:
-                    oc = rows_c(out, i0, nt)
-                    for t in range(nt):
-                        oc[t] = -vd[t]
-                else:
-                    for t in range(nt):
-                        o[t] = -vd[t]
+                store_rows(out, i0, nt, vd, True)
 
                 # ---- store: G[i0 + t, j] = X[j, t]
                 if stream:  # into SB row by row, then out as one span

@@ -18,8 +18,8 @@ preferred alignment answered 64 for that one call. Those are Numba internals;
 where they are missing (another Numba) it is plain ``np.empty``, as fast as
 before and as correct.
 
-The training epoch's scratch is allocated by NumPy on the Python side, on a
-line by :func:`npmdn._numba.train.aligned_zeros`.
+The training epoch's scratch is allocated by NumPy on the Python side:
+:func:`aligned_zeros` puts it on a line.
 """
 
 from __future__ import annotations
@@ -29,6 +29,21 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 CACHE_LINE = 64
+
+
+def aligned_zeros(shape, dtype, align=CACHE_LINE):
+    """``np.zeros(shape, dtype)`` (host side) starting on an ``align``-byte boundary.
+
+    NumPy's buffers are 16-byte aligned: a large one comes from ``mmap`` 16 bytes
+    into a page, so a 512-bit load of a row of the training scratch straddled two
+    cache lines in some fits and not in others (whatever address the allocator gave);
+    a chunk of the seed set-up took 26 us aligned and 30-31 us misaligned by 16 or 32
+    bytes in the same process."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.zeros(n + align // dt.itemsize, dt)
+    skip = (-buf.ctypes.data % align) // dt.itemsize
+    return buf[skip:skip + n].reshape(shape)
 
 
 def empty_lines(shape, dtype):

@@ -66,6 +66,7 @@ from ..optim import SGD, Adam
 from ..regularization import LIVE_WEIGHT
 from .head import head_soa
 from .kernels import forked
+from .memory import aligned_zeros
 from .regularization import add_noise, floor_scales
 from .vmath import as_type, negligible, prefer_wide_vectors, vexp, vexpm1, vlog1p, vtanh
 
@@ -882,21 +883,6 @@ class FusedFit:
             return n_done, None, 0.0
         what = "loss" if code == BAD_LOSS else "gradient norm"
         return n_done, (step, what, float(st[2])), float(st[3])
-
-
-def aligned_zeros(shape, dtype, align=64):
-    """``np.zeros(shape, dtype)`` starting on an ``align``-byte boundary (a cache line).
-
-    NumPy's buffers are 16-byte aligned: a large one comes from ``mmap`` 16 bytes
-    into a page, so a 512-bit load of a row of the training scratch straddled two
-    cache lines in some fits and not in others (whatever address the allocator gave);
-    a chunk of the seed set-up took 26 us aligned and 30-31 us misaligned by 16 or 32
-    bytes in the same process."""
-    dt = np.dtype(dtype)
-    n = int(np.prod(shape))
-    buf = np.zeros(n + align // dt.itemsize, dt)
-    skip = (-buf.ctypes.data % align) // dt.itemsize
-    return buf[skip:skip + n].reshape(shape)
 
 
 def applies(head, opt, activation) -> bool:

@@ -355,6 +355,22 @@ def rows_c(typingctx, A, i0, m):
 
 
 @njit(inline="always")
+def store_rows(out, i0, nt, v, negate):
+    """``out[i0 + t] = v[t]`` (``-v[t]`` with ``negate``) for ``t < nt``: the tile's
+    per-row NLL or log-density. Through a :func:`rows_c` view (a vectorised loop) where
+    ``out``'s stride is its itemsize, else element by element (a view of the rows: its
+    ``o[t]`` needs no wraparound check, ``out[i0 + t]`` would)."""
+    if out.strides[0] == out.itemsize:
+        oc = rows_c(out, i0, nt)
+        for t in range(nt):
+            oc[t] = -v[t] if negate else v[t]
+    else:
+        o = out[i0:i0 + nt]
+        for t in range(nt):
+            o[t] = -v[t] if negate else v[t]
+
+
+@njit(inline="always")
 def load_rows(L, M, LS, Y, i0, t0, nt, XA, XM, XS, XY):
     """Rows ``i0 + t0 .. i0 + nt - 1`` into the tile, one element at a time (the rows
     left after the 8 x 8 blocks): ``XA[j, t] = L[i0 + t, j]``, and so on."""

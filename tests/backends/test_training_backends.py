@@ -13,6 +13,7 @@ import npmdn
 from npmdn import NonFiniteLossError, config, philox, training
 from npmdn._numba import regularization as _nb_reg
 from npmdn._numba import train as _nb_train
+from npmdn._numba.memory import aligned_zeros
 
 
 def _data(n=300, d_in=2, d_out=2, seed=0):
@@ -333,7 +334,7 @@ def test_aligned_zeros(dtype, shape):
     """The training scratch's allocator: zeros of the shape and dtype, C-contiguous,
     starting on a 64-byte line whatever NumPy's allocator returns (16-byte aligned)."""
     for _ in range(20):  # several allocations: some come back aligned by chance
-        a = _nb_train.aligned_zeros(shape, dtype)
+        a = aligned_zeros(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
         assert a.ctypes.data % 64 == 0
         assert not a.any()
