@@ -23,7 +23,10 @@ both sides alike: a kernel whose code did not change measured 0.98-1.02 this
 way in most runs and up to 1.06 in one (two copies of the same code do not land
 alike in memory), where process pairs moved 10-20%; read a ratio within about 5%
 of 1 as no change. ``--shapes`` takes ``N,K,D`` (diagonal)
-or ``N,K,D,1`` (isotropic).
+or ``N,K,D,1`` (isotropic). ``--kernels`` picks among ``nll_grad``, ``log_prob`` and
+``sample`` (Gumbel-max and cumulative, ``--draws`` a row: by default 16 up to 65536
+rows and 1 above, as in ``bench.kernels``); it applies to ``--same-process``, the
+alternating processes time the two head kernels.
 """
 
 import argparse
@@ -68,13 +71,20 @@ print(json.dumps(out))
 """
 
 
-def _kernel_call(mod, kernel, v, y, nll, gv):
+KERNELS = ("nll_grad", "log_prob", "sample")
+
+
+def _kernel_call(mod, kernel, v, y, nll, gv, draws):
     if kernel == "nll_grad":
         return lambda: mod.nll_grad(*v, y, out=(nll, *gv))
-    return lambda: mod.log_prob(*v, y)
+    if kernel == "log_prob":
+        return lambda: mod.log_prob(*v, y)
+    if kernel == "sample gumbel":
+        return lambda: mod.sample(*v, draws, 7, 0, "gumbel")
+    return lambda: mod.sample(*v, draws, 7, 0, "cumulative")
 
 
-def same_process(other, here, shapes, rounds):
+def same_process(other, here, shapes, rounds, kernels=KERNELS[:2], draws=None):
     from .kernels import make_inputs, split
 
     tmp = tempfile.mkdtemp(prefix="npmdn-ab-")
@@ -94,8 +104,11 @@ def same_process(other, here, shapes, rounds):
             head, y = make_inputs(n, k, d, np.float32, s=sc)
             v, g = split(head, k, d, sc), np.zeros_like(head)
             gv, nll = split(g, k, d, sc), np.empty(n, np.float32)
-            for kernel in ("nll_grad", "log_prob"):
-                calls = {label: _kernel_call(m, kernel, v, y, nll, gv)
+            j = draws if draws is not None else (16 if n <= 65536 else 1)
+            names = [kn for kernel in kernels for kn in (
+                (f"{kernel} gumbel", f"{kernel} cumulative") if kernel == "sample" else (kernel,))]
+            for kernel in names:
+                calls = {label: _kernel_call(m, kernel, v, y, nll, gv, j)
                          for label, m in mods.items()}
                 for f in calls.values():
                     f()
@@ -111,7 +124,9 @@ def same_process(other, here, shapes, rounds):
                         med[label].append(float(np.median(ts)))
                 a, b = np.median(med["other"]), np.median(med["this"])
                 ratios = np.array(med["this"]) / np.array(med["other"])
-                print(f"| {kernel} {','.join(map(str, shape))} | {a * 1e3:.3f} | {b * 1e3:.3f} "
+                name = f"{kernel} {','.join(map(str, shape))}" + (
+                    f" x {j}" if kernel.startswith("sample") else "")
+                print(f"| {name} | {a * 1e3:.3f} | {b * 1e3:.3f} "
                       f"| {b / a:.3f} | {ratios.min():.2f}-{ratios.max():.2f} |", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,7 +142,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--shapes", default=None,
                     help="N,K,D or N,K,D,1 (isotropic), separated by ';'")
+    ap.add_argument("--kernels", default="nll_grad,log_prob",
+                    help="with --same-process: of " + ", ".join(KERNELS) + ", separated by ','")
+    ap.add_argument("--draws", type=int, default=None,
+                    help="draws a row for sample (default: 16 up to 65536 rows, else 1)")
     args = ap.parse_args()
+    kernels = tuple(args.kernels.split(","))
+    bad = [k for k in kernels if k not in KERNELS]
+    if bad:
+        raise SystemExit(f"--kernels: unknown {', '.join(bad)} (expected some of "
+                         f"{', '.join(KERNELS)})")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     other = os.path.abspath(args.other)
     if not os.path.isfile(os.path.join(other, "npmdn", "__init__.py")):
@@ -136,7 +160,7 @@ def main():
         tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
     if args.same_process:
         sys.path.insert(0, here)
-        same_process(other, here, shapes, args.rounds)
+        same_process(other, here, shapes, args.rounds, kernels, args.draws)
         return
     res = {"this": [], "other": []}
     for _ in range(args.pairs):
