@@ -54,6 +54,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .memory import empty_lines
+from .transpose import tr_load8
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
@@ -79,6 +80,9 @@ _TWO_M32 = 2.0**-32
 # float64 unless the runner-up exceeds the winner by GUMBEL_MARGIN (relative),
 # which covers both keys' errors with a factor of four to spare.
 GUMBEL_MARGIN = 8 * NEGLOG32_REL
+# A head row of at most this many values (logits, means, scales) reaches the
+# per-row tables by 8 x 8 block transposes, a wider one by element copies
+NARROW_ROW = 16
 
 
 @njit(error_model="numpy")
@@ -178,6 +182,11 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     ss = out.dtype.type(sigma_scale)
     zero = out.dtype.type(0.0)
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
+    narrow = K * (1 + D + S) <= NARROW_ROW
+    # the logits reach RA (float64) through LT in their own dtype, then one vector
+    # conversion, where a tile holds many rows (wide rows, one draw a row: 0.88-0.94x
+    # the time of converting them one by one; with 16 draws a row, 1.02-1.06x)
+    via_lt = narrow or J < 8
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         vr = empty_lines(tile, np.int64)  # row of each lane, counted from the tile's first row
@@ -188,6 +197,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         dj = empty_lines(tile, np.uint64)
         W32 = empty_lines((4, tile), np.uint32)  # one Philox block per lane
         comp32 = empty_lines(tile, np.int32)
+        LT = empty_lines((K, max_rows if via_lt else 0), L.dtype)  # per row: the logits
         RA = empty_lines((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
         rlast = empty_lines(max_rows, np.int64)  # per row: the last k with pi_k > 0
         AT32 = empty_lines((K, tile), np.float32)  # race factor c_k per lane, for the screen
@@ -215,7 +225,14 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
             nt = min(tile, total - f0)
             ra = f0 // J  # first and last row of the tile
             rb = (f0 + nt - 1) // J
-            for r in range(rb - ra + 1):  # (row, draw) of each lane, row by row
+            if J == 1:  # a lane per row: its counter words in one vector loop
+                for t in range(nt):
+                    gt = row_offset + np.uint64(f0 + t)
+                    vr[t] = t
+                    r0[t] = gt & _MASK
+                    r1[t] = gt >> _S32
+                    dj[t] = np.uint64(0)
+            for r in range(rb - ra + 1 if J > 1 else 0):  # (row, draw) of each lane, row by row
                 i = ra + r
                 t_lo = max(i * J - f0, 0)
                 t_hi = min((i + 1) * J - f0, nt)
@@ -235,17 +252,35 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     dj[t] = j0 + np.uint64(q)
 
             # ---- per row of the tile, component-major tables [k, row]: the rows are
-            # transposed once (plain copies), and every loop below runs over the rows (or
-            # lanes) of contiguous tables, so it vectorises even when J = 1
+            # transposed once, and every loop below runs over the rows (or lanes) of
+            # contiguous tables, so it vectorises even when J = 1. Narrow rows go by 8 x 8
+            # block transposes (the last rows one by one): with the counter words above,
+            # one draw a row at (2^20, 5, 1) takes 0.74x the time of element copies; wide
+            # rows keep the copies (the blocks: 1.06x at (262144, 8, 4), J = 1, and 1.08x
+            # at (65536, 30, 1), J = 16; bench.ab_kernels --same-process --kernels sample)
             nr = rb - ra + 1
-            for r in range(nr):
+            fr = nr - nr % 8 if narrow else 0  # rows moved by block transposes
+            for r8 in range(0, fr, 8):
+                for j in range(0, K, 8):
+                    tr_load8(L, ra + r8, j, min(8, K - j), LT, j, r8)
+                for j in range(0, K * D, 8):
+                    tr_load8(M, ra + r8, j, min(8, K * D - j), MUT, j, r8)
+                for j in range(0, K * S, 8):
+                    tr_load8(LS, ra + r8, j, min(8, K * S - j), SGT, j, r8)
+            for r in range(fr, nr):
                 ir = ra + r
                 for k in range(K):
-                    RA[k, r] = np.float64(L[ir, k])
+                    if via_lt:
+                        LT[k, r] = L[ir, k]
+                    else:
+                        RA[k, r] = np.float64(L[ir, k])
                 for j in range(K * D):
                     MUT[j, r] = M[ir, j]
                 for j in range(K * S):
                     SGT[j, r] = LS[ir, j]
+            for k in range(K if via_lt else 0):
+                for r in range(nr):
+                    RA[k, r] = np.float64(LT[k, r])
             for j in range(K * S):
                 if full and j % S >= D:  # U_ij
                     for r in range(nr):

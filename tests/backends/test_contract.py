@@ -237,20 +237,23 @@ def distinct_means(rng, n, k, d, s, dtype):
 @pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
 @pytest.mark.parametrize("temperature", [1.0, 0.4, 3.0, 0.0])
 @pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
-def test_sample_choices_identical(fast, rng, dtype, method, temperature, n, k, d, s):
-    """sigma_scale = 0 returns the chosen means exactly: the choices are the reference's."""
+@pytest.mark.parametrize("j", [1, 3, 40])
+def test_sample_choices_identical(fast, rng, dtype, method, temperature, n, k, d, s, j):
+    """sigma_scale = 0 returns the chosen means exactly: the choices are the reference's
+    (one draw a row, a few, many: the kernels lay draws out differently for each)."""
     logits, mu, ls = distinct_means(rng, n, k, d, s, dtype)
-    got = fast.get(fast.sample(*fast.put((logits, mu, ls)), 40, 2024, 5, method,
+    got = fast.get(fast.sample(*fast.put((logits, mu, ls)), j, 2024, 5, method,
                                temperature, 0.0))
-    want = mixture.sample(logits, mu, ls, 40, 2024, 5, method, temperature, 0.0)
-    assert got.dtype == dtype and got.shape == (n, 40, d)
+    want = mixture.sample(logits, mu, ls, j, 2024, 5, method, temperature, 0.0)
+    assert got.dtype == dtype and got.shape == (n, j, d)
     np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("method", mixture.SAMPLE_METHODS)
 @pytest.mark.parametrize("n,k,d,s", SAMPLE_SHAPES)
-def test_sample_values_match_reference(fast, rng, dtype, method, n, k, d, s):
+@pytest.mark.parametrize("j", [1, 30])
+def test_sample_values_match_reference(fast, rng, dtype, method, n, k, d, s, j):
     """The draws to rounding: float64 normals differ from NumPy's by a few ulps of
     the float64 log, cos and sin; float32 ones (computed in float32 or rounded) by
     ``philox.NORMALS_FLOAT32_RTOL``, and the float32 value adds a few roundings and
@@ -260,9 +263,9 @@ def test_sample_values_match_reference(fast, rng, dtype, method, n, k, d, s):
     logits, mu, ls, _ = random_mixture(rng, n, k, d, s, dtype)
     for seed, offset, temperature, sigma_scale in [(7, 0, 0.8, 1.7), (2**64 - 1, 2**32 - 5,
                                                                         0.5, 2.5)]:
-        got = fast.get(fast.sample(*fast.put((logits, mu, ls)), 30, seed, offset, method,
+        got = fast.get(fast.sample(*fast.put((logits, mu, ls)), j, seed, offset, method,
                                    temperature, sigma_scale))
-        want = mixture.sample(logits, mu, ls, 30, seed, offset, method, temperature,
+        want = mixture.sample(logits, mu, ls, j, seed, offset, method, temperature,
                               sigma_scale)
         assert got.dtype == want.dtype
         if dtype == np.float64:

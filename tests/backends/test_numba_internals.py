@@ -23,6 +23,7 @@ from npmdn._numba import kernels as nk
 from npmdn._numba import memory
 from npmdn._numba import transpose as tr
 from npmdn._numba import vmath as vm
+from npmdn._numba.sample import NARROW_ROW
 from npmdn.backend import get_backend
 
 DTYPES = [np.float64, np.float32]
@@ -465,6 +466,36 @@ def test_sampling_independent_of_batch_split_and_tile(rng, monkeypatch, method):
         monkeypatch.setattr(config, "SAMPLE_TILE", tile)
         np.testing.assert_array_equal(nk.sample(logits, mu, ls, 21, 99, 0, method, 1.0, 1.0),
                                       whole)
+
+
+@pytest.mark.parametrize("method", ["gumbel", "cumulative"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,d", [(5, 1), (3, 2), (5, 2)])
+def test_one_draw_a_row_in_any_tile_and_layout(rng, monkeypatch, method, dtype, k, d):
+    """One draw a row (a lane per row; narrow rows moved by 8 x 8 block transposes and
+    the last ones one by one, wide rows by copies): the first draw of many, whatever
+    the tile, the batch split, and the rows' layout (strided rows, views of one wider
+    array)."""
+    assert (k * (1 + 2 * d) <= NARROW_ROW) == (k * d < 10)  # both kinds of row
+    n = 203  # 25 blocks of 8 rows and 3 more
+    logits, mu, ls, _ = random_mixture(rng, n, k, d, d, dtype)
+    many = nk.sample(logits, mu, ls, 9, 5, 17, method, 0.7, 1.3)
+    one = nk.sample(logits, mu, ls, 1, 5, 17, method, 0.7, 1.3)
+    np.testing.assert_array_equal(one, many[:, :1])
+    parts = [nk.sample(logits[a:a + 37], mu[a:a + 37], ls[a:a + 37], 1, 5, 17 + a, method,
+                       0.7, 1.3) for a in range(0, n, 37)]
+    np.testing.assert_array_equal(np.concatenate(parts), one)
+    wide = np.zeros((2 * n, k * (1 + 2 * d) + 3), dtype)[::2]  # row stride twice a row
+    wide[:, :k] = logits
+    wide[:, k:k + k * d] = mu.reshape(n, -1)
+    wide[:, k + k * d:k + 2 * k * d] = ls.reshape(n, -1)
+    views = (wide[:, :k], wide[:, k:k + k * d].reshape(n, k, d),
+             wide[:, k + k * d:k + 2 * k * d].reshape(n, k, d))
+    np.testing.assert_array_equal(nk.sample(*views, 1, 5, 17, method, 0.7, 1.3), one)
+    for tile in (8, 24, 4096):
+        monkeypatch.setattr(config, "SAMPLE_TILE", tile)
+        np.testing.assert_array_equal(nk.sample(logits, mu, ls, 1, 5, 17, method, 0.7, 1.3),
+                                      one)
 
 
 def test_gumbel_exact_path_agrees_with_screen(rng, monkeypatch):
