@@ -32,9 +32,11 @@ from numba import njit
 
 from .memory import empty_lines
 from .transpose import (
+    PREFETCH_ROWS,
     load_rows,
-    prefetch_read,
-    prefetch_write,
+    one_buffer,
+    prefetch_rows,
+    prefetch_span,
     rows_c,
     store_fence,
     store_parts,
@@ -57,47 +59,12 @@ ROW_PAD = 16
 # The widest head row (P = K (1 + D + S) columns) the head kernel moves whole
 SMALL_ROW = 16
 
-# Rows ahead of the ones being loaded that are prefetched, eight at a time as the
-# tile's rows are loaded: the hardware prefetchers alone left the kernel ~2x slower
-# per row out of cache than in it
-PREFETCH_ROWS = 192
-
 # A gradient of at least this many bytes (a small head row's, one array) is written
 # with streaming stores, past the caches: it cannot stay in them anyway, and a plain
 # store first reads every line it writes (the read for ownership), a third more
 # memory traffic for the NLL and gradient. Smaller ones stay in the caches, where
 # the step that reads them next finds them.
 STREAM_BYTES = 32 * 2**20
-
-
-@njit(inline="always")
-def prefetch_rows(A, r0, r1, write):
-    """Prefetch hints for rows ``r0 .. r1 - 1`` of a 2-D array (every 64-byte line
-    from the first row's start to the last row's last column)."""
-    prefetch_span(A, r0, r1, A.shape[1], write)
-
-
-@njit(inline="always")
-def prefetch_span(A, r0, r1, width, write):
-    """:func:`prefetch_rows` over ``width`` columns from ``A``'s first, which may be
-    more than ``A``'s own where ``A`` is a view of wider rows (:func:`one_buffer`)."""
-    if r1 > r0:
-        span = (r1 - r0 - 1) * A.strides[0] + width * A.itemsize
-        for b in range(0, span, 64):
-            if write:
-                prefetch_write(A, r0, b)
-            else:
-                prefetch_read(A, r0, b)
-
-
-@njit(inline="always")
-def one_buffer(L, M, LS):
-    """True where ``M`` and ``LS`` continue ``L``'s rows: the columns of one [N, P]
-    array, as a model's head output (and its gradient) is split."""
-    isz = L.itemsize
-    return (L.strides[0] == M.strides[0] and L.strides[0] == LS.strides[0]
-            and M.ctypes.data == L.ctypes.data + L.shape[1] * isz
-            and LS.ctypes.data == M.ctypes.data + M.shape[1] * isz)
 
 
 @njit

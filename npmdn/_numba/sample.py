@@ -54,7 +54,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .memory import empty_lines
-from .transpose import tr_load8
+from .transpose import PREFETCH_ROWS, one_buffer, prefetch_rows, prefetch_span, tr_load8
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
@@ -80,9 +80,6 @@ _TWO_M32 = 2.0**-32
 # float64 unless the runner-up exceeds the winner by GUMBEL_MARGIN (relative),
 # which covers both keys' errors with a factor of four to spare.
 GUMBEL_MARGIN = 8 * NEGLOG32_REL
-# A head row of at most this many values (logits, means, scales) reaches the
-# per-row tables by 8 x 8 block transposes, a wider one by element copies
-NARROW_ROW = 16
 
 
 @njit(error_model="numpy")
@@ -182,11 +179,8 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     ss = out.dtype.type(sigma_scale)
     zero = out.dtype.type(0.0)
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
-    narrow = K * (1 + D + S) <= NARROW_ROW
-    # the logits reach RA (float64) through LT in their own dtype, then one vector
-    # conversion, where a tile holds many rows (wide rows, one draw a row: 0.88-0.94x
-    # the time of converting them one by one; with 16 draws a row, 1.02-1.06x)
-    via_lt = narrow or J < 8
+    P = K * (1 + D + S)  # values in a head row
+    one_row = one_buffer(L, M, LS)  # a head row's three parts back to back
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         vr = empty_lines(tile, np.int64)  # row of each lane, counted from the tile's first row
@@ -197,7 +191,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         dj = empty_lines(tile, np.uint64)
         W32 = empty_lines((4, tile), np.uint32)  # one Philox block per lane
         comp32 = empty_lines(tile, np.int32)
-        LT = empty_lines((K, max_rows if via_lt else 0), L.dtype)  # per row: the logits
+        LT = empty_lines((K, max_rows), L.dtype)  # per row: the logits as given
         RA = empty_lines((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
         rlast = empty_lines(max_rows, np.int64)  # per row: the last k with pi_k > 0
         AT32 = empty_lines((K, tile), np.float32)  # race factor c_k per lane, for the screen
@@ -252,15 +246,24 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     dj[t] = j0 + np.uint64(q)
 
             # ---- per row of the tile, component-major tables [k, row]: the rows are
-            # transposed once, and every loop below runs over the rows (or lanes) of
-            # contiguous tables, so it vectorises even when J = 1. Narrow rows go by 8 x 8
-            # block transposes (the last rows one by one): with the counter words above,
-            # one draw a row at (2^20, 5, 1) takes 0.74x the time of element copies; wide
-            # rows keep the copies (the blocks: 1.06x at (262144, 8, 4), J = 1, and 1.08x
-            # at (65536, 30, 1), J = 16; bench.ab_kernels --same-process --kernels sample)
+            # transposed once, by 8 x 8 blocks (the last rows one by one; the logits in
+            # their own dtype, then to float64 in one pass), with prefetch hints for the
+            # rows PREFETCH_ROWS on, and every loop below runs over the rows (or lanes) of
+            # contiguous tables, so it vectorises even when J = 1. Element by element and
+            # without the hints these copies waited on memory: at (2^20, 5, 1), one draw a
+            # row, they took half the kernel's time (bench/RESULTS.md, 2026-12-08)
             nr = rb - ra + 1
-            fr = nr - nr % 8 if narrow else 0  # rows moved by block transposes
+            fr = nr - nr % 8  # rows moved by 8 x 8 block transposes; the rest one by one
             for r8 in range(0, fr, 8):
+                pa = ra + r8 + PREFETCH_ROWS
+                if pa < n:
+                    pe = min(n, pa + 8)
+                    if one_row:
+                        prefetch_span(L, pa, pe, P, False)
+                    else:
+                        prefetch_rows(L, pa, pe, False)
+                        prefetch_rows(M, pa, pe, False)
+                        prefetch_rows(LS, pa, pe, False)
                 for j in range(0, K, 8):
                     tr_load8(L, ra + r8, j, min(8, K - j), LT, j, r8)
                 for j in range(0, K * D, 8):
@@ -269,16 +272,21 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     tr_load8(LS, ra + r8, j, min(8, K * S - j), SGT, j, r8)
             for r in range(fr, nr):
                 ir = ra + r
-                for k in range(K):
-                    if via_lt:
-                        LT[k, r] = L[ir, k]
+                pa = ir + PREFETCH_ROWS
+                if pa < n:
+                    if one_row:
+                        prefetch_span(L, pa, pa + 1, P, False)
                     else:
-                        RA[k, r] = np.float64(L[ir, k])
+                        prefetch_rows(L, pa, pa + 1, False)
+                        prefetch_rows(M, pa, pa + 1, False)
+                        prefetch_rows(LS, pa, pa + 1, False)
+                for k in range(K):
+                    LT[k, r] = L[ir, k]
                 for j in range(K * D):
                     MUT[j, r] = M[ir, j]
                 for j in range(K * S):
                     SGT[j, r] = LS[ir, j]
-            for k in range(K if via_lt else 0):
+            for k in range(K):  # to float64 in one vector pass
                 for r in range(nr):
                     RA[k, r] = np.float64(LT[k, r])
             for j in range(K * S):
