@@ -22,11 +22,12 @@ and the range of the per-round ratios. The machine's slow stretches then fall on
 both sides alike: a kernel whose code did not change measured 0.98-1.02 this
 way in most runs and up to 1.06 in one (two copies of the same code do not land
 alike in memory), where process pairs moved 10-20%; read a ratio within about 5%
-of 1 as no change. ``--shapes`` takes ``N,K,D`` (diagonal)
-or ``N,K,D,1`` (isotropic). ``--kernels`` picks among ``nll_grad``, ``log_prob`` and
-``sample`` (Gumbel-max and cumulative, ``--draws`` a row: by default 16 up to 65536
-rows and 1 above, as in ``bench.kernels``); it applies to ``--same-process``, the
-alternating processes time the two head kernels.
+of 1 as no change. ``--shapes`` takes ``N,K,D`` (diagonal), ``N,K,D,1``
+(isotropic) or ``N,K,D,S`` with ``S = D (D + 1) / 2`` (full covariance).
+``--kernels`` picks among ``nll_grad``, ``log_prob`` and ``sample`` (Gumbel-max
+and cumulative, ``--draws`` a row: by default 16 up to 65536 rows and 1 above, as
+in ``bench.kernels``); it applies to ``--same-process``, the alternating
+processes time the two head kernels.
 """
 
 import argparse
@@ -141,7 +142,7 @@ def main():
                     help="both checkouts in one process, alternating rounds")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--shapes", default=None,
-                    help="N,K,D or N,K,D,1 (isotropic), separated by ';'")
+                    help="N,K,D, N,K,D,1 (isotropic) or N,K,D,D(D+1)/2 (full), separated by ';'")
     ap.add_argument("--kernels", default="nll_grad,log_prob",
                     help="with --same-process: of " + ", ".join(KERNELS) + ", separated by ','")
     ap.add_argument("--draws", type=int, default=None,

@@ -30,7 +30,14 @@ from numba import njit
 
 from .head import FASTMATH, pad8
 from .memory import empty_lines
-from .transpose import load_rows, store_parts, store_rows, tr_load8
+from .transpose import (
+    load_rows,
+    prefetch_rows,
+    rows_ahead,
+    store_parts,
+    store_rows,
+    tr_load8,
+)
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -179,6 +186,7 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     KS = LS.shape[1]
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
+    ahead = rows_ahead((K + K * D + KS + D) * L.itemsize)
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         XA = empty_lines((pad8(K), tile), L.dtype)  # logits, then d_logits
@@ -198,8 +206,19 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             nt = min(tile, n - i0)
             full = nt - nt % 8  # rows moved by 8 x 8 blocks; the rest one by one
 
-            # ---- load: X[j, t] = A[i0 + t, j]
+            # ---- load: X[j, t] = A[i0 + t, j], with the prefetch hints for 8 rows further on
             for g in range(0, full, 8):
+                pa = i0 + g + ahead
+                if pa < n:
+                    pe = min(n, pa + 8)
+                    prefetch_rows(L, pa, pe, False)
+                    prefetch_rows(M, pa, pe, False)
+                    prefetch_rows(LS, pa, pe, False)
+                    prefetch_rows(Y, pa, pe, False)
+                    if grad:
+                        prefetch_rows(GL, pa, pe, True)
+                        prefetch_rows(GM, pa, pe, True)
+                        prefetch_rows(GS, pa, pe, True)
                 for j in range(0, K, 8):
                     tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
                 for j in range(0, K * D, 8):

@@ -32,11 +32,11 @@ from numba import njit
 
 from .memory import empty_lines
 from .transpose import (
-    PREFETCH_ROWS,
     load_rows,
     one_buffer,
     prefetch_rows,
     prefetch_span,
+    rows_ahead,
     rows_c,
     store_fence,
     store_parts,
@@ -355,6 +355,7 @@ def _tile_loop(GRAD):
                   and GL.ctypes.data % GL.itemsize == 0)
         n_tiles = (n + tile - 1) // tile
         n_chunks = max(1, min(n_tiles, n_chunks))
+        ahead = rows_ahead((P + D) * L.itemsize)  # the prefetch distance
         for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
             prefer_wide_vectors()
             zero = as_type(0.0, L)
@@ -394,7 +395,7 @@ def _tile_loop(GRAD):
                 # hints for 8 rows further on; a small head row whole (columns past L's own
                 # are M's and LS's: one_buffer)
                 for g in range(0, full if small else 0, 8):
-                    pa = i0 + g + PREFETCH_ROWS
+                    pa = i0 + g + ahead
                     if pa < n:
                         pe = min(n, pa + 8)
                         prefetch_span(L, pa, pe, P, False)
@@ -404,7 +405,7 @@ def _tile_loop(GRAD):
                     for j in range(0, P, 8):
                         tr_load8(L, i0 + g, j, min(8, P - j), XH, j, g)
                 for g in range(0, 0 if small else full, 8):
-                    pa = i0 + g + PREFETCH_ROWS
+                    pa = i0 + g + ahead
                     if pa < n:
                         pe = min(n, pa + 8)
                         prefetch_rows(L, pa, pe, False)

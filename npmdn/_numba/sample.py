@@ -54,7 +54,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .memory import empty_lines
-from .transpose import PREFETCH_ROWS, one_buffer, prefetch_rows, prefetch_span, tr_load8
+from .transpose import one_buffer, prefetch_rows, prefetch_span, rows_ahead, tr_load8
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
@@ -181,6 +181,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
     max_rows = min(n, tile // J + 2)  # rows a tile of draws can touch
     P = K * (1 + D + S)  # values in a head row
     one_row = one_buffer(L, M, LS)  # a head row's three parts back to back
+    ahead = rows_ahead(P * L.itemsize)  # the prefetch distance
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         vr = empty_lines(tile, np.int64)  # row of each lane, counted from the tile's first row
@@ -248,14 +249,14 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
             # ---- per row of the tile, component-major tables [k, row]: the rows are
             # transposed once, by 8 x 8 blocks (the last rows one by one; the logits in
             # their own dtype, then to float64 in one pass), with prefetch hints for the
-            # rows PREFETCH_ROWS on, and every loop below runs over the rows (or lanes) of
+            # rows ``ahead`` on, and every loop below runs over the rows (or lanes) of
             # contiguous tables, so it vectorises even when J = 1. Element by element and
             # without the hints these copies waited on memory: at (2^20, 5, 1), one draw a
             # row, they took half the kernel's time (bench/RESULTS.md, 2026-12-08)
             nr = rb - ra + 1
             fr = nr - nr % 8  # rows moved by 8 x 8 block transposes; the rest one by one
             for r8 in range(0, fr, 8):
-                pa = ra + r8 + PREFETCH_ROWS
+                pa = ra + r8 + ahead
                 if pa < n:
                     pe = min(n, pa + 8)
                     if one_row:
@@ -272,7 +273,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     tr_load8(LS, ra + r8, j, min(8, K * S - j), SGT, j, r8)
             for r in range(fr, nr):
                 ir = ra + r
-                pa = ir + PREFETCH_ROWS
+                pa = ir + ahead
                 if pa < n:
                     if one_row:
                         prefetch_span(L, pa, pa + 1, P, False)

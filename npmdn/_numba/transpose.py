@@ -224,6 +224,15 @@ def prefetch_write(typingctx, A, row, byte):
 # as a tile's rows are loaded: the hardware prefetchers alone left the head kernels
 # ~2x slower per row out of cache than in it (and the sampler's row tables 3-10x)
 PREFETCH_ROWS = 192
+# ... at most this many bytes of a head row's data ahead (wide rows: fewer rows, so
+# that the lines fetched are not evicted from L1 before their tile reaches them)
+PREFETCH_BYTES = 24 * 1024
+
+
+@njit(inline="always")
+def rows_ahead(row_bytes):
+    """The prefetch distance in rows (a multiple of 8) for rows of ``row_bytes``."""
+    return max(8, min(PREFETCH_ROWS, PREFETCH_BYTES // max(1, row_bytes)) // 8 * 8)
 
 
 @njit(inline="always")

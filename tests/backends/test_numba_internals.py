@@ -329,6 +329,19 @@ def _rows_c_sum(a, i0, m):
     return s
 
 
+def test_prefetch_distance_is_whole_blocks_within_the_byte_budget():
+    """The tile loops prefetch ``rows_ahead(row_bytes)`` rows on: whole 8-row blocks,
+    PREFETCH_ROWS for narrow rows, fewer for wide ones (at most PREFETCH_BYTES
+    ahead), and never less than one block."""
+    cases = {4: 192, 64: 192, 128: 192, 256: 96, 364: 64, 496: 48, 1448: 16, 3072: 8,
+             2**20: 8}
+    for row_bytes, rows in cases.items():
+        got = tr.rows_ahead(row_bytes)
+        assert got == rows, (row_bytes, got)
+        assert got % 8 == 0 and 8 <= got <= tr.PREFETCH_ROWS
+        assert got == 8 or got * row_bytes <= tr.PREFETCH_BYTES
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_c_is_a_view_of_the_rows(dtype):
     """``rows_c(A, i0, m)``: elements ``i0 .. i0 + m - 1`` of a contiguous vector (or of a
