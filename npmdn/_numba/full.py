@@ -32,13 +32,19 @@ from .head import FASTMATH, pad8
 from .memory import empty_lines
 from .transpose import (
     load_rows,
+    one_buffer,
     prefetch_rows,
+    prefetch_span,
     rows_ahead,
     store_parts,
     store_rows,
     tr_load8,
 )
 from .vmath import as_type, prefer_wide_vectors, vexp, vlog
+
+# Inputs (a head row and its target, all rows) of at least this many bytes get the
+# tile loop's prefetch hints: half the development machine's last-level cache
+PREFETCH_MIN_BYTES = 16 * 2**20
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -186,7 +192,13 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
     KS = LS.shape[1]
     n_tiles = (n + tile - 1) // tile
     n_chunks = max(1, min(n_tiles, n_chunks))
-    ahead = rows_ahead((K + K * D + KS + D) * L.itemsize)
+    P = K + K * D + KS  # values in a head row
+    ahead = rows_ahead((P + D) * L.itemsize)  # the prefetch distance
+    one_in = one_buffer(L, M, LS)
+    # prefetch hints only for inputs too large to stay in the last-level cache
+    # (held there, (65536, 4, 2) ran 1.12-1.23x slower with them)
+    far = n * (P + D) * L.itemsize >= PREFETCH_MIN_BYTES
+    one_out = grad and one_buffer(GL, GM, GS)
     for c in range(c0, c1):  # chunks [c0, c1) of n_chunks; the caller's threads run the rest
         prefer_wide_vectors()
         XA = empty_lines((pad8(K), tile), L.dtype)  # logits, then d_logits
@@ -209,13 +221,18 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
             # ---- load: X[j, t] = A[i0 + t, j], with the prefetch hints for 8 rows further on
             for g in range(0, full, 8):
                 pa = i0 + g + ahead
-                if pa < n:
+                if pa < n and far:
                     pe = min(n, pa + 8)
-                    prefetch_rows(L, pa, pe, False)
-                    prefetch_rows(M, pa, pe, False)
-                    prefetch_rows(LS, pa, pe, False)
+                    if one_in:  # a head row's lines once, not each part's
+                        prefetch_span(L, pa, pe, P, False)
+                    else:
+                        prefetch_rows(L, pa, pe, False)
+                        prefetch_rows(M, pa, pe, False)
+                        prefetch_rows(LS, pa, pe, False)
                     prefetch_rows(Y, pa, pe, False)
-                    if grad:
+                    if grad and one_out:
+                        prefetch_span(GL, pa, pe, P, True)
+                    elif grad:
                         prefetch_rows(GL, pa, pe, True)
                         prefetch_rows(GM, pa, pe, True)
                         prefetch_rows(GS, pa, pe, True)
