@@ -503,6 +503,9 @@ def test_one_draw_a_row_in_any_tile_and_layout(rng, monkeypatch, method, dtype, 
     views = (wide[:, :k], wide[:, k:k + k * d].reshape(n, k, d),
              wide[:, k + k * d:k + 2 * k * d].reshape(n, k, d))
     np.testing.assert_array_equal(nk.sample(*views, 1, 5, 17, method, 0.7, 1.3), one)
+    backwards = [a[::-1].copy()[::-1] for a in (logits, mu, ls)]  # negative row strides
+    assert backwards[0].strides[0] < 0
+    np.testing.assert_array_equal(nk.sample(*backwards, 1, 5, 17, method, 0.7, 1.3), one)
     for tile in (8, 24, 4096):
         monkeypatch.setattr(config, "SAMPLE_TILE", tile)
         np.testing.assert_array_equal(nk.sample(logits, mu, ls, 1, 5, 17, method, 0.7, 1.3),
