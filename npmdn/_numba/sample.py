@@ -195,8 +195,9 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
         LT = empty_lines((K, max_rows), L.dtype)  # per row: the logits as given
         RA = empty_lines((K, max_rows), np.float64)  # per row: (a_k - max a) / T, or cum. weights
         rlast = empty_lines(max_rows, np.int64)  # per row: the last k with pi_k > 0
-        AT32 = empty_lines((K, tile), np.float32)  # race factor c_k per lane, for the screen
+        AT32 = empty_lines((K, tile if J > 1 else 0), np.float32)  # race factor c_k per lane
         CT = empty_lines((K, max_rows), np.float32)  # race factor c_k per row
+        AK = CT if J == 1 else AT32  # the screen's factors, by lane (J = 1: lane t is row t)
         best32 = empty_lines(tile, np.float32)
         second32 = empty_lines(tile, np.float32)
         comp = empty_lines(tile, np.int64)
@@ -318,7 +319,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                         RV[r] = v if better else RV[r]
                         rlast[r] = k if better else rlast[r]
                 for t in range(nt):
-                    comp[t] = rlast[vr[t]]
+                    comp[t] = rlast[t] if J == 1 else rlast[vr[t]]
             else:
                 # (a_k - max a) / T, as the reference: a common offset changes nothing
                 for r in range(nr):
@@ -344,7 +345,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                             ck = CT[k, r]
                             for q in range(t_hi - t_lo):
                                 AT32[k, np.uint64(t_lo + q)] = ck
-                else:
+                elif J > 1:  # (J = 1: lane t is row t, and the screen reads CT itself)
                     for k in range(K):
                         for t in range(nt):  # unsigned index: no wraparound branch
                             AT32[k, t] = ct_flat[np.uint64(k * max_rows + vr[t])]
@@ -364,7 +365,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                     for w in range(min(4, K - 4 * blk)):
                         k = np.int32(4 * blk + w)
                         for t in range(nt):
-                            key = neglog_word32(W32[w, t]) * AT32[k, t]
+                            key = neglog_word32(W32[w, t]) * AK[k, t]
                             b1 = best32[t]
                             # branch-free (keys are never NaN): the runner-up is
                             # min(max(key, best), second), the best min(key, best)
@@ -430,12 +431,16 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
                             for q in range(t_hi - t_lo):
                                 t = np.uint64(t_lo + q)
                                 comp[t] += ck <= U[t]
+                elif J == 1:  # lane t is row t
+                    for k in range(K):
+                        for t in range(nt):
+                            comp[t] += RA[k, t] <= U[t]
                 else:
                     for k in range(K):
                         for t in range(nt):
                             comp[t] += ra_flat[np.uint64(k * max_rows + vr[t])] <= U[t]
                 for t in range(nt):
-                    comp[t] = comp[t] if comp[t] < K else rlast[vr[t]]
+                    comp[t] = comp[t] if comp[t] < K else (rlast[t] if J == 1 else rlast[vr[t]])
 
             # ---- normals: Box-Muller on the words after the choice words, in the output's
             # precision (normal_pair); a pair never straddles blocks, and the choice's last
