@@ -156,6 +156,44 @@ def normals_tile(W32, EPS, p, lane, D, nt):
             EPS[2 * p, t] = z0
 
 
+@njit(error_model="numpy")
+def load_tables(L, M, LS, ra, nr, one_row, P, ahead, LT, MUT, SGT):
+    """Rows ``ra .. ra + nr - 1`` of the head's parts into the per-row tables,
+    ``LT[k, r] = L[ra + r, k]`` (and ``MUT`` from ``M``, ``SGT`` from ``LS``): 8 x 8
+    block transposes, the last rows one by one, with prefetch hints for the rows
+    ``ahead`` on (one span per head row of ``P`` values where its parts are one array,
+    ``one_row``). A function of its own, called once per tile: inlined into the kernel,
+    it made the compile-only process's compile of the kernel ~0.9 s longer."""
+    n, K = L.shape
+    KD = M.shape[1]
+    KS = LS.shape[1]
+    fr = nr - nr % 8  # rows moved by 8 x 8 block transposes; the rest one by one
+    for r8 in range(0, fr, 8):
+        pa = ra + r8 + ahead
+        if pa < n:
+            pe = min(n, pa + 8)
+            if one_row:
+                prefetch_span(L, pa, pe, P, False)
+            else:
+                prefetch_rows(L, pa, pe, False)
+                prefetch_rows(M, pa, pe, False)
+                prefetch_rows(LS, pa, pe, False)
+        for j in range(0, K, 8):
+            tr_load8(L, ra + r8, j, min(8, K - j), LT, j, r8)
+        for j in range(0, KD, 8):
+            tr_load8(M, ra + r8, j, min(8, KD - j), MUT, j, r8)
+        for j in range(0, KS, 8):
+            tr_load8(LS, ra + r8, j, min(8, KS - j), SGT, j, r8)
+    for r in range(fr, nr):
+        ir = ra + r
+        for k in range(K):
+            LT[k, r] = L[ir, k]
+        for j in range(KD):
+            MUT[j, r] = M[ir, j]
+        for j in range(KS):
+            SGT[j, r] = LS[ir, j]
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
 def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigma_scale,
                   out, tile, n_chunks, margin, c0, c1):
@@ -257,39 +295,7 @@ def sample_kernel(L, M, LS, J, key0, key1, row_offset, gumbel, temperature, sigm
             # without the hints these copies waited on memory: at (2^20, 5, 1), one draw a
             # row, they took half the kernel's time (bench/RESULTS.md, 2026-12-08)
             nr = rb - ra + 1
-            fr = nr - nr % 8  # rows moved by 8 x 8 block transposes; the rest one by one
-            for r8 in range(0, fr, 8):
-                pa = ra + r8 + ahead
-                if pa < n:
-                    pe = min(n, pa + 8)
-                    if one_row:
-                        prefetch_span(L, pa, pe, P, False)
-                    else:
-                        prefetch_rows(L, pa, pe, False)
-                        prefetch_rows(M, pa, pe, False)
-                        prefetch_rows(LS, pa, pe, False)
-                for j in range(0, K, 8):
-                    tr_load8(L, ra + r8, j, min(8, K - j), LT, j, r8)
-                for j in range(0, K * D, 8):
-                    tr_load8(M, ra + r8, j, min(8, K * D - j), MUT, j, r8)
-                for j in range(0, K * S, 8):
-                    tr_load8(LS, ra + r8, j, min(8, K * S - j), SGT, j, r8)
-            for r in range(fr, nr):
-                ir = ra + r
-                pa = ir + ahead
-                if pa < n:
-                    if one_row:
-                        prefetch_span(L, pa, pa + 1, P, False)
-                    else:
-                        prefetch_rows(L, pa, pa + 1, False)
-                        prefetch_rows(M, pa, pa + 1, False)
-                        prefetch_rows(LS, pa, pa + 1, False)
-                for k in range(K):
-                    LT[k, r] = L[ir, k]
-                for j in range(K * D):
-                    MUT[j, r] = M[ir, j]
-                for j in range(K * S):
-                    SGT[j, r] = LS[ir, j]
+            load_tables(L, M, LS, ra, nr, one_row, P, ahead, LT, MUT, SGT)
             for k in range(K):  # to float64 in one vector pass
                 for r in range(nr):
                     RA[k, r] = np.float64(LT[k, r])
