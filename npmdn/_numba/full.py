@@ -33,8 +33,8 @@ from .memory import empty_lines
 from .transpose import (
     load_rows,
     one_buffer,
+    prefetch_head,
     prefetch_rows,
-    prefetch_span,
     rows_ahead,
     store_parts,
     store_rows,
@@ -223,19 +223,10 @@ def full_kernel(L, M, LS, Y, out, GL, GM, GS, grad, tile, n_chunks, c0, c1):
                 pa = i0 + g + ahead
                 if pa < n and far:
                     pe = min(n, pa + 8)
-                    if one_in:  # a head row's lines once, not each part's
-                        prefetch_span(L, pa, pe, P, False)
-                    else:
-                        prefetch_rows(L, pa, pe, False)
-                        prefetch_rows(M, pa, pe, False)
-                        prefetch_rows(LS, pa, pe, False)
+                    prefetch_head(L, M, LS, pa, pe, P, one_in, False)
                     prefetch_rows(Y, pa, pe, False)
-                    if grad and one_out:
-                        prefetch_span(GL, pa, pe, P, True)
-                    elif grad:
-                        prefetch_rows(GL, pa, pe, True)
-                        prefetch_rows(GM, pa, pe, True)
-                        prefetch_rows(GS, pa, pe, True)
+                    if grad:
+                        prefetch_head(GL, GM, GS, pa, pe, P, one_out, True)
                 for j in range(0, K, 8):
                     tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
                 for j in range(0, K * D, 8):

@@ -34,8 +34,8 @@ from .memory import empty_lines
 from .transpose import (
     load_rows,
     one_buffer,
+    prefetch_head,
     prefetch_rows,
-    prefetch_span,
     rows_ahead,
     rows_c,
     store_fence,
@@ -398,24 +398,20 @@ def _tile_loop(GRAD):
                     pa = i0 + g + ahead
                     if pa < n:
                         pe = min(n, pa + 8)
-                        prefetch_span(L, pa, pe, P, False)
+                        prefetch_head(L, M, LS, pa, pe, P, True, False)
                         prefetch_rows(Y, pa, pe, False)
                         if GRAD and not stream:
-                            prefetch_span(GL, pa, pe, P, True)
+                            prefetch_head(GL, GM, GS, pa, pe, P, True, True)
                     for j in range(0, P, 8):
                         tr_load8(L, i0 + g, j, min(8, P - j), XH, j, g)
                 for g in range(0, 0 if small else full, 8):
                     pa = i0 + g + ahead
                     if pa < n:
                         pe = min(n, pa + 8)
-                        prefetch_rows(L, pa, pe, False)
-                        prefetch_rows(M, pa, pe, False)
-                        prefetch_rows(LS, pa, pe, False)
+                        prefetch_head(L, M, LS, pa, pe, P, False, False)
                         prefetch_rows(Y, pa, pe, False)
                         if GRAD:
-                            prefetch_rows(GL, pa, pe, True)
-                            prefetch_rows(GM, pa, pe, True)
-                            prefetch_rows(GS, pa, pe, True)
+                            prefetch_head(GL, GM, GS, pa, pe, P, False, True)
                     for j in range(0, K, 8):
                         tr_load8(L, i0 + g, j, min(8, K - j), XA, j, g)
                     for j in range(0, K * D, 8):

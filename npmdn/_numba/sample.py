@@ -56,7 +56,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .memory import empty_lines
-from .transpose import one_buffer, prefetch_rows, prefetch_span, rows_ahead, tr_load8
+from .transpose import one_buffer, prefetch_head, rows_ahead, tr_load8
 from .vmath import (
     NEGLOG32_REL,
     always_inline,
@@ -171,13 +171,7 @@ def load_tables(L, M, LS, ra, nr, one_row, P, ahead, LT, MUT, SGT):
     for r8 in range(0, fr, 8):
         pa = ra + r8 + ahead
         if pa < n:
-            pe = min(n, pa + 8)
-            if one_row:
-                prefetch_span(L, pa, pe, P, False)
-            else:
-                prefetch_rows(L, pa, pe, False)
-                prefetch_rows(M, pa, pe, False)
-                prefetch_rows(LS, pa, pe, False)
+            prefetch_head(L, M, LS, pa, min(n, pa + 8), P, one_row, False)
         for j in range(0, K, 8):
             tr_load8(L, ra + r8, j, min(8, K - j), LT, j, r8)
         for j in range(0, KD, 8):

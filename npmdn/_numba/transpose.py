@@ -256,6 +256,20 @@ def prefetch_span(A, r0, r1, width, write):
 
 
 @njit(inline="always")
+def prefetch_head(L, M, LS, r0, r1, width, one, write):
+    """Prefetch hints for rows ``r0 .. r1 - 1`` of a head's three parts (or of its
+    gradient's): one span of ``width`` values a row where they are one array (``one``,
+    from :func:`one_buffer`), so that the lines they share are hinted once, else each
+    part's own rows."""
+    if one:
+        prefetch_span(L, r0, r1, width, write)
+    else:
+        prefetch_rows(L, r0, r1, write)
+        prefetch_rows(M, r0, r1, write)
+        prefetch_rows(LS, r0, r1, write)
+
+
+@njit(inline="always")
 def one_buffer(L, M, LS):
     """True where ``M`` and ``LS`` continue ``L``'s rows: the columns of one [N, P]
     array, as a model's head output (and its gradient) is split."""
