@@ -15,7 +15,7 @@ is a floor for them, not a kernel: no row of real input goes through it.
 
 It prints the floor on one thread and on two (one tile per thread, each thread its
 own copy), the real kernels at (1048576, 5, 1) on two threads, the copy bandwidth
-(``bench.machine.bandwidth``) sampled before and after, and for each sample the
+(``bench.machine.bandwidth``) sampled before, between and after, and for each sample the
 time per row that "within 2x of the bound" allows (bytes per row as in
 ``bench.kernels``: at K = 5, 128 for the NLL + gradient, 68 for the log-density). Every
 function is checked against the NumPy reference (:mod:`npmdn.mixture`) first.
@@ -23,7 +23,6 @@ function is checked against the NumPy reference (:mod:`npmdn.mixture`) first.
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -31,15 +30,15 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from npmdn import mixture
+from npmdn import config, mixture
 from npmdn._numba import kernels as nk
+from npmdn._numba.head import FASTMATH, HALF_LOG_2PI
 from npmdn._numba.vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 from .kernels import make_inputs, split
 from .machine import bandwidth, bound_from, bound_line, loadavg, machine, versions
 
-T = 256  # samples in a tile: the head kernels' tile (config.HEAD_TILE)
-FASTMATH = {"contract", "arcp", "nsz"}  # the head kernels' flags
+T = config.HEAD_TILE  # samples in a tile, as in the head kernels
 
 
 def row_bytes(name, k):
@@ -122,7 +121,7 @@ def tile_math(X, reps):
 {body}
     return far
 """
-    g = {"np": np, "T": T, "HALF_LOG_2PI": 0.5 * math.log(2 * math.pi), "as_type": as_type,
+    g = {"np": np, "T": T, "HALF_LOG_2PI": HALF_LOG_2PI, "as_type": as_type,
          "prefer_wide_vectors": prefer_wide_vectors, "unshifted_floor": unshifted_floor,
          "vexp": vexp, "vlog": vlog}
     exec(src, g)  # noqa: S102 - our own generated source
