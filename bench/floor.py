@@ -36,7 +36,7 @@ from npmdn._numba.head import FASTMATH, HALF_LOG_2PI
 from npmdn._numba.vmath import as_type, prefer_wide_vectors, unshifted_floor, vexp, vlog
 
 from .kernels import make_inputs, split
-from .machine import bandwidth, bound_from, bound_line, loadavg, machine, versions
+from .machine import bandwidth, bound_from, bound_line, loadavg, machine, median_time, versions
 
 T = config.HEAD_TILE  # samples in a tile, as in the head kernels
 
@@ -199,14 +199,7 @@ def time_kernels(runs):
     out = {}
     for name, f in (("nll_grad", lambda: nk.nll_grad(*v, y, out=(nll, *gv))),
                     ("log_prob", lambda: nk.log_prob(*v, y))):
-        f()
-        f()
-        ts = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-        out[name] = float(np.median(ts)) / n * 1e9
+        out[name] = median_time(f, runs)["median_s"] / n * 1e9
     return out
 
 
