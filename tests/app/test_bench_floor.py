@@ -1,5 +1,5 @@
-"""bench.floor times the head kernels' arithmetic alone; its claim rests on that
-arithmetic being the kernels' own, which these tests hold it to."""
+"""bench.floor times the head kernels' own math on a tile in L1; its claim rests on the
+tile being laid out as that math reads it, which these tests hold it to."""
 
 import numpy as np
 import pytest
@@ -8,29 +8,30 @@ from bench import floor
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_the_floor_computes_the_reference_math(k):
-    floor.check(k)  # raises if the log-density, NLL or gradient is off
+def test_the_tile_math_is_the_reference_math(k):
+    floor.check(k)  # raises if log p, the NLL or the gradient is off
 
 
-def test_a_floor_without_a_term_is_caught(monkeypatch):
-    real = floor._source
+def test_a_tile_laid_out_wrong_is_caught(monkeypatch):
+    real = floor.tile
 
-    def wrong(k, grad):  # the log-sigma term of the first component dropped
-        return [s.replace("+ s0))", "))") for s in real(k, grad)]
+    def swapped(k, seed=0):  # the means and the log sigmas in each other's rows
+        W, head, y = real(k, seed)
+        W[k:2 * k], W[2 * k:3 * k] = W[2 * k:3 * k].copy(), W[k:2 * k].copy()
+        return W, head, y
 
-    monkeypatch.setattr(floor, "_source", wrong)
-    with pytest.raises(RuntimeError, match="not the reference's math"):
+    monkeypatch.setattr(floor, "tile", swapped)
+    with pytest.raises(RuntimeError, match="not the reference's"):
         floor.check(3)
 
 
-def test_the_floor_reads_and_writes_only_its_tile():
-    X, _, _ = floor.tile(4)
-    one, two = floor.build(4, True)
-    X2 = np.stack([X, X, X])
-    before = X2[2].copy()
-    two(X2[:2], 3)  # two threads, one tile each
-    np.testing.assert_array_equal(X2[0], X2[1])
-    np.testing.assert_array_equal(X2[2], before)
+def test_two_threads_work_on_their_own_tiles():
+    W, _, _ = floor.tile(4)
+    W3 = np.stack([W, W, W])
+    floor.tile_math_2(W3[:2], W, 4, True, False, 3)
+    np.testing.assert_array_equal(W3[0], W3[1])
+    np.testing.assert_array_equal(W3[2], W)  # the third tile untouched
+    assert not np.array_equal(W3[0], W)  # and the two written
 
 
 def test_row_bytes_match_bench_kernels_at_k5():
